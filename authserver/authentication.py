@@ -1,0 +1,46 @@
+"""How callers of the Foo API, introspection and registration prove who they are (DRF classes)."""
+
+from django.contrib.auth.models import AnonymousUser
+from oauth2_provider.contrib.rest_framework import OAuth2Authentication
+from oauth2_provider.oauth2_backends import get_oauthlib_core
+from rest_framework.authentication import BaseAuthentication
+
+from authserver.errors import InvalidClient, basic_challenge, bearer_challenge
+
+
+class BearerTokenAuthentication(OAuth2Authentication):
+    """An access token in `Authorization: Bearer` (never the query string: RFC 9700 4.3.2).
+
+    Client-credentials tokens act for a client, not a user: `request.auth` is the AccessToken and
+    `request.auth.application` the client; `request.user` is anonymous.
+    """
+
+    def authenticate(self, request):
+        result = super().authenticate(request)
+        if result is None:
+            return None
+        user, token = result
+        return user or AnonymousUser(), token
+
+    def authenticate_header(self, request):
+        return bearer_challenge()
+
+
+class ClientSecretAuthentication(BaseAuthentication):
+    """A client authenticating with its id and secret (HTTP Basic or form body, RFC 6749 2.3.1).
+
+    `request.auth` is then the client (Application). Only tried when the request carries Basic
+    credentials or a client_secret; a wrong secret is `invalid_client`.
+    """
+
+    def authenticate(self, request):
+        scheme = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")[0]
+        if scheme != "Basic" and "client_secret" not in request.POST:
+            return None
+        client = get_oauthlib_core().authenticated_client(request)
+        if client is None:
+            raise InvalidClient()
+        return AnonymousUser(), client
+
+    def authenticate_header(self, request):
+        return basic_challenge()

@@ -1,0 +1,201 @@
+"""Every error a client can cause, shaped the way its RFC says, built in this one module.
+
+OAuth endpoints answer RFC 6749 5.2 / RFC 7009 / RFC 7591 / RFC 7662 JSON errors, the protected
+resources answer RFC 6750 Bearer challenges; paths for machines never get an HTML error page.
+"""
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404, JsonResponse
+from django.shortcuts import render
+from rest_framework import exceptions
+from rest_framework.response import Response
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+MACHINE_PATH_PREFIXES = ("/oauth2/", "/api/", "/.well-known/", "/healthz", "/readyz")
+
+
+def is_machine_path(path: str) -> bool:
+    return path.startswith(MACHINE_PATH_PREFIXES)
+
+
+def error_body(error: str, description: str = "", **extra) -> dict:
+    body = {"error": error}
+    if description:
+        body["error_description"] = description
+    body.update(extra)
+    return body
+
+
+def error_response(
+    error: str, description: str = "", *, status: int = 400, headers=None, **extra
+) -> JsonResponse:
+    response = JsonResponse(error_body(error, description, **extra), status=status)
+    for name, value in {**NO_STORE, **(headers or {})}.items():
+        response[name] = value
+    return response
+
+
+def database_unavailable() -> JsonResponse:
+    return error_response(
+        "temporarily_unavailable",
+        "The database is unreachable; try again shortly.",
+        status=503,
+        headers={"Retry-After": "5"},
+    )
+
+
+def request_too_large() -> JsonResponse:
+    limit = settings.MAX_REQUEST_BODY_BYTES
+    return error_response("invalid_request", f"The request body is larger than {limit} bytes.", status=413)
+
+
+def _quoted(value: str) -> str:
+    """An RFC 9110 quoted-string: no way out of the quotes, no header injection."""
+    value = str(value).replace("\r", "").replace("\n", "")
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def basic_challenge() -> str:
+    return f'Basic realm={_quoted(settings.OAUTH_REALM)}, charset="UTF-8"'
+
+
+def bearer_challenge(error: str = "", description: str = "", scope: str = "") -> str:
+    """RFC 6750 3: no error attribute when the request carried no token at all."""
+    params = {"realm": settings.OAUTH_REALM, "error": error, "error_description": description, "scope": scope}
+    return "Bearer " + ", ".join(f"{name}={_quoted(value)}" for name, value in params.items() if value)
+
+
+def oauth_response_headers(headers: dict, status: int) -> dict:
+    """Headers for an oauthlib response: JSON and no-store always (oauthlib sets them only for
+    some errors), and for a 401 the scheme clients authenticate with (RFC 6749 5.2: Basic), not
+    the Bearer challenge oauthlib puts on every 401."""
+    headers = {"Content-Type": "application/json", **NO_STORE, **headers}
+    if status == 401:
+        headers["WWW-Authenticate"] = basic_challenge()
+    return headers
+
+
+# --- Django REST framework: the Foo API, introspection and registration ----------------------------
+
+
+class InvalidClient(exceptions.AuthenticationFailed):
+    default_detail = "Client authentication failed."
+    default_code = "invalid_client"
+
+
+class InvalidToken(exceptions.AuthenticationFailed):
+    default_detail = "The access token is invalid."
+    default_code = "invalid_token"
+
+
+class InsufficientScope(exceptions.PermissionDenied):
+    default_code = "insufficient_scope"
+
+    def __init__(self, required_scopes):
+        self.required_scopes = " ".join(required_scopes)
+        super().__init__(f"This request needs the scope: {self.required_scopes}.")
+
+
+class TooManyRequests(exceptions.Throttled):
+    default_code = "too_many_requests"
+
+
+def _drf_error(exc: exceptions.APIException, view) -> tuple[str, dict]:
+    """(error code, extra body fields) for a DRF exception on `view`."""
+    if isinstance(exc, InsufficientScope):
+        return "insufficient_scope", {"scope": exc.required_scopes}
+    if isinstance(exc, InvalidClient):
+        return "invalid_client", {}
+    if isinstance(exc, (exceptions.ParseError, exceptions.ValidationError, exceptions.UnsupportedMediaType)):
+        # A view may name its RFC's own code for a bad body, e.g. invalid_client_metadata (RFC 7591).
+        return getattr(view, "bad_request_error", "invalid_request"), {}
+    if isinstance(exc, exceptions.Throttled):
+        return "too_many_requests", {}
+    return {
+        exceptions.NotFound: "not_found",
+        exceptions.MethodNotAllowed: "method_not_allowed",
+        exceptions.NotAcceptable: "not_acceptable",
+        exceptions.PermissionDenied: "access_denied",
+    }.get(type(exc), "invalid_request"), {}
+
+
+def _description(exc: exceptions.APIException) -> str:
+    detail = exc.detail
+    if isinstance(detail, dict):
+        return "; ".join(f"{field}: {' '.join(map(str, messages))}" for field, messages in detail.items())
+    if isinstance(detail, list):
+        return " ".join(map(str, detail))
+    return str(detail)
+
+
+def api_exception_handler(exc, context):
+    """DRF EXCEPTION_HANDLER: RFC-shaped JSON and challenges for every API error."""
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
+    if not isinstance(exc, exceptions.APIException):
+        return None  # not a client error: ProtocolErrorMiddleware or the 500 handler answers
+
+    request, view = context["request"], context.get("view")
+    headers = dict(NO_STORE)
+    if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
+        if isinstance(exc, InvalidClient):
+            error, description, challenge = "invalid_client", _description(exc), basic_challenge()
+        elif isinstance(exc, InvalidToken):
+            error, description = "invalid_token", _description(exc)
+            challenge = bearer_challenge(error, description)
+        else:
+            # DOT's authentication leaves what was wrong with a presented token on the request.
+            oauth2_error = getattr(request, "oauth2_error", None) or {}
+            error = oauth2_error.get("error", "")
+            description = oauth2_error.get("error_description", "")
+            challenge = bearer_challenge(error, description)
+        body = error_body(error or "unauthorized", description or _description(exc))
+        return Response(body, status=401, headers={**headers, "WWW-Authenticate": challenge})
+    if isinstance(exc, InsufficientScope):
+        headers["WWW-Authenticate"] = bearer_challenge(
+            "insufficient_scope", str(exc.detail), exc.required_scopes
+        )
+    if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
+        headers["Retry-After"] = str(int(exc.wait) + 1)
+    error, extra = _drf_error(exc, view)
+    return Response(error_body(error, _description(exc), **extra), status=exc.status_code, headers=headers)
+
+
+# --- Django's error views (config/urls.py handler400 ... handler500) ------------------------------
+
+_PAGES = {
+    400: ("invalid_request", "The request could not be understood."),
+    403: ("access_denied", "You do not have access to this page."),
+    404: ("not_found", "There is nothing at this address."),
+    500: ("server_error", "Something went wrong on our side; it has been logged."),
+}
+
+
+def _error_page(request, status: int):
+    error, description = _PAGES[status]
+    if is_machine_path(request.path):
+        return error_response(error, description, status=status)
+    return render(request, "error.html", {"status": status, "description": description}, status=status)
+
+
+def bad_request(request, exception=None):
+    return _error_page(request, 400)
+
+
+def permission_denied(request, exception=None):
+    return _error_page(request, 403)
+
+
+def page_not_found(request, exception=None):
+    return _error_page(request, 404)
+
+
+def csrf_failure(request, reason=""):
+    return _error_page(request, 403)
+
+
+def server_error(request):
+    return _error_page(request, 500)

@@ -1,0 +1,63 @@
+import json
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+
+from authserver import services
+from authserver.scopes import sandbox_scope_names
+
+
+class Command(BaseCommand):
+    help = "Register a client-credentials client and print its id and secret (shown this once)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--name", required=True)
+        parser.add_argument(
+            "--scope",
+            help='Space-separated scopes the client may be granted (default: the sandbox scopes), "a b"',
+        )
+        parser.add_argument(
+            "--token-ttl", type=int, metavar="SECONDS", help="Access-token lifetime for this client"
+        )
+        parser.add_argument("--owner", metavar="USERNAME", help="The user who owns the client")
+        parser.add_argument("--json", action="store_true", dest="as_json", help="Print one JSON object")
+
+    def handle(self, *args, name, scope, token_ttl, owner, as_json: bool, **options):
+        scopes = scope.split() if scope is not None else sandbox_scope_names()
+        try:
+            new_client = services.register_client(
+                name=name,
+                scopes=scopes,
+                owner=self._owner(owner),
+                access_token_lifetime=token_ttl,
+                actor="manage.py create_client",
+            )
+        except ValidationError as error:
+            raise CommandError("; ".join(error.messages)) from error
+        application = new_client.application
+        result = {
+            "client_id": application.client_id,
+            "client_secret": new_client.client_secret,
+            "scope": " ".join(application.allowed_scope_names),
+            "name": application.name,
+            "access_token_lifetime": application.token_lifetime,
+            "token_endpoint": f"{settings.ISSUER}/oauth2/token",
+        }
+        if as_json:
+            self.stdout.write(json.dumps(result))
+            return
+        self.stdout.write(f"client_id:     {result['client_id']}")
+        self.stdout.write(f"client_secret: {result['client_secret']}")
+        self.stdout.write(f"scope:         {result['scope']}")
+        self.stdout.write(self.style.WARNING("The secret is stored hashed and will not be shown again."))
+
+    @staticmethod
+    def _owner(username: str | None):
+        if username is None:
+            return None
+        try:
+            return get_user_model().objects.get_by_natural_key(username)
+        except get_user_model().DoesNotExist as error:
+            raise CommandError(f"No user named {username!r}.") from error

@@ -1,0 +1,132 @@
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+from django.utils import timezone
+from django.utils.functional import cached_property
+from oauth2_provider.models import AbstractApplication, ApplicationManager
+
+# RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+scope_token_validator = RegexValidator(
+    r"^[\x21\x23-\x5b\x5d-\x7e]+$",
+    "A scope name is printable ASCII without spaces, double quotes or backslashes (RFC 6749 3.3).",
+)
+
+
+class Scope(models.Model):
+    """A permission a client may be granted, e.g. `products:read`."""
+
+    name = models.CharField(max_length=64, unique=True, validators=[scope_token_validator])
+    description = models.CharField(max_length=255)
+    sandbox = models.BooleanField(
+        "sandbox",
+        default=False,
+        help_text="Test tokens handed out by the SDK portal and clients registered dynamically may carry it.",
+    )
+    public = models.BooleanField(
+        "public",
+        default=True,
+        help_text="Advertised in server metadata. Privileged scopes (introspection, registration) are not.",
+    )
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Application(AbstractApplication):
+    """An OAuth client, with the per-client policy django-oauth-toolkit does not have."""
+
+    allowed_scopes = models.ManyToManyField(
+        Scope,
+        through="ClientScope",
+        related_name="applications",
+        blank=True,
+        help_text="Scopes this client may be granted; asking for no scope grants all of them.",
+    )
+    access_token_lifetime = models.PositiveIntegerField(
+        "access-token lifetime",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(60), MaxValueValidator(7 * 24 * 3600)],
+        help_text="Seconds. Empty: the server default.",
+    )
+    enabled = models.BooleanField(
+        default=True,
+        help_text="A disabled client cannot get tokens, and its existing tokens stop working at once.",
+    )
+
+    objects = ApplicationManager()
+
+    class Meta(AbstractApplication.Meta):
+        verbose_name = "client"
+        indexes = [models.Index(fields=["name"])]
+
+    def natural_key(self):
+        return (self.client_id,)
+
+    def is_usable(self, request) -> bool:
+        return self.enabled
+
+    @cached_property
+    def allowed_scope_names(self) -> list[str]:
+        return sorted(scope.name for scope in self.allowed_scopes.all())
+
+    def allow_scopes(self, scopes) -> bool:
+        """Whether this client may hold all of `scopes` (as AccessToken.allow_scopes asks of a token)."""
+        return set(scopes) <= set(self.allowed_scope_names)
+
+    @property
+    def token_lifetime(self) -> int:
+        return self.access_token_lifetime or settings.ACCESS_TOKEN_LIFETIME
+
+
+class ClientScope(models.Model):
+    """A scope held by a client. PROTECT: a scope in use cannot be deleted."""
+
+    application = models.ForeignKey(Application, on_delete=models.CASCADE)
+    scope = models.ForeignKey(Scope, on_delete=models.PROTECT)
+
+    class Meta:
+        verbose_name = "client holding the scope"
+        constraints = [models.UniqueConstraint(fields=["application", "scope"], name="unique_client_scope")]
+
+    def __str__(self) -> str:
+        return f"{self.application} ({self.application.client_id}) holds {self.scope}"
+
+
+class AuditEvent(models.Model):
+    """Something that happened to a client or its credentials. Written, never edited."""
+
+    class Kind(models.TextChoices):
+        TOKEN_ISSUED = "token_issued", "token issued"
+        AUTH_FAILED = "auth_failed", "client authentication failed"
+        TOKEN_REVOKED = "token_revoked", "token revoked"
+        SECRET_ROTATED = "secret_rotated", "secret rotated"
+        CLIENT_CREATED = "client_created", "client created"
+        CLIENT_CHANGED = "client_changed", "client changed"
+        CLIENT_DELETED = "client_deleted", "client deleted"
+
+    created = models.DateTimeField(default=timezone.now)
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    application = models.ForeignKey(
+        Application, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_events"
+    )
+    # Kept as text: it outlives a deleted client and records ids that never existed.
+    client_id = models.CharField("client id", max_length=255, blank=True)
+    actor = models.CharField(max_length=255, blank=True)
+    remote_addr = models.GenericIPAddressField("remote address", null=True, blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+        indexes = [
+            models.Index(fields=["kind", "created"]),
+            models.Index(fields=["application", "kind", "created"]),
+            models.Index(fields=["client_id", "created"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.client_id} at {self.created:%Y-%m-%d %H:%M:%S}"

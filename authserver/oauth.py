@@ -1,0 +1,172 @@
+"""django-oauth-toolkit, extended through the classes its settings name (config/settings.py).
+
+- ClientCredentialsServer (OAUTH2_SERVER_CLASS): the one grant this server offers, with each
+  client's own access-token lifetime.
+- Validator (OAUTH2_VALIDATOR_CLASS): per-client scopes, enabled/disabled clients, fast secret
+  hashes with upgrade of legacy ones, audit events, one authentication method per request.
+- OAuthLibCore (OAUTH2_BACKEND_CLASS): keeps repeated parameters so oauthlib can reject them, and
+  answers failed client authentication with a Basic challenge (RFC 6749 5.2).
+"""
+
+import base64
+import binascii
+from urllib.parse import unquote_plus
+
+from django.contrib.auth.hashers import identify_hasher, make_password
+from oauth2_provider import oauth2_backends
+from oauth2_provider.oauth2_validators import OAuth2Validator
+from oauth2_provider.settings import oauth2_settings
+from oauthlib.common import Request as OauthlibRequest
+from oauthlib.oauth2 import BackendApplicationServer
+from oauthlib.oauth2.rfc6749 import errors
+
+from authserver import errors as protocol_errors
+from authserver import services
+from authserver.models import Application, AuditEvent
+
+
+class ClientCredentialsServer(BackendApplicationServer):
+    """oauthlib's client credentials server: token, revocation, introspection and resource endpoints.
+
+    Any other grant type is answered `unsupported_grant_type`. DOT passes its whole set of server
+    keyword arguments; the ones for grants this server does not run are not used.
+    """
+
+    def __init__(self, request_validator, token_generator=None, **dot_server_kwargs):
+        super().__init__(
+            request_validator, token_generator=token_generator, token_expires_in=self.access_token_lifetime
+        )
+
+    @staticmethod
+    def access_token_lifetime(request) -> int:
+        return request.client.token_lifetime
+
+
+def presented_basic_credentials(request) -> tuple[str, str] | None:
+    """(client_id, client_secret) from `Authorization: Basic`, form-decoded as RFC 6749 2.3.1 says."""
+    scheme, _, encoded = (request.headers.get("HTTP_AUTHORIZATION") or "").partition(" ")
+    if scheme != "Basic":
+        return None
+    try:
+        client_id, separator, client_secret = base64.b64decode(encoded).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    if not separator:
+        return None
+    return unquote_plus(client_id), unquote_plus(client_secret)
+
+
+class Validator(OAuth2Validator):
+    def authenticate_client(self, request, *args, **kwargs):
+        basic = presented_basic_credentials(request)
+        self._reject_ambiguous_credentials(request, basic)
+        authenticated = super().authenticate_client(request, *args, **kwargs)
+        client_id, client_secret = basic or (request.client_id or "", getattr(request, "client_secret", None))
+        if authenticated:
+            self._upgrade_secret_hash(request.client, client_secret)
+        else:
+            services.record_event(
+                kind=AuditEvent.Kind.AUTH_FAILED,
+                client_id=client_id[:255],
+                application=services.find_client(client_id),
+                actor=f"client:{client_id}"[:255],
+                remote_addr=request.headers.get("REMOTE_ADDR"),
+                detail={"endpoint": request.uri.partition("?")[0][-64:]},
+            )
+        return authenticated
+
+    @staticmethod
+    def _reject_ambiguous_credentials(request, basic) -> None:
+        for parameter in ("client_id", "client_secret"):
+            if parameter in request.duplicate_params:
+                raise errors.InvalidRequestError(
+                    description=f"Repeated {parameter} parameter.", request=request
+                )
+        if basic is None:
+            return
+        # RFC 6749 2.3: a client MUST NOT use more than one authentication method in a request.
+        if getattr(request, "client_secret", None) is not None:
+            raise errors.InvalidRequestError(
+                description="Use one client authentication method: HTTP Basic or client_secret in the body.",
+                request=request,
+            )
+        if request.client_id and request.client_id != basic[0]:
+            raise errors.InvalidRequestError(
+                description="client_id does not match the client in the Authorization header.",
+                request=request,
+            )
+
+    def _extract_basic_auth(self, request):
+        auth_string = super()._extract_basic_auth(request)
+        # DOT's base64 decoding raises ValueError (a 500) on non-ASCII input; that is no credential.
+        return auth_string if auth_string is None or auth_string.isascii() else None
+
+    def _check_secret(self, provided_secret, stored_secret):
+        # An empty secret never matches; DOT compares hashes and plain values in constant time.
+        return bool(provided_secret) and super()._check_secret(provided_secret, stored_secret)
+
+    @staticmethod
+    def _upgrade_secret_hash(application: Application, client_secret: str | None) -> None:
+        """Re-hash a secret stored with a slow or outdated hasher (or none), now that we know it."""
+        stored = application.client_secret
+        wanted = oauth2_settings.CLIENT_SECRET_HASHER
+        if not client_secret or not application.hash_client_secret:
+            return
+        try:
+            current = identify_hasher(stored).algorithm
+        except ValueError:
+            current = None  # stored in plain text: hash it now
+        if current == wanted:
+            return
+        # Conditional on the old hash: a secret rotated meanwhile must not be overwritten.
+        Application.objects.filter(pk=application.pk, client_secret=stored).update(
+            client_secret=make_password(client_secret, hasher=wanted)
+        )
+
+    def validate_scopes(self, client_id, scopes, client, request, *args, **kwargs):
+        requested = list(dict.fromkeys(scopes))  # a scope asked for twice is granted once
+        request.scopes = requested
+        if not requested:
+            return False  # a client that may hold no scope gets no token
+        return super().validate_scopes(client_id, requested, client, request, *args, **kwargs)
+
+    def _save_bearer_token(self, token, request, *args, **kwargs):
+        # Runs inside DOT's transaction: the token row and its audit event commit together.
+        super()._save_bearer_token(token, request, *args, **kwargs)
+        services.record_event(
+            kind=AuditEvent.Kind.TOKEN_ISSUED,
+            application=request.client,
+            actor=f"client:{request.client.client_id}",
+            remote_addr=request.headers.get("REMOTE_ADDR"),
+            detail={"scope": token["scope"], "expires_in": token["expires_in"]},
+        )
+
+    def revoke_token(self, token, token_type_hint, request, *args, **kwargs):
+        services.revoke_presented_token(
+            token=token,
+            application=request.client,
+            actor=f"client:{request.client.client_id}",
+            remote_addr=request.headers.get("REMOTE_ADDR"),
+        )
+
+
+class OAuthLibCore(oauth2_backends.OAuthLibCore):
+    def extract_body(self, request):
+        # Every value of every parameter: oauthlib rejects repeated ones (RFC 6749 3.1, 3.2).
+        return [(key, value) for key, values in request.POST.lists() for value in values]
+
+    def create_token_response(self, request):
+        uri, headers, body, status = super().create_token_response(request)
+        return uri, protocol_errors.oauth_response_headers(headers, status), body, status
+
+    def create_revocation_response(self, request):
+        uri, headers, body, status = super().create_revocation_response(request)
+        return uri, protocol_errors.oauth_response_headers(headers, status), body, status
+
+    def authenticated_client(self, request) -> Application | None:
+        """The client that authenticated this request with its secret (Basic or body), if any."""
+        uri, http_method, body, headers = self._extract_params(request)
+        oauthlib_request = OauthlibRequest(uri, http_method, body, headers)
+        if self.server.request_validator.authenticate_client(oauthlib_request):
+            return oauthlib_request.client
+        return None

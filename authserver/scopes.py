@@ -1,0 +1,43 @@
+"""Scopes as data: DOT's SCOPES_BACKEND_CLASS reading authserver.Scope rows."""
+
+from django.core.cache import cache
+from oauth2_provider.scopes import BaseScopes
+
+from authserver.models import Scope
+
+CATALOGUE_CACHE_KEY = "authserver:scope-catalogue"
+# Scope descriptions and visibility change rarely; with a per-process cache (no REDIS_URL) an
+# edit reaches the other workers within this time. What a client may be granted is never cached.
+CATALOGUE_CACHE_SECONDS = 60
+
+
+def scope_catalogue() -> list[dict]:
+    catalogue = cache.get(CATALOGUE_CACHE_KEY)
+    if catalogue is None:
+        catalogue = list(Scope.objects.values("name", "description", "public", "sandbox"))
+        cache.set(CATALOGUE_CACHE_KEY, catalogue, CATALOGUE_CACHE_SECONDS)
+    return catalogue
+
+
+def forget_scope_catalogue(**kwargs) -> None:
+    cache.delete(CATALOGUE_CACHE_KEY)
+
+
+def sandbox_scope_names() -> list[str]:
+    return list(Scope.objects.filter(sandbox=True).values_list("name", flat=True))
+
+
+class DatabaseScopes(BaseScopes):
+    """All scopes come from the database; what a client may get comes from the client's policy."""
+
+    def get_all_scopes(self) -> dict[str, str]:
+        return {entry["name"]: entry["description"] for entry in scope_catalogue()}
+
+    def get_available_scopes(self, application=None, request=None, *args, **kwargs) -> list[str]:
+        if application is None:  # server metadata: what anyone may read about
+            return [entry["name"] for entry in scope_catalogue() if entry["public"]]
+        return application.allowed_scope_names
+
+    def get_default_scopes(self, application=None, request=None, *args, **kwargs) -> list[str]:
+        # RFC 6749 3.3: a request without `scope` gets the client's pre-defined default, all it may hold.
+        return [] if application is None else application.allowed_scope_names

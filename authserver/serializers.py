@@ -1,0 +1,84 @@
+"""Client metadata of dynamic client registration (RFC 7591 2, RFC 7592 2.2)."""
+
+from django.conf import settings
+from django.urls import reverse
+from rest_framework import serializers
+
+from authserver.models import Application
+from authserver.scopes import sandbox_scope_names
+
+CLIENT_CREDENTIALS = "client_credentials"
+# Set by the server, never by the client (RFC 7592 2.2).
+SERVER_ASSIGNED_FIELDS = (
+    "registration_access_token",
+    "registration_client_uri",
+    "client_secret_expires_at",
+    "client_id_issued_at",
+)
+
+
+class ClientMetadataSerializer(serializers.Serializer):
+    """What a client may ask for: a client-credentials client holding at most the sandbox scopes.
+
+    Metadata this server does not understand is ignored, as RFC 7591 2 requires.
+    """
+
+    client_name = serializers.CharField(max_length=255, required=False, allow_blank=True, default="")
+    grant_types = serializers.ListField(
+        child=serializers.CharField(), required=False, default=[CLIENT_CREDENTIALS]
+    )
+    response_types = serializers.ListField(child=serializers.CharField(), required=False, default=list)
+    redirect_uris = serializers.ListField(child=serializers.CharField(), required=False, default=list)
+    token_endpoint_auth_method = serializers.ChoiceField(
+        choices=["client_secret_basic", "client_secret_post"], required=False, default="client_secret_basic"
+    )
+    scope = serializers.CharField(required=False, allow_blank=True, default="")
+
+    def validate_grant_types(self, grant_types: list[str]) -> list[str]:
+        if set(grant_types) != {CLIENT_CREDENTIALS}:
+            raise serializers.ValidationError("Only the client_credentials grant can be registered.")
+        return [CLIENT_CREDENTIALS]
+
+    def validate_response_types(self, response_types: list[str]) -> list[str]:
+        if response_types:
+            raise serializers.ValidationError("Client-credentials clients use no response types.")
+        return []
+
+    def validate_redirect_uris(self, redirect_uris: list[str]) -> list[str]:
+        if redirect_uris:
+            raise serializers.ValidationError("Client-credentials clients have no redirect URIs.")
+        return []
+
+    def validate_scope(self, scope: str) -> list[str]:
+        """Space-separated scopes, all of them sandbox scopes; none asked for means all sandbox scopes."""
+        available = sandbox_scope_names()
+        requested = list(dict.fromkeys(scope.split()))
+        refused = sorted(set(requested) - set(available))
+        if refused:
+            raise serializers.ValidationError(
+                f"Not available to registered clients: {' '.join(refused)}. "
+                f"Available: {' '.join(sorted(available))}."
+            )
+        return requested or available
+
+
+def registration_response(
+    application: Application, registration_access_token: str, client_secret=None
+) -> dict:
+    """The client information response of RFC 7591 3.2.1 and RFC 7592 3."""
+    path = reverse("oauth2_provider:dcr-register-management", kwargs={"client_id": application.client_id})
+    data = {
+        "client_id": application.client_id,
+        "client_id_issued_at": int(application.created.timestamp()),
+        "client_name": application.name,
+        "grant_types": [CLIENT_CREDENTIALS],
+        "response_types": [],
+        "token_endpoint_auth_method": "client_secret_basic",
+        "scope": " ".join(application.allowed_scope_names),
+        "registration_access_token": registration_access_token,
+        "registration_client_uri": settings.ISSUER + path,
+    }
+    if client_secret is not None:
+        data["client_secret"] = client_secret
+        data["client_secret_expires_at"] = 0  # does not expire
+    return data

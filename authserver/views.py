@@ -1,0 +1,195 @@
+"""The authorization server's HTTP endpoints.
+
+Token and revocation are django-oauth-toolkit's views; introspection and dynamic registration are
+DRF views composed of the classes in authentication.py and permissions.py, calling services.py.
+"""
+
+from django.conf import settings
+from django.contrib.auth.hashers import check_password
+from django.db import DatabaseError, connection
+from django.http import JsonResponse
+from django.utils.decorators import method_decorator
+from django.views import View
+from django.views.decorators.csrf import csrf_exempt
+from oauth2_provider import views as dot_views
+from oauth2_provider.settings import oauth2_settings
+from oauth2_provider.utils import parse_bearer_token
+from rest_framework import exceptions, status
+from rest_framework.parsers import FormParser, JSONParser
+from rest_framework.permissions import BasePermission
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from authserver import errors, services
+from authserver.authentication import BearerTokenAuthentication, ClientSecretAuthentication
+from authserver.models import Application
+from authserver.permissions import TokenHasRequiredScopes
+from authserver.serializers import SERVER_ASSIGNED_FIELDS, ClientMetadataSerializer, registration_response
+
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+
+
+def remote_addr(request) -> str | None:
+    return request.META.get("REMOTE_ADDR")
+
+
+class FormPostEndpointMixin:
+    """OAuth endpoints take POSTed form bodies (RFC 6749 3.2, RFC 7009 2.1)."""
+
+    http_method_names = ["post", "options"]
+
+    @method_decorator(csrf_exempt)  # clients authenticate themselves; there is no session to forge
+    def dispatch(self, request, *args, **kwargs):
+        if request.method == "POST" and request.content_type != FORM_CONTENT_TYPE:
+            return errors.error_response("invalid_request", f"Content-Type must be {FORM_CONTENT_TYPE}.")
+        return super().dispatch(request, *args, **kwargs)
+
+
+class TokenView(FormPostEndpointMixin, dot_views.TokenView):
+    """POST /oauth2/token: the client credentials grant (RFC 6749 4.4)."""
+
+    def post(self, request, *args, **kwargs):
+        # DOT's device-code branch is skipped: this server offers one grant, and oauthlib answers
+        # any other grant_type with unsupported_grant_type.
+        return self.authorization_flow_token_response(request)
+
+
+class RevokeView(FormPostEndpointMixin, dot_views.RevokeTokenView):
+    """POST /oauth2/revoke (RFC 7009): a client revokes one of its own tokens."""
+
+
+class IntrospectView(APIView):
+    """POST /oauth2/introspect (RFC 7662) for resource servers holding the `introspection` scope,
+    authenticated as a client (Basic or body) or with a bearer token."""
+
+    authentication_classes = [ClientSecretAuthentication, BearerTokenAuthentication]
+    required_scopes = ["introspection"]
+    parser_classes = [FormParser]
+    http_method_names = ["post", "options"]
+
+    def post(self, request):
+        tokens = request.data.getlist("token")
+        if len(tokens) != 1 or not tokens[0]:
+            raise exceptions.ParseError("Send exactly one token parameter.")
+        return Response(services.introspect_token(tokens[0]), headers=errors.NO_STORE)
+
+
+class RegistrationView(APIView):
+    """POST /oauth2/register (RFC 7591), authorized by an initial access token with `registration`."""
+
+    required_scopes = ["registration"]
+    parser_classes = [JSONParser]
+    http_method_names = ["post", "options"]
+    bad_request_error = "invalid_client_metadata"
+
+    def post(self, request):
+        metadata = ClientMetadataSerializer(data=request.data)
+        metadata.is_valid(raise_exception=True)
+        registrar = request.auth.application
+        new_client = services.register_client(
+            name=metadata.validated_data["client_name"],
+            scopes=metadata.validated_data["scope"],
+            access_token_lifetime=settings.SANDBOX_TOKEN_LIFETIME,
+            registration_source=Application.RegistrationSource.DCR,
+            actor=f"client:{registrar.client_id}",
+            remote_addr=remote_addr(request),
+        )
+        registration_token = services.issue_registration_token(application=new_client.application)
+        body = registration_response(new_client.application, registration_token, new_client.client_secret)
+        return Response(body, status=status.HTTP_201_CREATED, headers=errors.NO_STORE)
+
+
+class IsRegistrationTokenOfClient(BasePermission):
+    """RFC 7592 2: the registration access token is valid for the client in the URL and no other."""
+
+    def has_permission(self, request, view) -> bool:
+        application = request.auth.application
+        if application is None or application.client_id != view.kwargs["client_id"]:
+            raise errors.InvalidToken("The registration access token is not valid for this client.")
+        return True
+
+
+class RegistrationManagementView(APIView):
+    """GET/PUT/DELETE /oauth2/register/<client_id> (RFC 7592), with the registration access token."""
+
+    permission_classes = [TokenHasRequiredScopes, IsRegistrationTokenOfClient]
+    required_scopes = [oauth2_settings.DCR_REGISTRATION_SCOPE]
+    parser_classes = [JSONParser]
+    http_method_names = ["get", "put", "delete", "options"]
+    bad_request_error = "invalid_client_metadata"
+
+    def get(self, request, client_id):
+        application = request.auth.application
+        return Response(
+            registration_response(application, self._presented_token(request)), headers=errors.NO_STORE
+        )
+
+    def put(self, request, client_id):
+        application = request.auth.application
+        self._check_update_request(request.data, application)
+        metadata = ClientMetadataSerializer(data=request.data)
+        metadata.is_valid(raise_exception=True)
+        renamed = application.name != metadata.validated_data["client_name"]
+        application.name = metadata.validated_data["client_name"]
+        services.update_client(
+            application=application,
+            scopes=metadata.validated_data["scope"],
+            changed_fields=["name"] if renamed else [],
+            actor=f"client:{client_id}",
+            remote_addr=remote_addr(request),
+        )
+        return Response(
+            registration_response(application, self._presented_token(request)), headers=errors.NO_STORE
+        )
+
+    def delete(self, request, client_id):
+        services.delete_client(
+            application=request.auth.application,
+            actor=f"client:{client_id}",
+            remote_addr=remote_addr(request),
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT, headers=errors.NO_STORE)
+
+    @staticmethod
+    def _presented_token(request) -> str:
+        return parse_bearer_token(request.META["HTTP_AUTHORIZATION"])
+
+    @staticmethod
+    def _check_update_request(data, application: Application) -> None:
+        if not isinstance(data, dict):
+            raise exceptions.ParseError("The body must be a JSON object of client metadata.")
+        if data.get("client_id") != application.client_id:
+            raise exceptions.ValidationError({"client_id": ["Must be this client's client_id."]})
+        assigned = sorted(field for field in SERVER_ASSIGNED_FIELDS if field in data)
+        if assigned:
+            raise exceptions.ValidationError(
+                {field: ["Set by the server; leave it out."] for field in assigned}
+            )
+        secret = data.get("client_secret")
+        if secret is not None and not (
+            isinstance(secret, str) and check_password(secret, application.client_secret)
+        ):
+            raise exceptions.ValidationError({"client_secret": ["Does not match the current secret."]})
+
+
+class HealthView(View):
+    """GET /healthz: the process is up and serving (no database)."""
+
+    http_method_names = ["get", "head", "options"]
+
+    def get(self, request):
+        return JsonResponse({"status": "ok"})
+
+
+class ReadinessView(View):
+    """GET /readyz: ready for traffic when the database answers; 503 otherwise."""
+
+    http_method_names = ["get", "head", "options"]
+
+    def get(self, request):
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+        except DatabaseError:
+            return errors.database_unavailable()
+        return JsonResponse({"status": "ready", "database": "ok"})

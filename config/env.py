@@ -1,0 +1,56 @@
+"""Reading the process environment into settings values (see the README's environment table)."""
+
+import os
+import secrets
+import tempfile
+from pathlib import Path
+
+TRUE_WORDS = {"1", "true", "yes", "on"}
+FALSE_WORDS = {"0", "false", "no", "off", ""}
+
+
+def env_str(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    word = raw.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ValueError(f"{name}={raw!r}: expected one of on/off, true/false, yes/no, 1/0")
+
+
+def env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return default if raw in (None, "") else int(raw)
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def persistent_secret_key(path: Path) -> str:
+    """The key stored at `path`, created once (atomically: concurrent workers agree on one key)."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False) as draft:
+        draft.write(secrets.token_urlsafe(50))
+    os.chmod(draft.name, 0o600)
+    try:
+        os.link(draft.name, path)  # fails if another process created the key first
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(draft.name)
+    return path.read_text().strip()

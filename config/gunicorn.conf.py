@@ -1,0 +1,32 @@
+"""gunicorn settings for `make run` (and the benchmark), from the environment (README)."""
+
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from config.env import env_bool, env_int, env_str
+from config.settings import TLS, TLS_CERT_FILE, TLS_KEY_FILE
+
+wsgi_app = "config.wsgi:application"
+bind = [env_str("BIND", "0.0.0.0:9443")]
+workers = env_int("WEB_CONCURRENCY", 2 * (os.cpu_count() or 1))
+worker_class = "sync"
+# Every instance is independent: no shared control socket under ~/.gunicorn.
+control_socket_disable = True
+timeout = 30
+graceful_timeout = 10
+keepalive = 5
+max_requests = 0
+limit_request_line = 8190
+limit_request_fields = 100
+
+if TLS:
+    certfile = str(TLS_CERT_FILE)
+    keyfile = str(TLS_KEY_FILE)
+
+# The request path without its query string: a token or secret sent in a URL never reaches a log.
+accesslog = "-" if env_bool("ACCESS_LOG", True) else None
+access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms'
+errorlog = "-"

@@ -1,0 +1,54 @@
+"""Fixtures shared by the whole suite.
+
+Tests ask for `db` or `transactional_db` (not the django_db marker): both are extended here so
+that every test starts with the default scopes bootstrap seeds.
+"""
+
+import os
+
+import pytest
+from django.conf import settings
+from django.core.cache import cache
+
+from authserver import services
+from tests import helpers
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings():
+    """One test database per pytest process: a file for SQLite, so live servers can share it."""
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        name = str(settings.VAR_DIR / f"test-db-{os.getpid()}.sqlite3")
+    else:
+        name = f"test_{database['NAME']}_{os.getpid()}"
+    database.setdefault("TEST", {})["NAME"] = name
+
+
+@pytest.fixture
+def db(db):
+    services.ensure_default_scopes()
+
+
+@pytest.fixture
+def transactional_db(transactional_db):
+    services.ensure_default_scopes()
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache():
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def client():
+    """Django's test client, speaking HTTPS as every client of this server does."""
+    return helpers.HttpsClient()
+
+
+@pytest.fixture
+def new_client(db):
+    """A client-credentials client holding products:read and orders:read."""
+    return helpers.make_client(scopes=["products:read", "orders:read"])

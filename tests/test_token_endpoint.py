@@ -1,0 +1,342 @@
+"""A client asks POST /oauth2/token for an access token with the client credentials grant."""
+
+import base64
+import hashlib
+
+import pytest
+from django.contrib.auth.hashers import identify_hasher, make_password
+from oauth2_provider.models import AccessToken
+
+from authserver import services
+from authserver.models import Application, AuditEvent
+from tests.helpers import FORM, basic, form, make_client, post_form, request_token
+
+
+def assert_oauth_error(response, status: int, error: str):
+    assert response.status_code == status, response.content
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["error"] == error
+    assert response["Cache-Control"] == "no-store"
+
+
+# --- success (RFC 6749 4.4.3, 5.1) -------------------------------------------------------------
+
+
+def test_client_secret_basic_gets_a_bearer_token(client, new_client):
+    response = request_token(client, new_client)
+
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"access_token", "token_type", "expires_in", "scope"}
+    assert body["token_type"] == "Bearer"
+    assert body["expires_in"] == 3600
+    assert body["scope"] == "orders:read products:read"
+    assert response["Cache-Control"] == "no-store"
+    assert response["Pragma"] == "no-cache"
+    assert response["Content-Type"] == "application/json"
+    assert "refresh_token" not in body
+
+
+def test_client_secret_post_gets_a_token(client, new_client):
+    params = {
+        "grant_type": "client_credentials",
+        "client_id": new_client.application.client_id,
+        "client_secret": new_client.client_secret,
+    }
+    response = post_form(client, "/oauth2/token", params)
+    assert response.status_code == 200
+    assert response.json()["token_type"] == "Bearer"
+
+
+def test_basic_credentials_are_form_decoded(client, db):
+    """RFC 6749 2.3.1: id and secret are form-urlencoded before base64; a '+' must arrive as '+'."""
+    new_client = make_client()
+    Application.objects.filter(pk=new_client.application.pk).update(
+        client_secret=make_password("s3cret+with:colon&more", hasher="client_secret_sha256")
+    )
+    new_client = services.NewClient(new_client.application, "s3cret+with:colon&more")
+    assert request_token(client, new_client).status_code == 200
+
+
+def test_each_token_is_new_and_stored_hashed(client, new_client):
+    first = request_token(client, new_client).json()["access_token"]
+    second = request_token(client, new_client).json()["access_token"]
+
+    assert first != second
+    for raw in (first, second):
+        stored = AccessToken.objects.get(token_checksum=hashlib.sha256(raw.encode()).hexdigest())
+        assert stored.token == ""  # only the checksum is kept (RFC 9700 token storage)
+        assert stored.user is None
+        assert stored.application_id == new_client.application.pk
+
+
+def test_asking_for_no_scope_grants_every_allowed_scope(client, db):
+    new_client = make_client(scopes=["products:read", "orders:read", "orders:write"])
+    assert request_token(client, new_client).json()["scope"] == "orders:read orders:write products:read"
+
+
+def test_asking_for_a_subset_grants_that_subset(client, new_client):
+    response = request_token(client, new_client, scope="products:read")
+    assert response.json()["scope"] == "products:read"
+
+
+def test_a_scope_asked_twice_is_granted_once(client, new_client):
+    response = request_token(client, new_client, scope="products:read products:read")
+    assert response.json()["scope"] == "products:read"
+
+
+def test_each_client_has_its_own_token_lifetime(client, db):
+    new_client = make_client(access_token_lifetime=120)
+    response = request_token(client, new_client)
+    assert response.json()["expires_in"] == 120
+    stored = AccessToken.objects.get(application=new_client.application)
+    assert 115 <= (stored.expires - stored.created).total_seconds() <= 125
+
+
+def test_trailing_slash_works_too(client, new_client):
+    credentials = basic(new_client.application.client_id, new_client.client_secret)
+    response = post_form(client, "/oauth2/token/", {"grant_type": "client_credentials"}, **credentials)
+    assert response.status_code == 200
+
+
+def test_issuing_a_token_is_audited_with_the_token_in_one_transaction(client, new_client):
+    credentials = basic(new_client.application.client_id, new_client.client_secret)
+    post_form(
+        client,
+        "/oauth2/token",
+        {"grant_type": "client_credentials"},
+        REMOTE_ADDR="203.0.113.7",
+        **credentials,
+    )
+    event = AuditEvent.objects.get(kind=AuditEvent.Kind.TOKEN_ISSUED)
+    assert event.application == new_client.application
+    assert event.remote_addr == "203.0.113.7"
+    assert event.detail["scope"] == "orders:read products:read"
+
+
+# --- invalid_client (RFC 6749 5.2) -------------------------------------------------------------
+
+
+def test_wrong_secret_is_invalid_client_with_a_basic_challenge(client, new_client):
+    wrong = services.NewClient(new_client.application, "not-the-secret")
+    response = request_token(client, wrong)
+
+    assert_oauth_error(response, 401, "invalid_client")
+    assert response["WWW-Authenticate"].startswith("Basic realm=")
+    failure = AuditEvent.objects.get(kind=AuditEvent.Kind.AUTH_FAILED)
+    assert failure.client_id == new_client.application.client_id
+    assert failure.application == new_client.application
+
+
+def test_unknown_client_is_invalid_client(client, db):
+    response = post_form(
+        client, "/oauth2/token", {"grant_type": "client_credentials"}, **basic("nobody", "x")
+    )
+    assert_oauth_error(response, 401, "invalid_client")
+    assert AuditEvent.objects.get(kind=AuditEvent.Kind.AUTH_FAILED).client_id == "nobody"
+
+
+def test_no_credentials_at_all_is_invalid_client(client, db):
+    response = post_form(client, "/oauth2/token", {"grant_type": "client_credentials"})
+    assert_oauth_error(response, 401, "invalid_client")
+    assert "WWW-Authenticate" in response
+
+
+def test_wrong_secret_in_the_body_is_invalid_client(client, new_client):
+    params = {
+        "grant_type": "client_credentials",
+        "client_id": new_client.application.client_id,
+        "client_secret": "x",
+    }
+    assert_oauth_error(post_form(client, "/oauth2/token", params), 401, "invalid_client")
+
+
+def test_empty_secret_never_matches(client, new_client):
+    params = {
+        "grant_type": "client_credentials",
+        "client_id": new_client.application.client_id,
+        "client_secret": "",
+    }
+    assert_oauth_error(post_form(client, "/oauth2/token", params), 401, "invalid_client")
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        "Basic",
+        "Basic !!!notbase64!!!",
+        "Basic " + base64.b64encode(b"no-colon").decode(),
+        "Basic \xff\xfe",
+        "Bearer x",
+    ],
+)
+def test_malformed_authorization_headers_are_invalid_client(client, new_client, authorization):
+    response = post_form(
+        client, "/oauth2/token", {"grant_type": "client_credentials"}, HTTP_AUTHORIZATION=authorization
+    )
+    assert_oauth_error(response, 401, "invalid_client")
+
+
+def test_a_disabled_client_is_invalid_client(client, new_client):
+    services.set_client_enabled(application=new_client.application, enabled=False, actor="tests")
+    assert_oauth_error(request_token(client, new_client), 401, "invalid_client")
+
+
+def test_after_rotation_the_old_secret_fails_and_the_new_one_works(client, new_client):
+    new_secret = services.rotate_secret(application=new_client.application, actor="tests")
+    assert_oauth_error(request_token(client, new_client), 401, "invalid_client")
+    assert request_token(client, services.NewClient(new_client.application, new_secret)).status_code == 200
+
+
+# --- invalid_request -----------------------------------------------------------------------------
+
+
+def test_missing_grant_type_is_invalid_request(client, new_client):
+    credentials = basic(new_client.application.client_id, new_client.client_secret)
+    assert_oauth_error(post_form(client, "/oauth2/token", {}, **credentials), 400, "invalid_request")
+
+
+@pytest.mark.parametrize("parameter", ["grant_type", "scope", "client_id", "client_secret"])
+def test_repeated_parameters_are_invalid_request(client, new_client, parameter):
+    application = new_client.application
+    pairs = [
+        ("grant_type", "client_credentials"),
+        ("client_id", application.client_id),
+        ("client_secret", new_client.client_secret),
+        ("scope", "products:read"),
+    ]
+    pairs.append(next(pair for pair in pairs if pair[0] == parameter))
+    assert_oauth_error(post_form(client, "/oauth2/token", pairs), 400, "invalid_request")
+
+
+def test_two_authentication_methods_in_one_request_are_invalid_request(client, new_client):
+    application = new_client.application
+    params = {"grant_type": "client_credentials", "client_secret": new_client.client_secret}
+    response = post_form(
+        client, "/oauth2/token", params, **basic(application.client_id, new_client.client_secret)
+    )
+    assert_oauth_error(response, 400, "invalid_request")
+
+
+def test_a_body_client_id_that_contradicts_basic_is_invalid_request(client, new_client):
+    application = new_client.application
+    params = {"grant_type": "client_credentials", "client_id": "someone-else"}
+    response = post_form(
+        client, "/oauth2/token", params, **basic(application.client_id, new_client.client_secret)
+    )
+    assert_oauth_error(response, 400, "invalid_request")
+
+
+def test_a_body_client_id_that_agrees_with_basic_is_fine(client, new_client):
+    application = new_client.application
+    params = {"grant_type": "client_credentials", "client_id": application.client_id}
+    response = post_form(
+        client, "/oauth2/token", params, **basic(application.client_id, new_client.client_secret)
+    )
+    assert response.status_code == 200
+
+
+def test_json_body_is_invalid_request(client, new_client):
+    credentials = basic(new_client.application.client_id, new_client.client_secret)
+    response = client.post(
+        "/oauth2/token", {"grant_type": "client_credentials"}, content_type="application/json", **credentials
+    )
+    assert_oauth_error(response, 400, "invalid_request")
+    assert "application/x-www-form-urlencoded" in response.json()["error_description"]
+
+
+def test_parameters_in_the_query_string_are_invalid_request(client, new_client):
+    credentials = basic(new_client.application.client_id, new_client.client_secret)
+    response = client.post(
+        "/oauth2/token?grant_type=client_credentials",
+        form({"grant_type": "client_credentials"}),
+        content_type=FORM,
+        **credentials,
+    )
+    assert_oauth_error(response, 400, "invalid_request")
+
+
+def test_invalid_utf8_in_the_body_is_a_json_4xx(client, new_client):
+    credentials = basic(new_client.application.client_id, new_client.client_secret)
+    response = client.post(
+        "/oauth2/token", b"grant_type=client_credentials&scope=\xff\xfe", content_type=FORM, **credentials
+    )
+    assert 400 <= response.status_code < 500
+    assert response["Content-Type"] == "application/json"
+
+
+def test_a_body_over_the_size_cap_is_413(client, new_client, settings):
+    body = form({"grant_type": "client_credentials", "scope": "x" * (settings.MAX_REQUEST_BODY_BYTES + 1)})
+    response = client.post("/oauth2/token", body, content_type=FORM)
+    assert_oauth_error(response, 413, "invalid_request")
+
+
+@pytest.mark.parametrize("method", ["get", "put", "delete", "patch"])
+def test_other_methods_are_405_json(client, db, method):
+    response = getattr(client, method)("/oauth2/token")
+    assert response.status_code == 405
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["error"] == "method_not_allowed"
+    assert "POST" in response["Allow"]
+
+
+# --- grant and scope errors ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "grant_type", ["password", "authorization_code", "refresh_token", "implicit", "nonsense"]
+)
+def test_other_grant_types_are_unsupported_grant_type(client, new_client, grant_type):
+    credentials = basic(new_client.application.client_id, new_client.client_secret)
+    response = post_form(client, "/oauth2/token", {"grant_type": grant_type}, **credentials)
+    assert_oauth_error(response, 400, "unsupported_grant_type")
+
+
+def test_a_client_registered_for_another_grant_is_unauthorized_client(client, db):
+    new_client = make_client()
+    Application.objects.filter(pk=new_client.application.pk).update(
+        authorization_grant_type=Application.GRANT_AUTHORIZATION_CODE,
+        redirect_uris="https://app.example/callback",
+    )
+    assert_oauth_error(request_token(client, new_client), 400, "unauthorized_client")
+
+
+def test_a_scope_the_client_may_not_hold_is_invalid_scope(client, new_client):
+    assert_oauth_error(request_token(client, new_client, scope="orders:write"), 400, "invalid_scope")
+
+
+def test_an_unknown_scope_is_invalid_scope(client, new_client):
+    assert_oauth_error(request_token(client, new_client, scope="products:read nope"), 400, "invalid_scope")
+
+
+def test_a_client_without_any_scope_gets_invalid_scope(client, db):
+    assert_oauth_error(request_token(client, make_client(scopes=[])), 400, "invalid_scope")
+
+
+# --- secrets at rest -------------------------------------------------------------------------------
+
+
+def test_secrets_are_stored_with_the_fast_salted_hash(new_client):
+    stored = Application.objects.get(pk=new_client.application.pk).client_secret
+    assert new_client.client_secret not in stored
+    assert identify_hasher(stored).algorithm == "client_secret_sha256"
+
+
+def test_a_legacy_pbkdf2_secret_still_works_and_is_rehashed_on_use(client, db, settings):
+    new_client = make_client()
+    legacy_hash = make_password(new_client.client_secret, hasher="pbkdf2_sha256")
+    Application.objects.filter(pk=new_client.application.pk).update(client_secret=legacy_hash)
+
+    assert request_token(client, new_client).status_code == 200
+    upgraded = Application.objects.get(pk=new_client.application.pk).client_secret
+    assert identify_hasher(upgraded).algorithm == "client_secret_sha256"
+    assert request_token(client, new_client).status_code == 200
+
+
+def test_a_failed_attempt_does_not_rehash_a_legacy_secret(client, db):
+    new_client = make_client()
+    legacy_hash = make_password(new_client.client_secret, hasher="pbkdf2_sha256")
+    Application.objects.filter(pk=new_client.application.pk).update(client_secret=legacy_hash)
+
+    request_token(client, services.NewClient(new_client.application, "wrong"))
+    assert Application.objects.get(pk=new_client.application.pk).client_secret == legacy_hash
