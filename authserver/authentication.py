@@ -5,7 +5,13 @@ from oauth2_provider.contrib.rest_framework import OAuth2Authentication
 from oauth2_provider.oauth2_backends import get_oauthlib_core
 from rest_framework.authentication import BaseAuthentication
 
-from authserver.errors import InvalidClient, basic_challenge, bearer_challenge
+from authserver.errors import (
+    InvalidClient,
+    TooManyRequests,
+    TooManyRequestsError,
+    basic_challenge,
+    bearer_challenge,
+)
 
 
 class BearerTokenAuthentication(OAuth2Authentication):
@@ -37,7 +43,10 @@ class ClientSecretAuthentication(BaseAuthentication):
         scheme = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")[0]
         if scheme != "Basic" and "client_secret" not in request.POST:
             return None
-        client = get_oauthlib_core().authenticated_client(request)
+        try:
+            client = get_oauthlib_core().authenticated_client(request)
+        except TooManyRequestsError as throttled:
+            raise TooManyRequests(wait=throttled.retry_after) from throttled
         if client is None:
             raise InvalidClient()
         return AnonymousUser(), client

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, JsonResponse
 from django.shortcuts import render
+from oauthlib.oauth2 import OAuth2Error
 from rest_framework import exceptions
 from rest_framework.response import Response
 
@@ -48,6 +49,30 @@ def database_unavailable() -> JsonResponse:
 def request_too_large() -> JsonResponse:
     limit = settings.MAX_REQUEST_BODY_BYTES
     return error_response("invalid_request", f"The request body is larger than {limit} bytes.", status=413)
+
+
+def too_many_requests(retry_after: int) -> JsonResponse:
+    description = f"Too many requests; retry after {retry_after} seconds."
+    return error_response(
+        "too_many_requests", description, status=429, headers={"Retry-After": str(retry_after)}
+    )
+
+
+class TooManyRequestsError(OAuth2Error):
+    """Raised inside oauthlib (client authentication) when the caller is throttled."""
+
+    error = "too_many_requests"
+    status_code = 429
+
+    def __init__(self, retry_after: int, **kwargs):
+        super().__init__(
+            description=f"Too many failed attempts; retry after {retry_after} seconds.", **kwargs
+        )
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict:
+        return {"Retry-After": str(self.retry_after)}
 
 
 def _quoted(value: str) -> str:

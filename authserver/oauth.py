@@ -21,7 +21,7 @@ from oauthlib.oauth2 import BackendApplicationServer
 from oauthlib.oauth2.rfc6749 import errors
 
 from authserver import errors as protocol_errors
-from authserver import services
+from authserver import services, throttling
 from authserver.models import Application, AuditEvent
 
 
@@ -60,20 +60,26 @@ class Validator(OAuth2Validator):
     def authenticate_client(self, request, *args, **kwargs):
         basic = presented_basic_credentials(request)
         self._reject_ambiguous_credentials(request, basic)
-        authenticated = super().authenticate_client(request, *args, **kwargs)
         client_id, client_secret = basic or (request.client_id or "", getattr(request, "client_secret", None))
+        address = throttling.client_address(request.headers)
+        retry_after = throttling.client_auth_retry_after(client_id, address)
+        if retry_after:
+            raise protocol_errors.TooManyRequestsError(retry_after, request=request)
+
+        authenticated = super().authenticate_client(request, *args, **kwargs)
         if authenticated:
             self._upgrade_secret_hash(request.client, client_secret)
-        else:
-            services.record_event(
-                kind=AuditEvent.Kind.AUTH_FAILED,
-                client_id=client_id[:255],
-                application=services.find_client(client_id),
-                actor=f"client:{client_id}"[:255],
-                remote_addr=request.headers.get("REMOTE_ADDR"),
-                detail={"endpoint": request.uri.partition("?")[0][-64:]},
-            )
-        return authenticated
+            return True
+        throttling.record_client_auth_failure(client_id, address)
+        services.record_event(
+            kind=AuditEvent.Kind.AUTH_FAILED,
+            client_id=client_id[:255],
+            application=services.find_client(client_id),
+            actor=f"client:{client_id}"[:255],
+            remote_addr=address,
+            detail={"endpoint": request.uri.partition("?")[0][-64:]},
+        )
+        return False
 
     @staticmethod
     def _reject_ambiguous_credentials(request, basic) -> None:
@@ -137,7 +143,7 @@ class Validator(OAuth2Validator):
             kind=AuditEvent.Kind.TOKEN_ISSUED,
             application=request.client,
             actor=f"client:{request.client.client_id}",
-            remote_addr=request.headers.get("REMOTE_ADDR"),
+            remote_addr=throttling.client_address(request.headers),
             detail={"scope": token["scope"], "expires_in": token["expires_in"]},
         )
 
@@ -146,7 +152,7 @@ class Validator(OAuth2Validator):
             token=token,
             application=request.client,
             actor=f"client:{request.client.client_id}",
-            remote_addr=request.headers.get("REMOTE_ADDR"),
+            remote_addr=throttling.client_address(request.headers),
         )
 
 

@@ -20,7 +20,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from authserver import errors, services
+from authserver import errors, services, throttling
 from authserver.authentication import BearerTokenAuthentication, ClientSecretAuthentication
 from authserver.models import Application
 from authserver.permissions import TokenHasRequiredScopes
@@ -29,8 +29,8 @@ from authserver.serializers import SERVER_ASSIGNED_FIELDS, ClientMetadataSeriali
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 
 
-def remote_addr(request) -> str | None:
-    return request.META.get("REMOTE_ADDR")
+def remote_addr(request) -> str:
+    return throttling.client_address(request.META)
 
 
 class FormPostEndpointMixin:
@@ -49,6 +49,9 @@ class TokenView(FormPostEndpointMixin, dot_views.TokenView):
     """POST /oauth2/token: the client credentials grant (RFC 6749 4.4)."""
 
     def post(self, request, *args, **kwargs):
+        retry_after = throttling.TOKEN_REQUESTS_PER_ADDRESS.record(remote_addr(request))
+        if retry_after:
+            return errors.too_many_requests(retry_after)
         # DOT's device-code branch is skipped: this server offers one grant, and oauthlib answers
         # any other grant_type with unsupported_grant_type.
         return self.authorization_flow_token_response(request)

@@ -139,6 +139,19 @@ SECURE_SSL_REDIRECT = TLS
 SECURE_HSTS_SECONDS = 31_536_000 if TLS else 0
 SECURE_HSTS_INCLUDE_SUBDOMAINS = TLS
 SECURE_HSTS_PRELOAD = TLS
+# Rate limits: (events, per seconds), counted per address and client in the shared cache
+# (authserver/throttling.py; README "What the server promises").
+THROTTLE_ENABLED = env_bool("THROTTLE", True)
+THROTTLE_LIMITS = {
+    "token_requests_per_address": (env_int("THROTTLE_TOKEN_REQUESTS_PER_MINUTE", 6000), 60),
+    "client_auth_failures_per_client_and_address": (10, 300),
+    "client_auth_failures_per_address": (50, 300),
+    "login_failures_per_user_and_address": (5, 900),
+    "login_failures_per_address": (30, 900),
+    "signups_per_address": (10, 3600),
+}
+# How many proxies in front of gunicorn append to X-Forwarded-For (0: use the socket's address).
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
 # Request bodies above this size are answered 413 before they are read.
 MAX_REQUEST_BODY_BYTES = env_int("MAX_REQUEST_BODY_BYTES", 64 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES

@@ -1,0 +1,144 @@
+"""Rate limits and brute-force protection, counted in the shared cache.
+
+With REDIS_URL every app node shares the counters; without it each worker counts on its own (a
+looser limit, never a stricter one). When the cache is unreachable the limits fail open: requests
+are served and the failure is logged, because an authorization server that stops issuing tokens
+when its cache blinks is a worse outage than a few minutes without brute-force counters.
+"""
+
+import logging
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.cache import cache
+from django.shortcuts import render
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Limit:
+    """At most `count` events per `seconds`, counted separately for each key (address, client...)."""
+
+    name: str
+    count: int
+    seconds: int
+
+    @classmethod
+    def from_setting(cls, name: str) -> "Limit":
+        count, seconds = settings.THROTTLE_LIMITS[name]
+        return cls(name, count, seconds)
+
+    def _key(self, parts: tuple[str, ...], window: int) -> str:
+        return "throttle:" + ":".join((self.name, *(part[:200] for part in parts), str(window)))
+
+    def _window(self) -> tuple[int, int]:
+        """(current window number, seconds until it ends): fixed windows, cheap and shared."""
+        now = time.time()
+        window = int(now // self.seconds)
+        return window, int((window + 1) * self.seconds - now) + 1
+
+    def retry_after(self, *parts: str) -> int:
+        """Seconds to wait when the limit is already used up for `parts`; 0 when it is not."""
+        if not settings.THROTTLE_ENABLED:
+            return 0
+        window, remaining = self._window()
+        try:
+            used = cache.get(self._key(parts, window), 0)
+        except Exception:  # noqa: BLE001 (fail open, see the module docstring)
+            log.warning("Throttle %s: cache unreachable; not limiting", self.name)
+            return 0
+        return remaining if used >= self.count else 0
+
+    def record(self, *parts: str) -> int:
+        """Count one event; returns seconds to wait if this event went over the limit, else 0."""
+        if not settings.THROTTLE_ENABLED:
+            return 0
+        window, remaining = self._window()
+        key = self._key(parts, window)
+        try:
+            cache.add(key, 0, timeout=self.seconds + 1)
+            used = cache.incr(key)
+        except ValueError:  # expired between add and incr
+            used = 1
+            cache.set(key, used, timeout=self.seconds + 1)
+        except Exception:  # noqa: BLE001 (fail open)
+            log.warning("Throttle %s: cache unreachable; not limiting", self.name)
+            return 0
+        return remaining if used > self.count else 0
+
+    def reset(self, *parts: str) -> None:
+        try:
+            cache.delete(self._key(parts, self._window()[0]))
+        except Exception:  # noqa: BLE001 (fail open)
+            log.warning("Throttle %s: cache unreachable; counter not reset", self.name)
+
+
+def client_address(meta) -> str:
+    """The caller's address from a request's META (or oauthlib's copy of it, `request.headers`):
+    REMOTE_ADDR, or the address TRUSTED_PROXY_COUNT proxies in front of us saw."""
+    proxies = settings.TRUSTED_PROXY_COUNT
+    if proxies:
+        forwarded = [
+            hop.strip() for hop in (meta.get("HTTP_X_FORWARDED_FOR") or "").split(",") if hop.strip()
+        ]
+        if len(forwarded) >= proxies:
+            return forwarded[-proxies]
+    return meta.get("REMOTE_ADDR") or ""
+
+
+# The limits, from settings.THROTTLE_LIMITS (README, "What the server promises").
+TOKEN_REQUESTS_PER_ADDRESS = Limit.from_setting("token_requests_per_address")
+CLIENT_AUTH_FAILURES_PER_CLIENT_AND_ADDRESS = Limit.from_setting(
+    "client_auth_failures_per_client_and_address"
+)
+CLIENT_AUTH_FAILURES_PER_ADDRESS = Limit.from_setting("client_auth_failures_per_address")
+LOGIN_FAILURES_PER_USER_AND_ADDRESS = Limit.from_setting("login_failures_per_user_and_address")
+LOGIN_FAILURES_PER_ADDRESS = Limit.from_setting("login_failures_per_address")
+SIGNUPS_PER_ADDRESS = Limit.from_setting("signups_per_address")
+
+
+def client_auth_retry_after(client_id: str, address: str) -> int:
+    """Seconds a client id must wait at this address after too many failed authentications."""
+    return max(
+        CLIENT_AUTH_FAILURES_PER_CLIENT_AND_ADDRESS.retry_after(client_id, address),
+        CLIENT_AUTH_FAILURES_PER_ADDRESS.retry_after(address),
+    )
+
+
+def record_client_auth_failure(client_id: str, address: str) -> None:
+    # Keyed by client *and* address: someone who knows only a client id cannot lock the client
+    # out from its own address.
+    CLIENT_AUTH_FAILURES_PER_CLIENT_AND_ADDRESS.record(client_id, address)
+    CLIENT_AUTH_FAILURES_PER_ADDRESS.record(address)
+
+
+class LoginThrottleMixin:
+    """For LoginView subclasses (admin console and portal): too many failed logins for a username
+    from an address, or from an address overall, answer 429 without checking the password."""
+
+    def post(self, request, *args, **kwargs):
+        username = request.POST.get("username", "").strip().lower()
+        address = client_address(request.META)
+        wait = max(
+            LOGIN_FAILURES_PER_USER_AND_ADDRESS.retry_after(username, address),
+            LOGIN_FAILURES_PER_ADDRESS.retry_after(address),
+        )
+        if wait:
+            return too_many_attempts(request, wait)
+        response = super().post(request, *args, **kwargs)
+        if request.user.is_authenticated:
+            LOGIN_FAILURES_PER_USER_AND_ADDRESS.reset(username, address)
+        else:
+            LOGIN_FAILURES_PER_USER_AND_ADDRESS.record(username, address)
+            LOGIN_FAILURES_PER_ADDRESS.record(address)
+        return response
+
+
+def too_many_attempts(request, retry_after: int):
+    """The 429 page for people in a browser (machines get errors.too_many_requests)."""
+    context = {"status": 429, "description": f"Too many attempts. Try again in {retry_after} seconds."}
+    response = render(request, "error.html", context, status=429)
+    response["Retry-After"] = str(retry_after)
+    return response
