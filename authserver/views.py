@@ -71,7 +71,8 @@ class IntrospectView(APIView):
     http_method_names = ["post", "options"]
 
     def post(self, request):
-        tokens = request.data.getlist("token")
+        form = request.data  # a QueryDict, or {} when the body is empty
+        tokens = form.getlist("token") if hasattr(form, "getlist") else []
         if len(tokens) != 1 or not tokens[0]:
             raise exceptions.ParseError("Send exactly one token parameter.")
         return Response(services.introspect_token(tokens[0]), headers=errors.NO_STORE)

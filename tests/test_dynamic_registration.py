@@ -1,0 +1,202 @@
+"""A trusted client registers new clients at /oauth2/register (RFC 7591) and manages them (RFC 7592)."""
+
+import json
+
+import pytest
+
+from authserver import services
+from authserver.models import Application, AuditEvent
+from tests.helpers import bearer, issue_token, make_client, request_token
+
+
+@pytest.fixture
+def initial_access_token(client, db) -> str:
+    """A token with the `registration` scope, got with the client credentials grant."""
+    registrar = make_client(scopes=["registration"], name="registrar")
+    return issue_token(client, registrar)
+
+
+def register(http, token: str, metadata) -> "object":
+    body = metadata if isinstance(metadata, str | bytes) else json.dumps(metadata)
+    return http.post("/oauth2/register", body, content_type="application/json", **bearer(token))
+
+
+def manage(http, method: str, registration: dict, body=None):
+    path = registration["registration_client_uri"].split("://", 1)[1].split("/", 1)[1]
+    extra = bearer(registration["registration_access_token"])
+    data = json.dumps(body) if body is not None else ""
+    return getattr(http, method)(f"/{path}", data, content_type="application/json", **extra)
+
+
+def test_registering_a_client(client, initial_access_token, settings):
+    response = register(
+        client, initial_access_token, {"client_name": "Acme billing", "scope": "products:read"}
+    )
+
+    assert response.status_code == 201
+    assert response["Cache-Control"] == "no-store"
+    registration = response.json()
+    assert registration["client_name"] == "Acme billing"
+    assert registration["grant_types"] == ["client_credentials"]
+    assert registration["scope"] == "products:read"
+    assert registration["client_secret_expires_at"] == 0
+    assert isinstance(registration["client_id_issued_at"], int)
+    assert registration["registration_client_uri"] == (
+        f"{settings.ISSUER}/oauth2/register/{registration['client_id']}"
+    )
+    application = Application.objects.get(client_id=registration["client_id"])
+    assert application.registration_source == Application.RegistrationSource.DCR
+    assert application.access_token_lifetime == settings.SANDBOX_TOKEN_LIFETIME
+    assert registration["client_secret"] not in application.client_secret  # stored hashed
+    created = AuditEvent.objects.get(kind=AuditEvent.Kind.CLIENT_CREATED, application=application)
+    assert created.actor.startswith("client:")
+
+
+def test_the_registered_client_gets_tokens_with_its_secret(client, initial_access_token):
+    registration = register(client, initial_access_token, {"client_name": "svc"}).json()
+    new_client = services.NewClient(
+        Application.objects.get(client_id=registration["client_id"]), registration["client_secret"]
+    )
+    response = request_token(client, new_client)
+    assert response.status_code == 200
+    assert response.json()["scope"] == "orders:read products:read"  # the sandbox scopes
+
+
+def test_without_scope_the_client_gets_the_sandbox_scopes(client, initial_access_token):
+    assert register(client, initial_access_token, {}).json()["scope"] == "orders:read products:read"
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"scope": "orders:write"},
+        {"scope": "introspection"},
+        {"scope": "registration"},
+        {"scope": "no-such-scope"},
+        {"grant_types": ["authorization_code"]},
+        {"grant_types": ["client_credentials", "refresh_token"]},
+        {"redirect_uris": ["https://app.example/cb"]},
+        {"response_types": ["code"]},
+        {"token_endpoint_auth_method": "none"},
+        {"client_name": 42 * "x" * 10},
+        {"grant_types": "client_credentials"},
+    ],
+)
+def test_metadata_beyond_a_sandbox_client_is_invalid_client_metadata(client, initial_access_token, metadata):
+    response = register(client, initial_access_token, metadata)
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_client_metadata"
+    assert not Application.objects.filter(registration_source=Application.RegistrationSource.DCR).exists()
+
+
+@pytest.mark.parametrize("body", ["{not json", "[1, 2]", b"\xff\xfe", '"a string"'])
+def test_a_body_that_is_not_a_json_object_is_invalid_client_metadata(client, initial_access_token, body):
+    response = register(client, initial_access_token, body)
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_client_metadata"
+
+
+def test_unknown_metadata_is_ignored(client, initial_access_token):
+    response = register(
+        client, initial_access_token, {"client_name": "x", "logo_uri": "https://x.example/logo"}
+    )
+    assert response.status_code == 201
+    assert "logo_uri" not in response.json()
+
+
+def test_registration_needs_an_initial_access_token(client, db):
+    response = register(client, "", {})
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_an_invalid_initial_access_token_is_invalid_token(client, db):
+    response = register(client, "forged", {})
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_token"
+
+
+def test_a_token_without_the_registration_scope_is_insufficient_scope(client, new_client):
+    response = register(client, issue_token(client, new_client), {})
+    assert response.status_code == 403
+    assert response.json()["error"] == "insufficient_scope"
+    assert 'scope="registration"' in response["WWW-Authenticate"]
+
+
+def test_reading_a_registration(client, initial_access_token):
+    registration = register(client, initial_access_token, {"client_name": "svc"}).json()
+    response = manage(client, "get", registration)
+
+    assert response.status_code == 200
+    current = response.json()
+    assert current["client_id"] == registration["client_id"]
+    assert current["registration_access_token"] == registration["registration_access_token"]
+    assert "client_secret" not in current  # stored hashed; it was shown once
+
+
+def test_updating_a_registration_replaces_its_metadata(client, initial_access_token):
+    registration = register(client, initial_access_token, {"client_name": "svc"}).json()
+    body = {"client_id": registration["client_id"], "client_name": "renamed", "scope": "products:read"}
+
+    response = manage(client, "put", registration, body)
+
+    assert response.status_code == 200
+    assert response.json()["client_name"] == "renamed"
+    assert response.json()["scope"] == "products:read"
+    application = Application.objects.get(client_id=registration["client_id"])
+    assert application.name == "renamed"
+    changed = AuditEvent.objects.get(kind=AuditEvent.Kind.CLIENT_CHANGED, application=application)
+    assert set(changed.detail["changed"]) == {"name", "allowed_scopes"}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"client_id": "someone-else"},
+        {"client_secret": "not-the-secret"},
+        {"registration_access_token": "x"},
+        {"scope": "orders:write"},
+    ],
+)
+def test_an_update_must_be_consistent(client, initial_access_token, change):
+    registration = register(client, initial_access_token, {"client_name": "svc"}).json()
+    body = {"client_id": registration["client_id"], "client_name": "svc", **change}
+    response = manage(client, "put", registration, body)
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_client_metadata"
+
+
+def test_deleting_a_registration(client, initial_access_token):
+    registration = register(client, initial_access_token, {"client_name": "svc"}).json()
+
+    assert manage(client, "delete", registration).status_code == 204
+    assert not Application.objects.filter(client_id=registration["client_id"]).exists()
+    assert manage(client, "get", registration).status_code == 401
+    assert AuditEvent.objects.filter(
+        kind=AuditEvent.Kind.CLIENT_DELETED, client_id=registration["client_id"]
+    ).exists()
+
+
+def test_a_registration_token_manages_its_own_client_only(client, initial_access_token):
+    first = register(client, initial_access_token, {"client_name": "first"}).json()
+    second = register(client, initial_access_token, {"client_name": "second"}).json()
+    crossed = {**second, "registration_access_token": first["registration_access_token"]}
+
+    response = manage(client, "get", crossed)
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_token"
+    assert manage(client, "delete", crossed).status_code == 401
+    assert Application.objects.filter(client_id=second["client_id"]).exists()
+
+
+def test_the_initial_access_token_cannot_manage_registrations(client, initial_access_token):
+    registration = register(client, initial_access_token, {"client_name": "svc"}).json()
+    response = manage(client, "get", {**registration, "registration_access_token": initial_access_token})
+    assert response.status_code == 403
+    assert response.json()["error"] == "insufficient_scope"
+
+
+def test_a_registration_token_is_no_api_token(client, initial_access_token):
+    registration = register(client, initial_access_token, {"client_name": "svc"}).json()
+    response = register(client, registration["registration_access_token"], {})
+    assert response.status_code == 403

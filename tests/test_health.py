@@ -1,0 +1,43 @@
+"""Load balancers ask GET /healthz (process up) and GET /readyz (database reachable)."""
+
+import pytest
+from django.db import OperationalError, connection
+
+
+def test_healthz_answers_without_the_database(client, db, django_assert_num_queries):
+    with django_assert_num_queries(0):
+        response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_readyz_checks_the_database(client, db):
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json()["database"] == "ok"
+
+
+def test_readyz_is_503_when_the_database_does_not_answer(client, db, monkeypatch):
+    def unreachable(*args, **kwargs):
+        raise OperationalError("connection refused")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(connection, "cursor", unreachable)
+        response = client.get("/readyz")
+
+    assert response.status_code == 503
+    assert response.json()["error"] == "temporarily_unavailable"
+    assert response["Retry-After"]
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+def test_probes_only_read(client, db, path):
+    response = client.post(path)
+    assert response.status_code == 405
+    assert response.json()["error"] == "method_not_allowed"
+
+
+def test_unknown_machine_paths_are_json_404(client, db):
+    response = client.get("/oauth2/nothing-here")
+    assert response.status_code == 404
+    assert response.json()["error"] == "not_found"

@@ -1,0 +1,149 @@
+"""A resource server asks POST /oauth2/introspect whether a token is active (RFC 7662)."""
+
+import time
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from oauth2_provider.models import AccessToken
+
+from authserver import services
+from tests.helpers import basic, bearer, issue_token, make_client, post_form
+
+
+@pytest.fixture
+def resource_server(db):
+    return make_client(scopes=["introspection"], name="resource server")
+
+
+def introspect(http, resource_server, token, **headers):
+    credentials = headers or basic(resource_server.application.client_id, resource_server.client_secret)
+    return post_form(http, "/oauth2/introspect", {"token": token}, **credentials)
+
+
+def test_an_active_token_is_described(client, resource_server, new_client, settings):
+    token = issue_token(client, new_client)
+    before = int(time.time())
+
+    response = introspect(client, resource_server, token)
+
+    assert response.status_code == 200
+    assert response["Cache-Control"] == "no-store"
+    body = response.json()
+    assert set(body) == {"active", "scope", "client_id", "token_type", "exp", "iat", "iss"}
+    assert body["active"] is True
+    assert body["scope"] == "orders:read products:read"
+    assert body["client_id"] == new_client.application.client_id
+    assert body["token_type"] == "Bearer"
+    assert body["iss"] == settings.ISSUER
+    assert before - 5 <= body["iat"] <= before + 5
+    assert body["exp"] - body["iat"] == 3600
+
+
+def test_a_resource_server_may_authenticate_with_a_bearer_token(client, resource_server, new_client):
+    own_token = issue_token(client, resource_server)
+    token = issue_token(client, new_client)
+    response = introspect(client, resource_server, token, **bearer(own_token))
+    assert response.json()["active"] is True
+
+
+def test_a_resource_server_may_send_its_secret_in_the_body(client, resource_server, new_client):
+    token = issue_token(client, new_client)
+    params = {
+        "token": token,
+        "client_id": resource_server.application.client_id,
+        "client_secret": resource_server.client_secret,
+    }
+    assert post_form(client, "/oauth2/introspect", params).json()["active"] is True
+
+
+@pytest.mark.parametrize("case", ["unknown", "expired", "revoked", "client disabled", "client deleted"])
+def test_anything_but_an_active_token_is_just_inactive(client, resource_server, new_client, case):
+    token = issue_token(client, new_client)
+    if case == "unknown":
+        token = "never-issued"
+    elif case == "expired":
+        AccessToken.objects.filter(application=new_client.application).update(
+            expires=timezone.now() - timedelta(seconds=1)
+        )
+    elif case == "revoked":
+        services.revoke_presented_token(token=token, application=new_client.application, actor="tests")
+    elif case == "client disabled":
+        services.set_client_enabled(application=new_client.application, enabled=False, actor="tests")
+    else:
+        services.delete_client(application=new_client.application, actor="tests")
+
+    response = introspect(client, resource_server, token)
+
+    assert response.status_code == 200
+    assert response.json() == {"active": False}
+
+
+def test_a_client_without_the_introspection_scope_is_refused(client, new_client):
+    token = issue_token(client, new_client)
+    response = introspect(client, new_client, token)
+
+    assert response.status_code == 403
+    assert response.json()["error"] == "insufficient_scope"
+    assert response.json()["scope"] == "introspection"
+
+
+def test_a_bearer_token_without_the_introspection_scope_is_refused(client, new_client):
+    token = issue_token(client, new_client)
+    response = introspect(client, new_client, token, **bearer(token))
+
+    assert response.status_code == 403
+    assert 'error="insufficient_scope"' in response["WWW-Authenticate"]
+    assert 'scope="introspection"' in response["WWW-Authenticate"]
+
+
+def test_a_wrong_secret_is_invalid_client(client, resource_server, new_client):
+    token = issue_token(client, new_client)
+    response = introspect(
+        client, resource_server, token, **basic(resource_server.application.client_id, "nope")
+    )
+
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_client"
+    assert response["WWW-Authenticate"].startswith("Basic")
+
+
+def test_an_invalid_bearer_token_is_invalid_token(client, resource_server, new_client):
+    token = issue_token(client, new_client)
+    response = introspect(client, resource_server, token, **bearer("not-a-token"))
+
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_token"
+    assert 'error="invalid_token"' in response["WWW-Authenticate"]
+
+
+def test_no_credentials_is_401(client, new_client):
+    response = post_form(client, "/oauth2/introspect", {"token": "x"})
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"].startswith("Bearer")
+    assert "error=" not in response["WWW-Authenticate"]
+
+
+@pytest.mark.parametrize("pairs", [[], [("token", "")], [("token", "a"), ("token", "b")]])
+def test_exactly_one_token_parameter_is_required(client, resource_server, pairs):
+    credentials = basic(resource_server.application.client_id, resource_server.client_secret)
+    response = post_form(client, "/oauth2/introspect", pairs, **credentials)
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
+
+
+def test_tokens_never_travel_in_urls(client, resource_server, new_client):
+    token = issue_token(client, new_client)
+    credentials = basic(resource_server.application.client_id, resource_server.client_secret)
+    response = client.get(f"/oauth2/introspect?token={token}", **credentials)
+    assert response.status_code == 405
+    assert response.json()["error"] == "method_not_allowed"
+
+
+def test_a_json_body_is_refused_with_a_json_error(client, resource_server):
+    credentials = basic(resource_server.application.client_id, resource_server.client_secret)
+    response = client.post(
+        "/oauth2/introspect", {"token": "x"}, content_type="application/json", **credentials
+    )
+    assert response.status_code == 415
+    assert response.json()["error"] == "invalid_request"

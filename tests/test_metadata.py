@@ -1,0 +1,61 @@
+"""Clients discover the server: RFC 8414 authorization server metadata, RFC 9728 resource metadata."""
+
+import pytest
+
+from authserver.models import Scope
+
+
+def test_authorization_server_metadata_lists_what_really_works(client, db, settings):
+    response = client.get("/.well-known/oauth-authorization-server")
+
+    assert response.status_code == 200
+    metadata = response.json()
+    issuer = settings.ISSUER
+    assert metadata["issuer"] == issuer
+    assert metadata["token_endpoint"] == f"{issuer}/oauth2/token"
+    assert metadata["revocation_endpoint"] == f"{issuer}/oauth2/revoke"
+    assert metadata["introspection_endpoint"] == f"{issuer}/oauth2/introspect"
+    assert metadata["registration_endpoint"] == f"{issuer}/oauth2/register"
+    assert metadata["grant_types_supported"] == ["client_credentials"]
+    assert metadata["response_types_supported"] == []
+    assert "authorization_endpoint" not in metadata
+    assert set(metadata["token_endpoint_auth_methods_supported"]) == {
+        "client_secret_basic",
+        "client_secret_post",
+    }
+
+
+def test_scopes_supported_lists_the_public_scopes_only(client, db):
+    Scope.objects.create(name="catalogue:admin", description="Edit the catalogue", public=False)
+    scopes = client.get("/.well-known/oauth-authorization-server").json()["scopes_supported"]
+    assert scopes == ["orders:read", "orders:write", "products:read"]
+
+
+def test_the_issuer_follows_the_setting(client, db, settings):
+    settings.ISSUER = "https://auth.foo.example"
+    # A new dict (not a mutation of the shared one) so pytest-django restores it; DOT reloads on change.
+    settings.OAUTH2_PROVIDER = {**settings.OAUTH2_PROVIDER, "OIDC_ISS_ENDPOINT": settings.ISSUER}
+    metadata = client.get("/.well-known/oauth-authorization-server", HTTP_HOST="localhost").json()
+    assert metadata["issuer"] == "https://auth.foo.example"
+    assert metadata["token_endpoint"] == "https://auth.foo.example/oauth2/token"
+
+
+def test_protected_resource_metadata_points_at_this_server(client, db, settings):
+    response = client.get("/.well-known/oauth-protected-resource")
+
+    assert response.status_code == 200
+    metadata = response.json()
+    assert metadata["resource"] == settings.ISSUER
+    assert metadata["authorization_servers"] == [settings.ISSUER]
+    assert metadata["bearer_methods_supported"] == ["header"]
+    assert "products:read" in metadata["scopes_supported"]
+    assert "introspection" not in metadata["scopes_supported"]
+
+
+@pytest.mark.parametrize(
+    "path", ["/.well-known/oauth-authorization-server", "/.well-known/oauth-protected-resource"]
+)
+def test_metadata_is_read_only(client, db, path):
+    response = client.post(path)
+    assert response.status_code == 405
+    assert response.json()["error"] == "method_not_allowed"

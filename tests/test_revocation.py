@@ -1,0 +1,95 @@
+"""A client revokes one of its tokens at POST /oauth2/revoke (RFC 7009)."""
+
+import pytest
+
+from authserver import services
+from authserver.models import AuditEvent
+from tests.helpers import basic, issue_token, make_client, post_form
+
+
+def revoke(http, new_client, **params):
+    credentials = basic(new_client.application.client_id, new_client.client_secret)
+    return post_form(http, "/oauth2/revoke", params, **credentials)
+
+
+def test_a_client_revokes_its_own_token(client, new_client):
+    token = issue_token(client, new_client)
+
+    response = revoke(client, new_client, token=token, token_type_hint="access_token")
+
+    assert response.status_code == 200
+    assert response.content == b""
+    assert services.introspect_token(token) == {"active": False}
+    event = AuditEvent.objects.get(kind=AuditEvent.Kind.TOKEN_REVOKED)
+    assert event.application == new_client.application
+    assert event.actor == f"client:{new_client.application.client_id}"
+
+
+def test_revoking_with_client_secret_post_works(client, new_client):
+    token = issue_token(client, new_client)
+    params = {
+        "token": token,
+        "client_id": new_client.application.client_id,
+        "client_secret": new_client.client_secret,
+    }
+    assert post_form(client, "/oauth2/revoke", params).status_code == 200
+    assert services.introspect_token(token) == {"active": False}
+
+
+def test_an_unknown_token_is_answered_200(client, new_client):
+    response = revoke(client, new_client, token="never-issued")
+    assert response.status_code == 200
+    assert not AuditEvent.objects.filter(kind=AuditEvent.Kind.TOKEN_REVOKED).exists()
+
+
+def test_a_client_cannot_revoke_another_clients_token(client, new_client):
+    victim = make_client(name="victim")
+    token = issue_token(client, victim)
+
+    assert revoke(client, new_client, token=token).status_code == 200
+    assert services.introspect_token(token)["active"] is True
+
+
+def test_revocation_needs_client_authentication(client, new_client):
+    token = issue_token(client, new_client)
+    response = post_form(client, "/oauth2/revoke", {"token": token})
+
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_client"
+    assert response["WWW-Authenticate"].startswith("Basic")
+    assert services.introspect_token(token)["active"] is True
+
+
+def test_a_wrong_secret_is_invalid_client(client, new_client):
+    token = issue_token(client, new_client)
+    wrong = services.NewClient(new_client.application, "wrong")
+    response = revoke(client, wrong, token=token)
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_client"
+
+
+def test_a_missing_token_is_invalid_request(client, new_client):
+    response = revoke(client, new_client)
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
+
+
+def test_refresh_tokens_are_an_unsupported_token_type(client, new_client):
+    """RFC 7009 2.2.1: this server issues no refresh tokens."""
+    response = revoke(client, new_client, token="x", token_type_hint="refresh_token")
+    assert response.status_code == 400
+    assert response.json()["error"] == "unsupported_token_type"
+
+
+@pytest.mark.parametrize("method", ["get", "put", "delete"])
+def test_only_post_is_allowed(client, db, method):
+    response = getattr(client, method)("/oauth2/revoke?token=abc")
+    assert response.status_code == 405
+    assert response.json()["error"] == "method_not_allowed"
+
+
+def test_a_json_body_is_invalid_request(client, new_client):
+    credentials = basic(new_client.application.client_id, new_client.client_secret)
+    response = client.post("/oauth2/revoke", {"token": "x"}, content_type="application/json", **credentials)
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
