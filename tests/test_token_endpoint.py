@@ -340,3 +340,11 @@ def test_a_failed_attempt_does_not_rehash_a_legacy_secret(client, db):
 
     request_token(client, services.NewClient(new_client.application, "wrong"))
     assert Application.objects.get(pk=new_client.application.pk).client_secret == legacy_hash
+
+
+@pytest.mark.parametrize("client_id", ["nul\x00byte", "\x00", "é" * 300])
+def test_odd_client_ids_are_invalid_client_and_audited(client, db, client_id):
+    """PostgreSQL cannot store NUL and the column has a length: neither may turn into a 500."""
+    params = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": "x"}
+    assert_oauth_error(post_form(client, "/oauth2/token", params), 401, "invalid_client")
+    assert AuditEvent.objects.filter(kind=AuditEvent.Kind.AUTH_FAILED).count() == 1
