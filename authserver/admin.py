@@ -1,0 +1,685 @@
+"""The management console's model admins (the Django admin at /admin/, see authserver/sites.py).
+
+Every change to a client or its credentials goes through authserver.services, which records an
+audit event with the operator as actor. The client and access-token admins are plugged in through
+django-oauth-toolkit's settings (APPLICATION_ADMIN_CLASS, ACCESS_TOKEN_ADMIN_CLASS), and DOT
+registers them; the scope and audit admins are registered here.
+"""
+
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.admin.utils import unquote
+from django.contrib.auth import get_permission_codename, get_user_model
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.db.models import Count, OuterRef, Prefetch, Subquery
+from django.db.models.functions import Coalesce
+from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.text import capfirst
+from oauth2_provider import admin as dot_admin
+from oauth2_provider.models import get_access_token_model
+
+from authserver import services, throttling
+from authserver.forms import ClientForm, RegisterClientForm, served_grant_types
+from authserver.models import Application, AuditEvent, ClientScope, Scope
+
+AccessToken = get_access_token_model()
+
+# Where a just-generated secret waits for the one page view that shows it (then it is dropped).
+ONE_TIME_SECRET_SESSION_KEY = "console:one-time-secret"
+# The client page lists this many of its newest active tokens; the token list has them all.
+TOKENS_SHOWN = 50
+
+
+def actor(request) -> str:
+    return f"user:{request.user.get_username()}"
+
+
+def remote_addr(request) -> str | None:
+    return throttling.client_address(request.META) or None
+
+
+def admin_url(model, view: str, *args) -> str:
+    return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_{view}", args=args)
+
+
+def counted(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def moment(value) -> str | None:
+    """A compact, sortable timestamp for list columns (the server's time zone, UTC by default)."""
+    return None if value is None else timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def long_value(value: str):
+    """An id or actor cut short on screen (console.css), whole in the page for copying and searching."""
+    return format_html('<code class="console-long" title="{}">{}</code>', value, value) if value else None
+
+
+# --- Clients ---------------------------------------------------------------------------------------
+
+
+class GrantTypeFilter(admin.SimpleListFilter):
+    """The grants this server serves, and any other a stored client has."""
+
+    title = "grant type"
+    parameter_name = "grant_type"
+
+    def lookups(self, request, model_admin):
+        labels = dict(Application.GRANT_TYPES)
+        stored = Application.objects.order_by().values_list("authorization_grant_type", flat=True).distinct()
+        grants = dict(served_grant_types()) | {grant: labels.get(grant, grant) for grant in stored}
+        return sorted(grants.items(), key=lambda choice: choice[1])
+
+    def queryset(self, request, queryset):
+        return queryset.filter(authorization_grant_type=self.value()) if self.value() else queryset
+
+
+@dataclass(frozen=True)
+class ClientAction:
+    """Something an operator does to clients from the client page, and (but for rotating the
+    secret, whose new value must reach each client's owner) in bulk from the list."""
+
+    name: str  # the admin action's name, and the last part of the client page URL
+    label: str
+    question: str
+    button: str
+
+
+CLIENT_ACTIONS = {
+    action.name: action
+    for action in [
+        ClientAction(
+            "rotate_secret",
+            "Rotate secret",
+            "A new secret is generated and shown once. The current secret stops working at once: "
+            "the client gets invalid_client until it uses the new one. Its tokens stay valid.",
+            "Rotate the secret",
+        ),
+        ClientAction(
+            "revoke_tokens",
+            "Revoke all tokens",
+            "Every access token these clients hold stops working at once. They can get new ones.",
+            "Revoke all their tokens",
+        ),
+        ClientAction(
+            "disable",
+            "Disable",
+            "A disabled client gets invalid_client at the token endpoint, and its existing tokens "
+            "stop working at once at the Foo API and at introspection. Enabling it again restores them.",
+            "Disable",
+        ),
+        ClientAction("enable", "Enable", "These clients may get tokens again.", "Enable"),
+    ]
+}
+
+
+class ApplicationAdmin(admin.ModelAdmin):
+    """Clients: registered here with a secret shown once, then managed through services."""
+
+    form = ClientForm
+    add_form = RegisterClientForm
+    list_display = (
+        "name",
+        "client_id_column",
+        "owner",
+        "grant_type",
+        "scopes",
+        "active_tokens",
+        "last_token_issued",
+        "enabled",
+    )
+    list_filter = (GrantTypeFilter, ("allowed_scopes", admin.RelatedFieldListFilter), "enabled")
+    search_fields = ("name", "client_id", f"user__{get_user_model().USERNAME_FIELD}")
+    search_help_text = "Search by name, client id or owner's username."
+    list_select_related = ("user",)
+    ordering = ("name", "client_id")
+    view_on_site = False  # DOT's get_absolute_url names a view this server does not serve
+    actions = ("revoke_tokens", "disable", "enable")
+    readonly_fields = (
+        "client_id",
+        "client_secret_note",
+        "grant_type",
+        "registration_source",
+        "created",
+        "updated",
+    )
+    add_fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "name",
+                    "authorization_grant_type",
+                    "redirect_uris",
+                    "scopes",
+                    "access_token_lifetime",
+                    "user",
+                    "enabled",
+                ]
+            },
+        )
+    ]
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "name",
+                    "client_id",
+                    "client_secret_note",
+                    "grant_type",
+                    "scopes",
+                    "access_token_lifetime",
+                    "user",
+                    "enabled",
+                ]
+            },
+        ),
+        ("Registration", {"fields": ["registration_source", "created", "updated"]}),
+    ]
+
+    # -- list ------------------------------------------------------------------------------------
+
+    def get_queryset(self, request):
+        active_tokens = (
+            AccessToken.objects.filter(application=OuterRef("pk"), expires__gt=timezone.now())
+            .order_by()
+            .values("application")
+            .annotate(count=Count("pk"))
+            .values("count")
+        )
+        last_issued = AuditEvent.objects.filter(
+            application=OuterRef("pk"), kind=AuditEvent.Kind.TOKEN_ISSUED
+        ).order_by("-created")
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                active_token_count=Coalesce(Subquery(active_tokens), 0),
+                last_token_issued_at=Subquery(last_issued.values("created")[:1]),
+            )
+            .prefetch_related(Prefetch("allowed_scopes", queryset=Scope.objects.order_by("name")))
+        )
+
+    @admin.display(description="client id", ordering="client_id")
+    def client_id_column(self, client: Application):
+        return long_value(client.client_id)
+
+    @admin.display(description="owner", ordering=f"user__{get_user_model().USERNAME_FIELD}")
+    def owner(self, client: Application):
+        return client.user.get_username() if client.user else None
+
+    @admin.display(description="grant type", ordering="authorization_grant_type")
+    def grant_type(self, client: Application):
+        return client.get_authorization_grant_type_display()
+
+    @admin.display(description="scopes")
+    def scopes(self, client: Application):
+        names = [(scope.name,) for scope in client.allowed_scopes.all()]
+        return format_html_join(" ", '<code class="scope-name">{}</code>', names) or None
+
+    @admin.display(description="active tokens", ordering="active_token_count")
+    def active_tokens(self, client: Application):
+        return client.active_token_count
+
+    @admin.display(description="last token issued", ordering="last_token_issued_at")
+    def last_token_issued(self, client: Application):
+        return moment(client.last_token_issued_at)
+
+    @admin.display(description="client secret")
+    def client_secret_note(self, client: Application):
+        rotate = admin_url(Application, "rotate_secret", client.pk)
+        return format_html(
+            "Stored hashed: it was shown once, when it was generated, and cannot be read again. "
+            'Lost it? <a href="{}">Rotate the secret</a> for a new one.',
+            rotate,
+        )
+
+    # -- register and edit -----------------------------------------------------------------------
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if obj is None:
+            kwargs["form"] = self.add_form
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_fieldsets(self, request, obj=None):
+        return self.add_fieldsets if obj is None else self.fieldsets
+
+    def add_view(self, request, form_url="", extra_context=None):
+        context = {
+            "title": "Register a client",
+            # The next page must be the one that shows the secret, whatever button is pressed.
+            "show_save_and_add_another": False,
+            "show_save_and_continue": False,
+            **(extra_context or {}),
+        }
+        return super().add_view(request, form_url, context)
+
+    def save_model(self, request, obj, form, change):
+        scopes = [scope.name for scope in form.cleaned_data["scopes"]]
+        if change:
+            services.update_client(
+                application=obj,
+                changed_fields=[name for name in form.changed_data if name != "scopes"],
+                scopes=scopes,
+                actor=actor(request),
+                remote_addr=remote_addr(request),
+            )
+            return
+        new_client = services.register_client(
+            name=obj.name,
+            scopes=scopes,
+            owner=obj.user,
+            access_token_lifetime=obj.access_token_lifetime,
+            enabled=obj.enabled,
+            authorization_grant_type=obj.authorization_grant_type,
+            redirect_uris=obj.redirect_uris,
+            actor=actor(request),
+            remote_addr=remote_addr(request),
+        )
+        # The admin goes on with `obj` (history, redirect): make it the client the service saved.
+        obj.pk = new_client.application.pk
+        obj.refresh_from_db()
+        obj._state.adding = False
+        self._keep_secret_for_one_view(request, obj, new_client.client_secret)
+
+    def response_add(self, request, obj, post_url_continue=None):
+        self.message_user(request, f"The client “{obj}” was registered.", messages.SUCCESS)
+        return HttpResponseRedirect(admin_url(Application, "secret", obj.pk))
+
+    def delete_model(self, request, obj):
+        services.delete_client(application=obj, actor=actor(request), remote_addr=remote_addr(request))
+
+    @transaction.atomic
+    def delete_queryset(self, request, queryset):
+        for client in queryset:
+            self.delete_model(request, client)
+
+    # -- the secret, shown once ------------------------------------------------------------------
+
+    @staticmethod
+    def _keep_secret_for_one_view(request, client: Application, client_secret: str) -> None:
+        request.session[ONE_TIME_SECRET_SESSION_KEY] = {"client": client.pk, "secret": client_secret}
+
+    def secret_view(self, request, object_id):
+        client = self.get_object(request, unquote(object_id))
+        if client is None:
+            raise Http404("No such client.")
+        if not self.has_view_or_change_permission(request, client):
+            raise PermissionDenied
+        waiting = request.session.pop(ONE_TIME_SECRET_SESSION_KEY, None) or {}
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Client secret of {client}",
+            "opts": self.opts,
+            "original": client,
+            "client_secret": waiting.get("secret") if waiting.get("client") == client.pk else None,
+            "token_endpoint": f"{settings.ISSUER}/oauth2/token",
+            "has_change_permission": self.has_change_permission(request, client),
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/authserver/application/client_secret.html", context)
+
+    # -- actions: on one client (its page) and in bulk (the list) --------------------------------
+
+    def get_urls(self):
+        def view(function):
+            return self.admin_site.admin_view(function)
+
+        prefix = f"{self.opts.app_label}_{self.opts.model_name}"
+        client_urls = [
+            path(
+                f"<path:object_id>/{action.name.replace('_', '-')}/",
+                view(self.client_action_view),
+                {"action_name": action.name},
+                name=f"{prefix}_{action.name}",
+            )
+            for action in CLIENT_ACTIONS.values()
+        ]
+        return [
+            path("<path:object_id>/secret/", view(self.secret_view), name=f"{prefix}_secret"),
+            path(
+                "<path:object_id>/tokens/<int:token_id>/revoke/",
+                view(self.revoke_token_view),
+                name=f"{prefix}_revoke_token",
+            ),
+            *client_urls,
+            *super().get_urls(),
+        ]
+
+    def client_action_view(self, request, object_id, action_name):
+        client = self.get_object(request, unquote(object_id))
+        if client is None:
+            raise Http404("No such client.")
+        if not self.has_change_permission(request, client):
+            raise PermissionDenied
+        action = CLIENT_ACTIONS[action_name]
+        if request.method == "POST":
+            response = self._perform(request, action, [client])
+            return response or HttpResponseRedirect(admin_url(Application, "change", client.pk))
+        return self._confirmation(request, action, [client], bulk=False)
+
+    @admin.action(description="Revoke all tokens of the selected clients", permissions=["change"])
+    def revoke_tokens(self, request, queryset):
+        return self._confirm_then_perform(request, CLIENT_ACTIONS["revoke_tokens"], queryset)
+
+    @admin.action(description="Disable the selected clients", permissions=["change"])
+    def disable(self, request, queryset):
+        return self._confirm_then_perform(request, CLIENT_ACTIONS["disable"], queryset)
+
+    @admin.action(description="Enable the selected clients", permissions=["change"])
+    def enable(self, request, queryset):
+        return self._confirm_then_perform(request, CLIENT_ACTIONS["enable"], queryset)
+
+    def _confirm_then_perform(self, request, action: ClientAction, queryset):
+        if request.POST.get("post") == "yes":
+            return self._perform(request, action, list(queryset))
+        return self._confirmation(request, action, list(queryset), bulk=True)
+
+    def _confirmation(self, request, action: ClientAction, clients: list[Application], *, bulk: bool):
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"{action.label}: are you sure?",
+            "opts": self.opts,
+            "action": action,
+            "clients": clients,
+            "bulk": bulk,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "original": None if bulk else clients[0],
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/authserver/application/action_confirmation.html", context)
+
+    @transaction.atomic
+    def _perform(self, request, action: ClientAction, clients: list[Application]):
+        who = {"actor": actor(request), "remote_addr": remote_addr(request)}
+        if action.name == "rotate_secret":
+            (client,) = clients
+            self._keep_secret_for_one_view(request, client, services.rotate_secret(application=client, **who))
+            self.message_user(request, f"The secret of “{client}” was rotated; the old one no longer works.")
+            return HttpResponseRedirect(admin_url(Application, "secret", client.pk))
+        if action.name == "revoke_tokens":
+            revoked = sum(services.revoke_client_tokens(application=client, **who) for client in clients)
+            self.message_user(
+                request, f"Revoked {counted(revoked, 'token')} of {counted(len(clients), 'client')}."
+            )
+            return None
+        enabled = action.name == "enable"
+        changed = [client for client in clients if client.enabled != enabled]
+        for client in changed:
+            services.set_client_enabled(application=client, enabled=enabled, **who)
+        state = "Enabled" if enabled else "Disabled"
+        self.message_user(request, f"{state} {counted(len(changed), 'client')}.")
+        return None
+
+    # -- the client page: its active tokens, recent audit events, actions -------------------------
+
+    def revoke_token_view(self, request, object_id, token_id):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        client = self.get_object(request, unquote(object_id))
+        if client is None:
+            raise Http404("No such client.")
+        if not can_revoke_tokens(request):
+            raise PermissionDenied
+        token = get_object_or_404(AccessToken, pk=token_id, application=client)
+        services.revoke_token(token=token, actor=actor(request), remote_addr=remote_addr(request))
+        self.message_user(request, f"Revoked token #{token_id} of “{client}”.")
+        return HttpResponseRedirect(admin_url(Application, "change", client.pk))
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        client = self.get_object(request, unquote(object_id))
+        context = dict(extra_context or {})
+        if client is not None:
+            tokens = AccessToken.objects.filter(application=client, expires__gt=timezone.now())
+            context |= {
+                "active_tokens": tokens.order_by("-created")[:TOKENS_SHOWN],
+                "active_token_total": client.active_token_count,
+                "tokens_url": admin_url(AccessToken, "changelist") + f"?application__id__exact={client.pk}",
+                "recent_events": client.audit_events.order_by("-created")[:10],
+                "events_url": admin_url(AuditEvent, "changelist") + f"?application__id__exact={client.pk}",
+                "can_revoke_tokens": can_revoke_tokens(request),
+                "client_actions": [
+                    (action, admin_url(Application, action.name, client.pk))
+                    for action in CLIENT_ACTIONS.values()
+                    if action.name != ("disable" if not client.enabled else "enable")
+                ],
+            }
+        return super().change_view(request, object_id, form_url, context)
+
+
+def can_revoke_tokens(request) -> bool:
+    # Revoking deletes the token: this server issues no refresh tokens that would need a tombstone.
+    return request.user.has_perm(
+        f"{AccessToken._meta.app_label}.{get_permission_codename('delete', AccessToken._meta)}"
+    )
+
+
+# --- Access tokens ---------------------------------------------------------------------------------
+
+
+class ActiveTokenFilter(admin.SimpleListFilter):
+    """Active as introspection sees it: not expired, and its client enabled."""
+
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request, model_admin):
+        return [("active", "active"), ("expired", "expired"), ("disabled", "client disabled")]
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        if self.value() == "active":
+            return queryset.filter(expires__gt=now, application__enabled=True)
+        if self.value() == "expired":
+            return queryset.filter(expires__lte=now)
+        if self.value() == "disabled":
+            return queryset.filter(expires__gt=now, application__enabled=False)
+        return queryset
+
+
+class AccessTokenAdmin(dot_admin.AccessTokenAdmin):
+    """Tokens are read-only and never shown (only their hash is stored); revoking goes through services."""
+
+    list_display = ("id", "application", "scope", "created", "expires", "active")
+    list_filter = (ActiveTokenFilter, "application")
+    search_fields = ("application__client_id", "application__name", "scope")
+    list_select_related = ("application",)
+    fields = ("application", "scope", "created", "expires")
+    readonly_fields = fields
+    actions = ("revoke_tokens",)
+    ordering = ("-created",)
+
+    @admin.display(description="active", boolean=True)
+    def active(self, token):
+        return not token.is_expired() and token.application is not None and token.application.enabled
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return can_revoke_tokens(request)
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # "Revoke selected access tokens" says what it does
+        return actions
+
+    @admin.action(description="Revoke selected access tokens", permissions=["delete"])
+    def revoke_tokens(self, request, queryset):
+        tokens = list(queryset.select_related("application"))
+        with transaction.atomic():
+            for token in tokens:
+                self.delete_model(request, token)
+        self.message_user(request, f"Revoked {counted(len(tokens), 'token')}.")
+
+    def delete_model(self, request, obj):
+        services.revoke_token(token=obj, actor=actor(request), remote_addr=remote_addr(request))
+
+    @transaction.atomic
+    def delete_queryset(self, request, queryset):
+        for token in queryset.select_related("application"):
+            self.delete_model(request, token)
+
+
+class NotServedAdmin(admin.ModelAdmin):
+    """For the DOT models of grants this server does not serve (authorization codes, refresh and
+    ID tokens): there are never any rows, so the console does not show them."""
+
+    def has_module_permission(self, request):
+        return False
+
+    def has_view_permission(self, request, obj=None):
+        return False
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+# --- Scopes ----------------------------------------------------------------------------------------
+
+
+@admin.register(Scope)
+class ScopeAdmin(admin.ModelAdmin):
+    list_display = ("name", "description", "sandbox", "public", "clients")
+    list_filter = ("sandbox", "public")
+    search_fields = ("name", "description")
+    fields = ("name", "description", "sandbox", "public")
+    delete_confirmation_template = "admin/authserver/scope/delete_confirmation.html"
+    delete_selected_confirmation_template = "admin/authserver/scope/delete_selected_confirmation.html"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(client_count=Count("applications"))
+
+    def get_readonly_fields(self, request, obj=None):
+        # Tokens and the APIs refer to a scope by name: renaming would silently change them.
+        return ("name",) if obj is not None else ()
+
+    @admin.display(description="clients holding it", ordering="client_count")
+    def clients(self, scope: Scope):
+        if not scope.client_count:
+            return 0
+        url = admin_url(Application, "changelist") + f"?allowed_scopes__id__exact={scope.pk}"
+        return format_html('<a href="{}">{}</a>', url, scope.client_count)
+
+    def get_deleted_objects(self, objs, request):
+        deleted, model_count, perms_needed, protected = super().get_deleted_objects(objs, request)
+        if protected:
+            protected = self.holders(objs)
+        return deleted, model_count, perms_needed, protected
+
+    @staticmethod
+    def holders(scopes) -> list[str]:
+        """'client (client id) holds scope' lines, the clients linked to their pages."""
+        holdings = (
+            ClientScope.objects.filter(scope__in=scopes)
+            .select_related("application", "scope")
+            .order_by("scope__name", "application__name")
+        )
+        return [
+            format_html(
+                '<a href="{}">{}</a> <code>{}</code> holds <code class="scope-name">{}</code>',
+                admin_url(Application, "change", holding.application.pk),
+                holding.application,
+                holding.application.client_id,
+                holding.scope.name,
+            )
+            for holding in holdings
+        ]
+
+    def delete_model(self, request, obj):
+        services.delete_scope(scope=obj)
+
+    @transaction.atomic
+    def delete_queryset(self, request, queryset):
+        for scope in queryset:
+            services.delete_scope(scope=scope)
+
+
+# --- Audit trail -----------------------------------------------------------------------------------
+
+
+def readable(value) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ", ".join(str(item).replace("_", " ") for item in value)
+    return str(value)
+
+
+class ClientListFilter(admin.RelatedFieldListFilter):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.title = "client"
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """The audit trail: written by the services and the token endpoint, read here, never edited."""
+
+    list_display = ("when", "kind", "client", "actor_column", "remote_addr", "summary")
+    list_display_links = ("when",)
+    list_filter = ("kind", ("application", ClientListFilter))
+    search_fields = ("client_id", "application__name", "actor", "remote_addr")
+    search_help_text = "Search by client id, client name, actor or address."
+    date_hierarchy = "created"
+    list_select_related = ("application",)
+    show_full_result_count = False
+    fields = ("created", "kind", "application", "client_id", "actor", "remote_addr", "details")
+    readonly_fields = fields
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="when", ordering="created")
+    def when(self, event: AuditEvent):
+        return moment(event.created)
+
+    @admin.display(description="actor", ordering="actor")
+    def actor_column(self, event: AuditEvent):
+        return long_value(event.actor)
+
+    @admin.display(description="client", ordering="client_id")
+    def client(self, event: AuditEvent):
+        if event.application_id is None:
+            return long_value(event.client_id)
+        return format_html(
+            '<a href="{}" title="{}">{}</a>',
+            admin_url(Application, "change", event.application_id),
+            event.client_id,
+            event.application,
+        )
+
+    @admin.display(description="details")
+    def summary(self, event: AuditEvent):
+        return format_html_join(
+            ", ",
+            "{}: {}",
+            ((capfirst(key.replace("_", " ")), readable(value)) for key, value in event.detail.items()),
+        )
+
+    @admin.display(description="details")
+    def details(self, event: AuditEvent):
+        return self.summary(event) or None

@@ -1,0 +1,106 @@
+"""The management console: Django's admin site with a throttled login and a dashboard page.
+
+It is the default admin site (authserver.apps.ConsoleAdminConfig), so every app's admin module, and
+the django-oauth-toolkit admin classes named in settings, register on it. It registers nothing
+itself: `admin.site` resolves to it while admin modules are being imported.
+"""
+
+from django.contrib import admin
+from django.contrib.auth.decorators import login_not_required
+from django.core.exceptions import PermissionDenied
+from django.template.response import TemplateResponse
+from django.urls import path
+from django.utils import timezone
+from django.utils.decorators import method_decorator
+from django.views import View
+from django.views.decorators.cache import never_cache
+
+from authserver import dashboard
+from authserver.models import Application, AuditEvent
+from authserver.throttling import LoginThrottleMixin
+
+DASHBOARD_PERMISSION = f"{AuditEvent._meta.app_label}.view_auditevent"
+
+
+class SiteLogin(View):
+    """An admin site's own login (AdminSite.login) as a class view, for mixins to wrap."""
+
+    site_login = None
+    extra_context = None
+
+    def get(self, request):
+        return self.site_login(request, self.extra_context)
+
+    def post(self, request):
+        return self.site_login(request, self.extra_context)
+
+
+class ThrottledSiteLogin(LoginThrottleMixin, SiteLogin):
+    """Too many failed logins for a username or from an address are answered 429 unchecked."""
+
+
+class ConsoleAdminSite(admin.AdminSite):
+    site_header = "Foo authorization server"
+    site_title = "Foo console"
+    index_title = "Management console"
+    # The client and audit lists are wide; the index and breadcrumbs are navigation enough.
+    enable_nav_sidebar = False
+
+    @method_decorator(never_cache)
+    @login_not_required
+    def login(self, request, extra_context=None):
+        return ThrottledSiteLogin.as_view(site_login=super().login, extra_context=extra_context)(request)
+
+    def get_urls(self):
+        dashboard_url = path("dashboard/", self.admin_view(self.dashboard_view), name="dashboard")
+        return [dashboard_url, *super().get_urls()]
+
+    def get_app_list(self, request, app_label=None):
+        # The authorization server's own models first: they are what operators come for.
+        apps = super().get_app_list(request, app_label)
+        first = Application._meta.app_label
+        return sorted(apps, key=lambda app: app["app_label"] != first)
+
+    def dashboard_view(self, request):
+        if not request.user.has_perm(DASHBOARD_PERMISSION):
+            raise PermissionDenied
+        now = timezone.now()
+        clients = Application.objects.order_by("name", "client_id").only("name", "client_id")
+        chosen_id = request.GET.get("client", "")
+        chosen = next((client for client in clients if client.client_id == chosen_id), None)
+        per_hour = dashboard.tokens_issued_per_hour(now=now, application=chosen)
+        per_day = dashboard.tokens_issued_per_day(now=now, application=chosen)
+        context = {
+            **self.each_context(request),
+            "title": "Dashboard",
+            "subtitle": chosen.name if chosen else "All clients",
+            "now": now,
+            "clients": clients,
+            "chosen": chosen,
+            "unknown_client": bool(chosen_id) and chosen is None,
+            "hourly": dashboard.bar_chart(
+                per_hour, bar_label="%d %b %H:00", tick_label="%H:00", tick_every=3
+            ),
+            "daily": dashboard.bar_chart(per_day, bar_label="%a %d %b", tick_label="%d %b", tick_every=5),
+            "active_tokens": dashboard.active_token_count(now=now, application=chosen),
+            "failed": dashboard.most_failed_authentications(now=now),
+        }
+        request.current_app = self.name
+        return TemplateResponse(request, "admin/dashboard.html", context)
+
+    def dashboard_summary(self, request) -> dict | None:
+        """The few numbers the index page shows, for users who may see the dashboard."""
+        if not request.user.has_perm(DASHBOARD_PERMISSION):
+            return None
+        now = timezone.now()
+        return {
+            "issued_last_day": sum(bucket.count for bucket in dashboard.tokens_issued_per_hour(now=now)),
+            "active_tokens": dashboard.active_token_count(now=now),
+            "failed_last_day": dashboard.failed_authentication_count(now=now),
+            "clients": Application.objects.count(),
+            "disabled_clients": Application.objects.filter(enabled=False).count(),
+        }
+
+    def index(self, request, extra_context=None):
+        extra_context = {"dashboard_summary": self.dashboard_summary(request), **(extra_context or {})}
+        return super().index(request, extra_context)

@@ -1,0 +1,613 @@
+"""An operator manages clients, scopes and tokens in the management console (Django admin, /admin/)."""
+
+import hashlib
+import re
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import check_password
+from django.test import override_settings
+from django.utils import timezone
+from oauth2_provider.models import AccessToken
+
+from authserver import services
+from authserver.admin import ONE_TIME_SECRET_SESSION_KEY
+from authserver.models import Application, AuditEvent, Scope
+from tests.helpers import HttpsClient, bearer, issue_token, make_client, post_form, request_token
+
+CLIENTS = "/admin/authserver/application/"
+SCOPES = "/admin/authserver/scope/"
+TOKENS = "/admin/oauth2_provider/accesstoken/"
+AUDIT = "/admin/authserver/auditevent/"
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture
+def operator(db):
+    user = get_user_model().objects.create_user("olivia", password=PASSWORD, is_staff=True)
+    user.groups.add(services.ensure_operators_group())
+    return user
+
+
+@pytest.fixture
+def console(operator):
+    http = HttpsClient()
+    http.force_login(operator)
+    return http
+
+
+@pytest.fixture
+def superuser_console(db):
+    http = HttpsClient()
+    http.force_login(get_user_model().objects.create_superuser("root", password=PASSWORD))
+    return http
+
+
+def register_form(**overrides) -> dict:
+    data = {
+        "name": "Billing service",
+        "authorization_grant_type": Application.GRANT_CLIENT_CREDENTIALS,
+        "redirect_uris": "",
+        "scopes": [Scope.objects.get(name="products:read").pk],
+        "access_token_lifetime": "900",
+        "user": "",
+        "enabled": "on",
+    }
+    return {**data, **overrides}
+
+
+def change_form(client: Application, **overrides) -> dict:
+    data = {
+        "name": client.name,
+        "scopes": [scope.pk for scope in client.allowed_scopes.all()],
+        "access_token_lifetime": client.access_token_lifetime or "",
+        "user": client.user.get_username() if client.user else "",
+        "enabled": "on" if client.enabled else "",
+    }
+    return {key: value for key, value in {**data, **overrides}.items() if value is not None}
+
+
+def shown_secret(response) -> str:
+    match = re.search(r'<code id="client-secret">([^<]+)</code>', response.content.decode())
+    assert match, "the page shows no secret"
+    return match.group(1)
+
+
+def introspect(http, token: str) -> dict:
+    resource_server = make_client(scopes=["introspection"], name="resource server")
+    response = post_form(
+        http,
+        "/oauth2/introspect",
+        {"token": token},
+        **bearer(issue_token(http, resource_server)),
+    )
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+# --- registering a client ------------------------------------------------------------------------
+
+
+def test_register_form_preselects_client_credentials_and_hides_the_callback_url(console):
+    response = console.get(CLIENTS + "add/")
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    grants = re.findall(r'<input type="radio" name="authorization_grant_type" value="([^"]+)"([^>]*)>', html)
+    assert [(value, "checked" in attributes) for value, attributes in grants] == [
+        (Application.GRANT_CLIENT_CREDENTIALS, True)
+    ]
+    assert "no callback URL" in html  # the help text says why there is none
+    # The callback field is there only for grants that need one (console.js shows it for those).
+    assert 'data-callback-grants="authorization-code implicit openid-hybrid"' in html
+    assert "Read the product catalogue" in html  # scopes come with their descriptions
+    sandbox = Scope.objects.filter(sandbox=True).values_list("pk", flat=True)
+    checked = {int(pk) for pk in re.findall(r'name="scopes" value="(\d+)"[^>]*checked', html)}
+    assert checked == set(sandbox)
+    assert "Save and add another" not in html and "Save and continue" not in html
+
+
+def test_registering_shows_the_secret_once_and_stores_only_its_hash(console, operator):
+    response = console.post(CLIENTS + "add/", register_form(user="olivia"))
+
+    client = Application.objects.get(name="Billing service")
+    assert response.status_code == 302
+    assert response["Location"] == f"{CLIENTS}{client.pk}/secret/"
+    page = console.get(response["Location"])
+    secret = shown_secret(page)
+    assert client.client_id in page.content.decode()
+    assert 'data-copy-from="client-secret"' in page.content.decode()
+    assert "no-store" in page["Cache-Control"]
+    assert check_password(secret, client.client_secret)
+    assert secret not in client.client_secret
+    # Gone from the session once shown, and never shown again.
+    assert ONE_TIME_SECRET_SESSION_KEY not in console.session
+    again = console.get(response["Location"])
+    assert "cannot be shown again" in again.content.decode()
+    assert secret not in again.content.decode()
+    change_page = console.get(f"{CLIENTS}{client.pk}/change/").content.decode()
+    assert secret not in change_page and client.client_secret not in change_page
+
+    assert client.authorization_grant_type == Application.GRANT_CLIENT_CREDENTIALS
+    assert client.client_type == Application.CLIENT_CONFIDENTIAL
+    assert client.allowed_scope_names == ["products:read"]
+    assert client.access_token_lifetime == 900
+    assert client.user == operator
+    assert client.redirect_uris == ""
+    event = AuditEvent.objects.get(kind=AuditEvent.Kind.CLIENT_CREATED)
+    assert (event.application, event.actor, event.remote_addr) == (client, "user:olivia", "127.0.0.1")
+
+    token = request_token(console, services.NewClient(client, secret))
+    assert token.status_code == 200
+    assert token.json()["expires_in"] == 900
+
+
+def test_a_callback_url_sent_for_client_credentials_is_dropped(console):
+    console.post(CLIENTS + "add/", register_form(redirect_uris="https://app.example/callback"))
+
+    assert Application.objects.get(name="Billing service").redirect_uris == ""
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "message"),
+    [
+        ({"scopes": []}, "scopes", "Pick at least one scope"),
+        ({"name": ""}, "name", "This field is required."),
+        ({"user": "nobody"}, "user", "There is no user with this username."),
+        ({"access_token_lifetime": "5"}, "access_token_lifetime", "greater than or equal to 60"),
+        (
+            {"authorization_grant_type": Application.GRANT_PASSWORD},
+            "authorization_grant_type",
+            "valid choice",
+        ),
+    ],
+)
+def test_register_form_errors(console, overrides, field, message):
+    response = console.post(CLIENTS + "add/", register_form(**overrides))
+
+    assert response.status_code == 200
+    assert message in " ".join(response.context["adminform"].form.errors[field])
+    assert not Application.objects.filter(name="Billing service").exists()
+    assert not AuditEvent.objects.filter(kind=AuditEvent.Kind.CLIENT_CREATED).exists()
+
+
+def test_a_served_grant_that_needs_a_callback_asks_for_one(console, settings):
+    provider = {
+        **settings.OAUTH2_PROVIDER,
+        "OAUTH2_GRANT_TYPES_SUPPORTED": ["authorization_code", "client_credentials"],
+    }
+    with override_settings(OAUTH2_PROVIDER=provider):
+        html = console.get(CLIENTS + "add/").content.decode()
+        missing = console.post(
+            CLIENTS + "add/", register_form(authorization_grant_type=Application.GRANT_AUTHORIZATION_CODE)
+        )
+        given = console.post(
+            CLIENTS + "add/",
+            register_form(
+                authorization_grant_type=Application.GRANT_AUTHORIZATION_CODE,
+                redirect_uris="https://app.example/callback",
+            ),
+        )
+
+    assert re.findall(r'name="authorization_grant_type" value="([^"]+)"', html) == [
+        Application.GRANT_AUTHORIZATION_CODE,
+        Application.GRANT_CLIENT_CREDENTIALS,
+    ]
+    assert missing.status_code == 200
+    assert "redirect_uris" in missing.context["adminform"].form.errors
+    assert given.status_code == 302
+    client = Application.objects.get(name="Billing service")
+    assert client.authorization_grant_type == Application.GRANT_AUTHORIZATION_CODE
+    assert client.redirect_uris == "https://app.example/callback"
+
+
+# --- editing a client ----------------------------------------------------------------------------
+
+
+def test_editing_a_client_goes_through_the_service_and_is_audited(console, new_client):
+    client = new_client.application
+    orders_write = Scope.objects.get(name="orders:write")
+
+    response = console.post(
+        f"{CLIENTS}{client.pk}/change/",
+        change_form(
+            client, name="Renamed", scopes=[orders_write.pk], access_token_lifetime="120", user="olivia"
+        ),
+    )
+
+    assert response.status_code == 302
+    client.refresh_from_db()
+    client.__dict__.pop("allowed_scope_names", None)
+    assert (client.name, client.access_token_lifetime, client.user.username) == ("Renamed", 120, "olivia")
+    assert client.allowed_scope_names == ["orders:write"]
+    event = AuditEvent.objects.get(kind=AuditEvent.Kind.CLIENT_CHANGED)
+    assert sorted(event.detail["changed"]) == ["access_token_lifetime", "allowed_scopes", "name", "user"]
+    assert event.actor == "user:olivia"
+    assert check_password(new_client.client_secret, client.client_secret)  # the secret is untouched
+
+
+def test_the_change_page_shows_the_client_but_never_its_secret(console, new_client):
+    client = new_client.application
+    response = console.get(f"{CLIENTS}{client.pk}/change/")
+
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert client.client_id in html
+    assert "Stored hashed" in html
+    assert new_client.client_secret not in html and client.client_secret not in html
+    assert 'name="client_secret"' not in html
+    assert 'value="orders:read"' not in html  # scopes are checkboxes of scope ids, described
+    assert "Read your orders" in html
+    for action in ("rotate-secret", "revoke-tokens", "disable"):
+        assert f"{CLIENTS}{client.pk}/{action}/" in html
+    assert f"{CLIENTS}{client.pk}/enable/" not in html
+
+
+# --- the client list -----------------------------------------------------------------------------
+
+
+def test_the_list_shows_owner_grant_scopes_active_tokens_and_last_token(console, operator):
+    owned = make_client(name="Owned", scopes=["products:read"], owner=operator)
+    idle = make_client(name="Idle", scopes=["orders:read", "orders:write"])
+    for _ in range(3):
+        issue_token(console, owned)
+    expired = AccessToken.objects.filter(application=owned.application).order_by("pk").first()
+    expired.expires = timezone.now() - timedelta(seconds=1)
+    expired.save()
+    last_issued = AuditEvent.objects.filter(kind=AuditEvent.Kind.TOKEN_ISSUED).latest("created").created
+
+    response = console.get(CLIENTS)
+
+    rows = {row.name: row for row in response.context["cl"].result_list}
+    assert rows["Owned"].active_token_count == 2  # the expired one is not active
+    assert rows["Owned"].last_token_issued_at == last_issued
+    assert rows["Idle"].active_token_count == 0
+    assert rows["Idle"].last_token_issued_at is None
+    html = response.content.decode()
+    for text in (owned.application.client_id, idle.application.client_id, "olivia", "Client credentials"):
+        assert text in html
+    assert '<code class="scope-name">orders:read</code> <code class="scope-name">orders:write</code>' in html
+    columns = re.findall(r'<th scope="col" class="[^"]*column-(\w+)', html)
+    assert columns == [
+        "name", "client_id_column", "owner", "grant_type", "scopes",
+        "active_tokens", "last_token_issued", "enabled",
+    ]  # fmt: skip
+
+
+def test_the_list_costs_the_same_queries_for_many_clients(console, django_assert_max_num_queries):
+    def clients_with_tokens(count):
+        for number in range(count):
+            new_client = make_client(name=f"client {number}")
+            issue_token(console, new_client)
+
+    clients_with_tokens(3)
+    with django_assert_max_num_queries(12) as few:
+        assert console.get(CLIENTS).status_code == 200
+    queries_for_few = len(few.captured_queries)  # read now: the next request resets the log
+    clients_with_tokens(30)
+    with django_assert_max_num_queries(queries_for_few):
+        response = console.get(CLIENTS)
+    assert len(response.context["cl"].result_list) == 33
+
+
+def test_search_and_filters(console, operator):
+    owned = make_client(name="Warehouse sync", scopes=["orders:write"], owner=operator)
+    other = make_client(name="Storefront", scopes=["products:read"])
+    services.set_client_enabled(application=other.application, enabled=False, actor="tests")
+
+    def names(query: str) -> set[str]:
+        return {client.name for client in console.get(CLIENTS + query).context["cl"].result_list}
+
+    assert names("?q=warehouse") == {"Warehouse sync"}
+    assert names(f"?q={other.application.client_id}") == {"Storefront"}
+    assert names("?q=olivia") == {"Warehouse sync"}
+    orders_write = Scope.objects.get(name="orders:write")
+    assert names(f"?allowed_scopes__id__exact={orders_write.pk}") == {"Warehouse sync"}
+    assert names("?enabled__exact=0") == {"Storefront"}
+    assert names("?grant_type=client-credentials") == {"Warehouse sync", "Storefront"}
+    assert names("?grant_type=authorization-code") == set()
+    assert owned  # registered above
+
+
+# --- actions: rotate, revoke, disable, enable ----------------------------------------------------
+
+
+def test_rotating_the_secret_shows_the_new_one_once_and_the_old_one_stops_working(console, new_client):
+    client = new_client.application
+    token = issue_token(console, new_client)
+
+    confirm = console.get(f"{CLIENTS}{client.pk}/rotate-secret/")
+    assert confirm.status_code == 200
+    assert "stops working" in confirm.content.decode()
+    rotated = console.post(f"{CLIENTS}{client.pk}/rotate-secret/")
+
+    assert rotated["Location"] == f"{CLIENTS}{client.pk}/secret/"
+    new_secret = shown_secret(console.get(rotated["Location"]))
+    assert new_secret != new_client.client_secret
+    old = request_token(console, new_client)
+    assert old.status_code == 401
+    assert old.json()["error"] == "invalid_client"
+    assert request_token(console, services.NewClient(client, new_secret)).status_code == 200
+    assert introspect(console, token)["active"] is True  # rotation keeps issued tokens
+    event = AuditEvent.objects.get(kind=AuditEvent.Kind.SECRET_ROTATED)
+    assert (event.application, event.actor, event.remote_addr) == (client, "user:olivia", "127.0.0.1")
+
+
+def test_client_actions_need_post(console, new_client):
+    client = new_client.application
+    for action in ("rotate-secret", "revoke-tokens", "disable"):
+        assert console.get(f"{CLIENTS}{client.pk}/{action}/").status_code == 200
+    client.refresh_from_db()
+    assert client.enabled
+    assert not AuditEvent.objects.exclude(kind=AuditEvent.Kind.CLIENT_CREATED).exists()
+
+
+def test_disabling_a_client_stops_its_tokens_and_enabling_restores_them(console, new_client):
+    client = new_client.application
+    token = issue_token(console, new_client)
+
+    console.post(f"{CLIENTS}{client.pk}/disable/")
+
+    assert introspect(console, token) == {"active": False}
+    refused = request_token(console, new_client)
+    assert (refused.status_code, refused.json()["error"]) == (401, "invalid_client")
+    page = console.get(f"{CLIENTS}{client.pk}/change/").content.decode()
+    assert "This client is disabled" in page
+    assert f"{CLIENTS}{client.pk}/enable/" in page
+
+    console.post(f"{CLIENTS}{client.pk}/enable/")
+
+    assert introspect(console, token)["active"] is True
+    changes = AuditEvent.objects.filter(kind=AuditEvent.Kind.CLIENT_CHANGED).order_by("created")
+    assert [event.detail["enabled"] for event in changes] == [False, True]
+    assert {event.actor for event in changes} == {"user:olivia"}
+
+
+def test_bulk_actions_ask_first_then_act_on_the_selected_clients(console):
+    first, second, untouched = (make_client(name=name) for name in ("first", "second", "untouched"))
+    for new_client in (first, second, untouched):
+        issue_token(console, new_client)
+    selected = [first.application.pk, second.application.pk]
+
+    confirm = console.post(CLIENTS, {"action": "revoke_tokens", "_selected_action": selected})
+    assert confirm.status_code == 200
+    assert "Revoke all their tokens" in confirm.content.decode()
+    assert AccessToken.objects.count() == 3
+
+    done = console.post(CLIENTS, {"action": "revoke_tokens", "_selected_action": selected, "post": "yes"})
+    assert done.status_code == 302
+    assert list(AccessToken.objects.values_list("application__name", flat=True)) == ["untouched"]
+    revocations = AuditEvent.objects.filter(kind=AuditEvent.Kind.TOKEN_REVOKED)
+    assert {event.application.name for event in revocations} == {"first", "second"}
+    assert {event.detail["count"] for event in revocations} == {1}
+
+    console.post(CLIENTS, {"action": "disable", "_selected_action": selected, "post": "yes"})
+    assert set(Application.objects.filter(enabled=False).values_list("name", flat=True)) == {
+        "first",
+        "second",
+    }
+    console.post(CLIENTS, {"action": "enable", "_selected_action": selected, "post": "yes"})
+    assert not Application.objects.filter(enabled=False).exists()
+
+
+def test_the_client_page_lists_active_tokens_and_revokes_one(console, new_client):
+    client = new_client.application
+    kept, revoked = issue_token(console, new_client), issue_token(console, new_client)
+    stored = AccessToken.objects.get(token_checksum=hashlib.sha256(revoked.encode()).hexdigest())
+
+    page = console.get(f"{CLIENTS}{client.pk}/change/")
+    html = page.content.decode()
+    assert "Active tokens (2)" in html
+    assert kept not in html and revoked not in html
+    assert f"{CLIENTS}{client.pk}/tokens/{stored.pk}/revoke/" in html
+
+    assert console.get(f"{CLIENTS}{client.pk}/tokens/{stored.pk}/revoke/").status_code == 405
+    response = console.post(f"{CLIENTS}{client.pk}/tokens/{stored.pk}/revoke/")
+
+    assert response.status_code == 302
+    assert introspect(console, revoked) == {"active": False}
+    assert introspect(console, kept)["active"] is True
+    event = AuditEvent.objects.get(kind=AuditEvent.Kind.TOKEN_REVOKED)
+    assert (event.actor, event.detail["token_id"]) == ("user:olivia", stored.pk)
+
+
+def test_a_token_of_another_client_cannot_be_revoked_through_this_one(console, new_client):
+    other = make_client(name="other")
+    issue_token(console, other)
+    token = AccessToken.objects.get(application=other.application)
+
+    response = console.post(f"{CLIENTS}{new_client.application.pk}/tokens/{token.pk}/revoke/")
+
+    assert response.status_code == 404
+    assert AccessToken.objects.filter(pk=token.pk).exists()
+
+
+def test_deleting_a_client_is_audited_and_takes_its_tokens(console, new_client):
+    client = new_client.application
+    issue_token(console, new_client)
+
+    confirm = console.get(f"{CLIENTS}{client.pk}/delete/")
+    assert confirm.status_code == 200
+    assert (
+        '<input type="hidden" name="post" value="yes">' in confirm.content.decode()
+    )  # tokens do not block it
+    console.post(f"{CLIENTS}{client.pk}/delete/", {"post": "yes"})
+
+    assert not Application.objects.filter(pk=client.pk).exists()
+    assert not AccessToken.objects.exists()
+    event = AuditEvent.objects.get(kind=AuditEvent.Kind.CLIENT_DELETED)
+    assert (event.client_id, event.actor) == (client.client_id, "user:olivia")
+
+
+# --- access tokens -------------------------------------------------------------------------------
+
+
+def test_the_token_list_never_shows_a_token_and_revokes_through_the_service(console, new_client):
+    raw = issue_token(console, new_client)
+    token = AccessToken.objects.get()
+
+    listing = console.get(TOKENS)
+    detail = console.get(f"{TOKENS}{token.pk}/change/")
+
+    assert listing.status_code == detail.status_code == 200
+    for page in (listing, detail):
+        assert raw not in page.content.decode()
+        assert token.token_checksum not in page.content.decode()
+    assert 'name="_save"' not in detail.content.decode()  # read-only
+    response = console.post(TOKENS, {"action": "revoke_tokens", "_selected_action": [token.pk]})
+    assert response.status_code == 302
+    assert not AccessToken.objects.exists()
+    assert AuditEvent.objects.get(kind=AuditEvent.Kind.TOKEN_REVOKED).actor == "user:olivia"
+
+
+def test_the_token_list_says_which_tokens_introspection_would_call_active(console, new_client):
+    issue_token(console, new_client)
+    other = make_client(name="other")
+    issue_token(console, other)
+    services.set_client_enabled(application=other.application, enabled=False, actor="tests")
+
+    def listed(query: str) -> set[str]:
+        return {token.application.name for token in console.get(TOKENS + query).context["cl"].result_list}
+
+    assert listed("") == {"test client", "other"}
+    assert listed("?status=active") == {"test client"}
+    assert listed("?status=disabled") == {"other"}
+    assert listed("?status=expired") == set()
+
+
+# --- scopes --------------------------------------------------------------------------------------
+
+
+def test_scopes_are_listed_and_edited(console):
+    listing = console.get(SCOPES)
+    assert listing.status_code == 200
+    assert "Read the product catalogue" in listing.content.decode()
+
+    added = console.post(
+        SCOPES + "add/",
+        {"name": "invoices:read", "description": "Read invoices", "sandbox": "on", "public": "on"},
+    )
+    assert added.status_code == 302
+    scope = Scope.objects.get(name="invoices:read")
+    assert scope.sandbox and scope.public
+
+    console.post(f"{SCOPES}{scope.pk}/change/", {"name": "renamed", "description": "Read your invoices"})
+    scope.refresh_from_db()
+    assert (scope.name, scope.description, scope.sandbox) == ("invoices:read", "Read your invoices", False)
+
+    bad = console.post(SCOPES + "add/", {"name": "has space", "description": "x"})
+    assert "RFC 6749" in " ".join(bad.context["adminform"].form.errors["name"])
+
+
+def test_a_scope_in_use_cannot_be_deleted_and_the_page_names_its_clients(console):
+    holder = make_client(name="Order importer", scopes=["orders:write"]).application
+    scope = Scope.objects.get(name="orders:write")
+
+    page = console.get(f"{SCOPES}{scope.pk}/delete/")
+    html = page.content.decode()
+    assert "cannot be deleted: these clients hold it" in html
+    assert f'<a href="{CLIENTS}{holder.pk}/change/">Order importer</a>' in html
+    assert holder.client_id in html
+    assert 'name="post" value="yes"' not in html
+
+    console.post(f"{SCOPES}{scope.pk}/delete/", {"post": "yes"})
+    assert Scope.objects.filter(pk=scope.pk).exists()
+
+    unused = Scope.objects.get(name="registration")
+    bulk = console.post(SCOPES, {"action": "delete_selected", "_selected_action": [scope.pk, unused.pk]})
+    bulk_html = bulk.content.decode()
+    assert "The selected scopes cannot be deleted: clients hold them" in bulk_html
+    assert "Order importer" in bulk_html and 'name="post" value="yes"' not in bulk_html
+    console.post(
+        SCOPES, {"action": "delete_selected", "_selected_action": [scope.pk, unused.pk], "post": "yes"}
+    )
+    assert Scope.objects.filter(pk__in=[scope.pk, unused.pk]).count() == 2
+
+    console.post(f"{SCOPES}{unused.pk}/delete/", {"post": "yes"})
+    assert not Scope.objects.filter(pk=unused.pk).exists()
+
+
+def test_the_delete_scope_service_refuses_a_scope_in_use(db):
+    make_client(name="Holder", scopes=["orders:read"])
+    from django.core.exceptions import ValidationError
+
+    with pytest.raises(ValidationError, match="held by Holder"):
+        services.delete_scope(scope=Scope.objects.get(name="orders:read"))
+
+
+# --- who may do what ----------------------------------------------------------------------------
+
+
+def test_anonymous_visitors_are_sent_to_the_login_page(client, db):
+    for path in ("/admin/", CLIENTS, "/admin/dashboard/", AUDIT):
+        response = client.get(path)
+        assert response.status_code == 302
+        assert response["Location"].startswith("/admin/login/")
+
+
+def test_operators_manage_clients_scopes_tokens_and_read_audit_but_not_users(console):
+    for path in (CLIENTS, CLIENTS + "add/", SCOPES, SCOPES + "add/", TOKENS, AUDIT, "/admin/dashboard/"):
+        assert console.get(path).status_code == 200, path
+    for path in ("/admin/auth/user/", "/admin/auth/group/", "/admin/auth/user/add/"):
+        assert console.get(path).status_code == 403, path
+    index = console.get("/admin/").content.decode()
+    assert "Clients" in index and "Audit events" in index
+    assert "/admin/auth/user/" not in index
+
+
+def test_staff_without_the_operators_group_see_nothing(db):
+    http = HttpsClient()
+    http.force_login(get_user_model().objects.create_user("sam", password=PASSWORD, is_staff=True))
+
+    assert http.get(CLIENTS).status_code == 403
+    assert http.get("/admin/dashboard/").status_code == 403
+    assert "permission to view or edit anything" in http.get("/admin/").content.decode()
+
+
+def test_non_staff_users_cannot_log_in(client, db):
+    get_user_model().objects.create_user("dev", password=PASSWORD)
+
+    response = client.post("/admin/login/?next=/admin/", {"username": "dev", "password": PASSWORD})
+
+    assert response.status_code == 200
+    assert "_auth_user_id" not in client.session
+
+
+def test_superusers_see_users_and_not_the_grants_this_server_does_not_serve(superuser_console):
+    assert superuser_console.get("/admin/auth/user/").status_code == 200
+    for model in ("grant", "refreshtoken", "idtoken"):
+        assert superuser_console.get(f"/admin/oauth2_provider/{model}/").status_code == 403
+    index = superuser_console.get("/admin/").content.decode()
+    assert "/admin/oauth2_provider/grant/" not in index
+    assert index.index("/admin/authserver/application/") < index.index("/admin/auth/user/")
+
+
+def test_the_operators_group_is_idempotent_and_has_no_user_permissions(db):
+    first = services.ensure_operators_group()
+    second = services.ensure_operators_group()
+
+    assert first == second
+    codenames = set(second.permissions.values_list("content_type__app_label", "codename"))
+    assert codenames == set(services.OPERATOR_PERMISSIONS)
+    assert not {label for label, _ in codenames} & {"auth", "admin", "sessions"}
+
+
+def test_the_admin_login_is_throttled(client, operator):
+    for _ in range(5):
+        failed = client.post("/admin/login/", {"username": "olivia", "password": "wrong"})
+        assert failed.status_code == 200
+
+    blocked = client.post("/admin/login/", {"username": "olivia", "password": PASSWORD})
+
+    assert blocked.status_code == 429
+    assert int(blocked["Retry-After"]) > 0
+    assert "_auth_user_id" not in client.session
+
+
+def test_the_admin_login_works(client, operator):
+    response = client.post("/admin/login/?next=/admin/", {"username": "olivia", "password": PASSWORD})
+
+    assert response.status_code == 302
+    assert response["Location"] == "/admin/"
+    assert client.get("/admin/").status_code == 200

@@ -1,0 +1,189 @@
+"""The audit trail: what happened to each client and its credentials, when, by whom, from where;
+recorded by the services and the token endpoint, read-only in the console."""
+
+from datetime import UTC, datetime
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from authserver import services
+from authserver.models import Application, AuditEvent, Scope
+from tests.helpers import HttpsClient, basic, issue_token, make_client, post_form, request_token
+
+AUDIT = "/admin/authserver/auditevent/"
+CLIENTS = "/admin/authserver/application/"
+
+
+@pytest.fixture
+def console(db):
+    http = HttpsClient()
+    user = get_user_model().objects.create_user("olivia", password="x", is_staff=True)
+    user.groups.add(services.ensure_operators_group())
+    http.force_login(user)
+    return http
+
+
+def kinds(**filters) -> list[str]:
+    return list(AuditEvent.objects.filter(**filters).order_by("created", "pk").values_list("kind", flat=True))
+
+
+def test_a_token_issued_is_recorded_with_client_scope_and_address(client, new_client):
+    issue_token(client, new_client, scope="products:read")
+
+    event = AuditEvent.objects.get(kind=AuditEvent.Kind.TOKEN_ISSUED)
+    assert event.application == new_client.application
+    assert event.client_id == new_client.application.client_id
+    assert event.actor == f"client:{new_client.application.client_id}"
+    assert event.remote_addr == "127.0.0.1"
+    assert event.detail == {"scope": "products:read", "expires_in": 3600}
+
+
+def test_issuing_a_token_writes_one_audit_row_and_nothing_else(client, new_client):
+    """The audit trail costs the token endpoint one INSERT in the token's own transaction."""
+    request_token(client, new_client)  # warm up: caches, lazily loaded settings
+    with CaptureQueriesContext(connection) as queries:
+        assert request_token(client, new_client).status_code == 200
+
+    writes = [
+        q["sql"]
+        for q in queries.captured_queries
+        if q["sql"].lstrip().upper().startswith(("INSERT", "UPDATE"))
+    ]
+    assert len(writes) == 2, writes
+    assert sum(AuditEvent._meta.db_table in sql for sql in writes) == 1
+
+
+def test_failed_client_authentication_is_recorded_for_known_and_unknown_client_ids(client, new_client):
+    application = new_client.application
+    post_form(
+        client, "/oauth2/token", {"grant_type": "client_credentials"}, **basic(application.client_id, "wrong")
+    )
+    post_form(client, "/oauth2/token", {"grant_type": "client_credentials"}, **basic("no-such-client", "x"))
+
+    known, unknown = AuditEvent.objects.filter(kind=AuditEvent.Kind.AUTH_FAILED).order_by("pk")
+    assert (known.application, known.client_id, known.remote_addr) == (
+        application,
+        application.client_id,
+        "127.0.0.1",
+    )
+    assert (unknown.application, unknown.client_id) == (None, "no-such-client")
+
+
+def test_a_revocation_by_the_client_is_recorded(client, new_client):
+    token = issue_token(client, new_client)
+
+    response = post_form(
+        client,
+        "/oauth2/revoke",
+        {"token": token},
+        **basic(new_client.application.client_id, new_client.client_secret),
+    )
+
+    assert response.status_code == 200
+    event = AuditEvent.objects.get(kind=AuditEvent.Kind.TOKEN_REVOKED)
+    assert event.actor == f"client:{new_client.application.client_id}"
+    assert event.detail["scope"] == "orders:read products:read"
+
+
+def test_a_client_life_in_the_console_leaves_a_complete_trail(console):
+    products = Scope.objects.get(name="products:read")
+    console.post(
+        CLIENTS + "add/",
+        {
+            "name": "Life",
+            "authorization_grant_type": Application.GRANT_CLIENT_CREDENTIALS,
+            "scopes": [products.pk],
+            "enabled": "on",
+        },
+    )
+    application = Application.objects.get(name="Life")
+    secret = (
+        console.get(f"{CLIENTS}{application.pk}/secret/").content.decode().split('id="client-secret">')[1]
+    )
+    issue_token(console, services.NewClient(application, secret.split("<")[0]))
+    console.post(
+        f"{CLIENTS}{application.pk}/change/",
+        {"name": "Life, renamed", "scopes": [products.pk], "enabled": "on"},
+    )
+    console.post(f"{CLIENTS}{application.pk}/rotate-secret/")
+    console.post(f"{CLIENTS}{application.pk}/revoke-tokens/")
+    console.post(f"{CLIENTS}{application.pk}/disable/")
+    console.post(f"{CLIENTS}{application.pk}/delete/", {"post": "yes"})
+
+    trail = AuditEvent.objects.filter(client_id=application.client_id).order_by("created", "pk")
+    assert [event.kind for event in trail] == [
+        "client_created",
+        "token_issued",
+        "client_changed",
+        "secret_rotated",
+        "token_revoked",
+        "client_changed",
+        "client_deleted",
+    ]
+    by_operator = [event for event in trail if event.kind != "token_issued"]
+    assert {(event.actor, event.remote_addr) for event in by_operator} == {("user:olivia", "127.0.0.1")}
+    # The trail outlives the client: the id is kept as text.
+    assert {event.application_id for event in trail} == {None}
+
+
+# --- reading the trail in the console ------------------------------------------------------------
+
+
+@pytest.fixture
+def trail(db):
+    alpha, beta = make_client(name="alpha").application, make_client(name="beta").application
+    services.record_event(
+        kind=AuditEvent.Kind.AUTH_FAILED, application=beta, actor="client:x", remote_addr="203.0.113.9"
+    )
+    AuditEvent.objects.filter(kind=AuditEvent.Kind.CLIENT_CREATED, application=alpha).update(
+        created=datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+    )
+    return alpha, beta
+
+
+def listed(console, query: str = "") -> list[tuple[str, str]]:
+    response = console.get(AUDIT + query)
+    assert response.status_code == 200
+    return [(event.kind, event.client_id) for event in response.context["cl"].result_list]
+
+
+def test_the_trail_is_filtered_by_kind_and_client_and_searchable(console, trail):
+    alpha, beta = trail
+
+    assert len(listed(console)) == 3
+    assert listed(console, "?kind__exact=auth_failed") == [("auth_failed", beta.client_id)]
+    assert listed(console, f"?application__id__exact={alpha.pk}") == [("client_created", alpha.client_id)]
+    assert listed(console, f"?client_id={beta.client_id}&kind__exact=client_created") == [
+        ("client_created", beta.client_id)
+    ]
+    assert listed(console, "?q=203.0.113.9") == [("auth_failed", beta.client_id)]
+    assert listed(console, "?q=alpha") == [("client_created", alpha.client_id)]
+    assert listed(console, "?created__year=2025&created__month=6") == [("client_created", alpha.client_id)]
+    years = console.get(AUDIT).content.decode().split('<nav class="toplinks">')[1].split("</nav>")[0]
+    assert "?created__year=2025" in years  # the date hierarchy offers the years with events
+
+
+def test_the_trail_is_read_only(console, trail):
+    event = AuditEvent.objects.first()
+
+    assert console.get(AUDIT + "add/").status_code == 403
+    detail = console.get(f"{AUDIT}{event.pk}/change/")
+    assert detail.status_code == 200
+    assert 'name="_save"' not in detail.content.decode()
+    assert console.post(f"{AUDIT}{event.pk}/change/", {"kind": "token_issued"}).status_code == 403
+    assert console.post(f"{AUDIT}{event.pk}/delete/", {"post": "yes"}).status_code == 403
+    bulk = console.post(AUDIT, {"action": "delete_selected", "_selected_action": [event.pk], "post": "yes"})
+    assert bulk.status_code in (200, 302)
+    assert AuditEvent.objects.filter(pk=event.pk, kind=event.kind).exists()
+    assert "delete_selected" not in console.get(AUDIT).content.decode()
+
+
+def test_the_trail_shows_clients_deleted_since(console, trail):
+    alpha, _ = trail
+    services.delete_client(application=alpha, actor="tests")
+
+    html = console.get(AUDIT + "?kind__exact=client_deleted").content.decode()
+
+    assert alpha.client_id in html

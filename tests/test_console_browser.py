@@ -1,0 +1,180 @@
+"""The seed's first step in a real browser: an operator registers a client in the management console,
+uses the secret shown once, rotates it and disables the client; screenshots of the main pages go to
+test-output/screenshots/."""
+
+import pytest
+import requests
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+
+from authserver import services
+from authserver.models import AuditEvent
+from tests.browser import chromium_page, require_chromium, screenshot
+from tests.helpers import make_client
+from tests.servers import LiveServer
+
+pytestmark = [pytest.mark.browser, pytest.mark.live]
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(scope="module")
+def server(django_db_setup, django_db_blocker):
+    require_chromium()
+    with django_db_blocker.unblock():
+        # gunicorn serves static files from STATIC_ROOT (whitenoise): the console's CSS and JS.
+        call_command("collectstatic", interactive=False, verbosity=0)
+        with LiveServer(workers=2) as live:
+            yield live
+
+
+@pytest.fixture
+def operator(transactional_db):
+    user = get_user_model().objects.create_user("olivia", password=PASSWORD, is_staff=True)
+    user.groups.add(services.ensure_operators_group())
+    return user
+
+
+def token_response(server, client_id: str, client_secret: str) -> requests.Response:
+    return requests.post(
+        f"{server.url}/oauth2/token",
+        data={"grant_type": "client_credentials"},
+        auth=(client_id, client_secret),
+        verify=server.verify,
+        timeout=30,
+    )
+
+
+def test_an_operator_registers_a_client_and_manages_its_credentials(server, operator):
+    from playwright.sync_api import expect
+
+    resource_server = make_client(scopes=["introspection"], name="Foo API (resource server)")
+
+    def introspect(token: str) -> dict:
+        return requests.post(
+            f"{server.url}/oauth2/introspect",
+            data={"token": token},
+            auth=(resource_server.application.client_id, resource_server.client_secret),
+            verify=server.verify,
+            timeout=30,
+        ).json()
+
+    with chromium_page() as page:
+        problems = []  # script errors and failed loads; the browser's own favicon probe aside
+
+        def note_console_error(message):
+            if message.type == "error" and not message.location["url"].endswith("/favicon.ico"):
+                problems.append(f"{message.text} {message.location}")
+
+        page.on("console", note_console_error)
+        page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.url)
+
+        # Log in.
+        page.goto(f"{server.url}/admin/")
+        page.fill("#id_username", "olivia")
+        page.fill("#id_password", PASSWORD)
+        page.click("input[type=submit]")
+        expect(page.locator("#console-summary")).to_be_visible()
+        screenshot(page, "console-01-index")
+
+        # Register a client-credentials application.
+        page.get_by_role("link", name="Clients", exact=True).first.click()
+        page.get_by_role("link", name="Add client").click()
+        expect(page.locator("h1")).to_have_text("Register a client")
+        expect(page.locator("#id_authorization_grant_type_0")).to_be_checked()
+        expect(page.locator("#id_redirect_uris")).to_be_hidden()  # client credentials needs no callback
+        page.fill("#id_name", "Billing service")
+        page.locator("label", has_text="orders:read").locator("input").uncheck()
+        page.locator("label", has_text="orders:write").locator("input").check()
+        page.fill("#id_access_token_lifetime", "900")
+        screenshot(page, "console-02-register-client")
+        page.click("input[name=_save]")
+
+        # The secret, shown once, copied with the button.
+        page.wait_for_url("**/secret/")
+        client_id = page.inner_text("#client-id")
+        secret = page.inner_text("#client-secret")
+        copy = page.locator("button[data-copy-from=client-secret]")
+        copy.click()
+        expect(copy).to_have_text("Copied")
+        assert page.evaluate("navigator.clipboard.readText()") == secret
+        secret_url = page.url
+        screenshot(page, "console-03-secret-once")
+
+        # The secret works at the token endpoint.
+        issued = token_response(server, client_id, secret)
+        assert issued.status_code == 200, issued.text
+        token = issued.json()
+        assert (token["scope"], token["expires_in"]) == ("orders:write products:read", 900)
+
+        # The token shows on the client's page (never the token itself); the secret does not.
+        page.get_by_role("link", name="Done: to the client").click()
+        tokens = page.locator("#active-tokens")
+        expect(tokens).to_contain_text("Active tokens (1)")
+        expect(tokens).to_contain_text("orders:write")
+        content = page.content()
+        assert token["access_token"] not in content and secret not in content
+        screenshot(page, "console-04-client-with-tokens")
+        change_url = page.url
+
+        page.goto(secret_url)
+        expect(page.locator(".errornote")).to_contain_text("cannot be shown again")
+
+        # Rotate the secret: the new one is shown once, the old one stops working.
+        page.goto(change_url)
+        page.get_by_role("link", name="Rotate secret").click()
+        screenshot(page, "console-09-confirm-rotation")
+        page.get_by_role("button", name="Rotate the secret").click()
+        page.wait_for_url("**/secret/")
+        new_secret = page.inner_text("#client-secret")
+        assert new_secret != secret
+        refused = token_response(server, client_id, secret)
+        assert (refused.status_code, refused.json()["error"]) == (401, "invalid_client")
+        assert token_response(server, client_id, new_secret).status_code == 200
+        assert introspect(token["access_token"])["active"] is True
+
+        # Disable the client: its tokens stop working at once.
+        page.goto(change_url)
+        page.locator("a.console-action-disable").click()
+        page.get_by_role("button", name="Disable").click()
+        expect(page.locator(".messagelist")).to_contain_text("Disabled 1 client")
+        expect(page.locator(".console-disabled-note")).to_be_visible()
+        assert introspect(token["access_token"]) == {"active": False}
+        assert token_response(server, client_id, new_secret).json()["error"] == "invalid_client"
+
+        # The other main pages.
+        page.goto(f"{server.url}/admin/authserver/application/")
+        expect(page.locator("#result_list")).to_contain_text("Billing service")
+        screenshot(page, "console-05-client-list")
+        page.goto(f"{server.url}/admin/authserver/scope/")
+        expect(page.locator("#result_list")).to_contain_text("products:read")
+        screenshot(page, "console-06-scope-list")
+        page.get_by_role("link", name="orders:write").click()
+        page.get_by_role("link", name="Delete").click()
+        expect(page.locator("#content")).to_contain_text("cannot be deleted: these clients hold it")
+        expect(page.locator(".console-holders")).to_contain_text("Billing service")
+        screenshot(page, "console-10-scope-in-use")
+        page.goto(f"{server.url}/admin/oauth2_provider/accesstoken/")
+        expect(page.locator("#result_list")).to_contain_text("Billing service")
+        screenshot(page, "console-11-token-list")
+        page.goto(f"{server.url}/admin/authserver/auditevent/")
+        expect(page.locator("#result_list")).to_contain_text("secret rotated")
+        screenshot(page, "console-07-audit-list")
+        page.goto(f"{server.url}/admin/dashboard/?client={client_id}")
+        expect(page.locator("#tokens-per-hour svg rect.bar")).to_have_count(24)
+        screenshot(page, "console-08-dashboard")
+
+        assert problems == []
+
+    trail = AuditEvent.objects.filter(client_id=client_id).order_by("created", "pk")
+    assert [event.kind for event in trail] == [
+        "client_created",
+        "token_issued",
+        "secret_rotated",
+        "auth_failed",  # the old secret
+        "token_issued",
+        "client_changed",
+        "auth_failed",  # a disabled client
+    ]
+    operator_events = [event for event in trail if event.kind not in ("token_issued", "auth_failed")]
+    assert {event.actor for event in operator_events} == {"user:olivia"}

@@ -1,0 +1,211 @@
+"""The console's dashboard: tokens issued per hour and per day, and failed authentications, counted
+from audit events with known timestamps."""
+
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from authserver import dashboard, services
+from authserver.models import AuditEvent
+from tests.helpers import HttpsClient, make_client
+
+NOW = datetime(2026, 3, 10, 12, 30, 15, tzinfo=UTC)
+
+
+def events(kind, *moments, application=None, client_id=""):
+    for moment in moments:
+        services.record_event(kind=kind, application=application, client_id=client_id, actor="tests")
+        AuditEvent.objects.filter(pk=AuditEvent.objects.latest("pk").pk).update(created=moment)
+
+
+def issued(*moments, application=None):
+    events(AuditEvent.Kind.TOKEN_ISSUED, *moments, application=application)
+
+
+def at(day: int, hour: int, minute: int = 0, second: int = 0) -> datetime:
+    return datetime(2026, 3, day, hour, minute, second, tzinfo=UTC)
+
+
+@pytest.fixture
+def two_clients(db):
+    return make_client(name="alpha").application, make_client(name="beta").application
+
+
+def test_tokens_per_hour_counts_each_of_the_last_24_hours(two_clients):
+    alpha, beta = two_clients
+    issued(at(10, 12, 10), at(10, 12, 29), application=alpha)  # the current hour
+    issued(at(10, 11, 59, 59), application=beta)
+    issued(at(9, 13, 0), application=alpha)  # the first hour shown
+    issued(at(9, 12, 59, 59), application=alpha)  # 25 hours ago: not shown
+    issued(at(10, 12, 31), application=alpha)  # after "now": not shown
+    events(AuditEvent.Kind.AUTH_FAILED, at(10, 12, 5), application=alpha)  # not an issued token
+
+    overall = dashboard.tokens_issued_per_hour(now=NOW)
+    for_beta = dashboard.tokens_issued_per_hour(now=NOW, application=beta)
+
+    assert len(overall) == 24
+    assert overall[0].start == at(9, 13)
+    assert overall[-1].start == at(10, 12)
+    counts = {bucket.start: bucket.count for bucket in overall if bucket.count}
+    assert counts == {at(9, 13): 1, at(10, 11): 1, at(10, 12): 2}
+    assert {bucket.start: bucket.count for bucket in for_beta if bucket.count} == {at(10, 11): 1}
+
+
+def test_tokens_per_day_counts_each_of_the_last_30_days(two_clients):
+    alpha, beta = two_clients
+    issued(at(10, 0, 0), at(10, 12, 0), application=alpha)  # today, so far
+    issued(at(9, 23, 59, 59), application=beta)
+    issued(datetime(2026, 2, 9, 0, 0, tzinfo=UTC), application=alpha)  # 29 days ago: the first day
+    issued(datetime(2026, 2, 8, 23, 59, tzinfo=UTC), application=alpha)  # 30 days ago: not shown
+
+    overall = dashboard.tokens_issued_per_day(now=NOW)
+    for_alpha = dashboard.tokens_issued_per_day(now=NOW, application=alpha)
+
+    assert len(overall) == 30
+    assert (overall[0].start, overall[-1].start) == (datetime(2026, 2, 9, tzinfo=UTC), at(10, 0))
+    assert {bucket.start.date().isoformat(): bucket.count for bucket in overall if bucket.count} == {
+        "2026-02-09": 1,
+        "2026-03-09": 1,
+        "2026-03-10": 2,
+    }
+    assert sum(bucket.count for bucket in for_alpha) == 3
+
+
+def test_clients_with_the_most_failed_authentications(two_clients):
+    alpha, beta = two_clients
+    failed = AuditEvent.Kind.AUTH_FAILED
+    events(failed, at(10, 12), at(10, 1), at(5, 8), application=alpha)  # 2 in the last day, 3 in all
+    events(failed, at(10, 11), at(9, 13), at(9, 12), at(1, 0), application=beta)  # 2 / 4
+    events(failed, at(10, 12, 20), client_id="made-up-id")  # no such client
+    events(failed, datetime(2026, 2, 1, tzinfo=UTC), application=alpha)  # older than 30 days
+
+    rows = dashboard.most_failed_authentications(now=NOW)
+
+    assert [(row.client_id, row.last_day, row.total) for row in rows] == [
+        (beta.client_id, 2, 4),
+        (alpha.client_id, 2, 3),
+        ("made-up-id", 1, 1),
+    ]
+    assert [row.application for row in rows] == [beta, alpha, None]
+    assert rows[0].latest == at(10, 11)
+    assert [row.client_id for row in dashboard.most_failed_authentications(now=NOW, limit=1)] == [
+        beta.client_id
+    ]
+    assert dashboard.failed_authentication_count(now=NOW) == 5
+
+
+def test_active_tokens_are_counted_until_they_expire(db, client):
+    from tests.helpers import issue_token
+
+    new_client = make_client()
+    issue_token(client, new_client)
+    issue_token(client, new_client)
+    later = datetime.now(UTC) + timedelta(hours=2)
+
+    assert dashboard.active_token_count(now=datetime.now(UTC)) == 2
+    assert dashboard.active_token_count(now=datetime.now(UTC), application=new_client.application) == 2
+    assert dashboard.active_token_count(now=later) == 0
+
+
+def test_bar_chart_scales_to_a_round_ceiling():
+    buckets = [dashboard.Bucket(at(10, hour), count) for hour, count in enumerate([0, 3, 7, 1])]
+
+    chart = dashboard.bar_chart(
+        buckets, bar_label="%H:00", tick_label="%H", tick_every=2, width=444, height=224
+    )
+
+    assert (chart.total, chart.peak) == (11, 7)
+    plot_height = chart.plot_bottom - 10  # top margin
+    assert [bar.height for bar in chart.bars] == [
+        0,
+        round(plot_height * 3 / 10, 2),
+        round(plot_height * 0.7, 2),
+        19.0,
+    ]
+    assert all(bar.y + bar.height == pytest.approx(chart.plot_bottom) for bar in chart.bars)
+    assert [tick.label for tick in chart.value_ticks] == ["0", "5", "10"]  # 7 rounds up to 10
+    assert [tick.label for tick in chart.time_ticks] == ["00", "02"]
+    assert chart.bars[1].label == "01:00"
+    assert chart.bars[0].x < chart.bars[1].x < chart.bars[2].x < chart.bars[3].x < chart.plot_right
+
+
+def test_bar_chart_of_nothing_is_flat():
+    chart = dashboard.bar_chart(
+        [dashboard.Bucket(at(10, hour), 0) for hour in range(24)],
+        bar_label="%H",
+        tick_label="%H",
+        tick_every=6,
+    )
+    assert {bar.height for bar in chart.bars} == {0}
+    assert [tick.label for tick in chart.value_ticks] == ["0", "1"]
+
+
+# --- the page ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def console(db):
+    http = HttpsClient()
+    user = get_user_model().objects.create_user("olivia", password="x", is_staff=True)
+    user.groups.add(services.ensure_operators_group())
+    http.force_login(user)
+    return http
+
+
+def test_the_dashboard_draws_the_numbers_for_all_clients_and_for_one(console, two_clients):
+    alpha, beta = two_clients
+    now = datetime.now(UTC)
+    issued(now - timedelta(minutes=1), now - timedelta(minutes=2), application=alpha)
+    issued(now - timedelta(hours=3), application=beta)
+    issued(now - timedelta(days=3), application=beta)
+    events(AuditEvent.Kind.AUTH_FAILED, now - timedelta(minutes=5), application=beta)
+
+    overall = console.get("/admin/dashboard/")
+    for_alpha = console.get(f"/admin/dashboard/?client={alpha.client_id}")
+
+    assert overall.status_code == for_alpha.status_code == 200
+    assert (overall.context["hourly"].total, overall.context["daily"].total) == (3, 4)
+    assert (for_alpha.context["hourly"].total, for_alpha.context["daily"].total) == (2, 2)
+    html = overall.content.decode()
+    assert html.count('<rect class="bar"') == 24 + 30
+    assert re.search(r"<title>[^<]+: 2 tokens</title>", html)  # the current hour
+    assert "Most failed client authentications" in html
+    assert f'href="/admin/authserver/application/{beta.pk}/change/">beta</a>' in html
+    alpha_html = for_alpha.content.decode()
+    assert f'<option value="{alpha.client_id}" selected>' in alpha_html
+    assert "Tokens issued per hour, last 24 hours (UTC): alpha" in alpha_html
+
+
+def test_an_unknown_client_shows_all_clients_with_a_note(console, two_clients):
+    response = console.get("/admin/dashboard/?client=nope")
+
+    assert response.status_code == 200
+    assert response.context["chosen"] is None
+    assert "There is no client with that client id" in response.content.decode()
+
+
+def test_the_index_page_summarises_the_last_day(console, two_clients):
+    alpha, _ = two_clients
+    issued(datetime.now(UTC) - timedelta(minutes=1), application=alpha)
+    events(AuditEvent.Kind.AUTH_FAILED, datetime.now(UTC) - timedelta(minutes=1), client_id="x")
+    services.set_client_enabled(application=alpha, enabled=False, actor="tests")
+
+    summary = console.get("/admin/").context["dashboard_summary"]
+
+    assert summary == {
+        "issued_last_day": 1,
+        "active_tokens": 0,
+        "failed_last_day": 1,
+        "clients": 2,
+        "disabled_clients": 1,
+    }
+
+
+def test_only_users_who_may_read_the_audit_trail_see_the_dashboard(db):
+    http = HttpsClient()
+    http.force_login(get_user_model().objects.create_user("sam", password="x", is_staff=True))
+
+    assert http.get("/admin/dashboard/").status_code == 403
+    assert http.get("/admin/").context["dashboard_summary"] is None
