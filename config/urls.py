@@ -6,6 +6,8 @@ from authserver.views import HealthView, ReadinessView
 urlpatterns = [
     path("", include("authserver.urls")),
     path("admin/", admin.site.urls),
+    path("", include("fooapi.urls")),
+    path("", include("sdkportal.urls")),
     path("healthz", HealthView.as_view(), name="healthz"),
     path("readyz", ReadinessView.as_view(), name="readyz"),
 ]

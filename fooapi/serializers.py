@@ -1,0 +1,50 @@
+from rest_framework import serializers
+
+from fooapi.models import MAX_QUANTITY, Order, OrderLine, Product
+
+MAX_ORDER_LINES = 50
+
+
+class ProductSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Product
+        fields = ["id", "sku", "name", "description", "price", "currency", "available"]
+
+
+class OrderLineSerializer(serializers.ModelSerializer):
+    sku = serializers.CharField(source="product.sku", read_only=True)
+    name = serializers.CharField(source="product.name", read_only=True)
+    line_total = serializers.DecimalField(max_digits=12, decimal_places=2, read_only=True)
+
+    class Meta:
+        model = OrderLine
+        fields = ["product", "sku", "name", "quantity", "unit_price", "line_total"]
+
+
+class OrderSerializer(serializers.ModelSerializer):
+    lines = OrderLineSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Order
+        fields = ["id", "status", "created", "currency", "total", "lines"]
+
+
+class NewOrderLineSerializer(serializers.Serializer):
+    product = serializers.PrimaryKeyRelatedField(queryset=Product.objects.all(), help_text="A product id.")
+    quantity = serializers.IntegerField(min_value=1, max_value=MAX_QUANTITY)
+
+
+class NewOrderSerializer(serializers.Serializer):
+    """The body of POST /api/v1/orders."""
+
+    lines = NewOrderLineSerializer(many=True, allow_empty=False, max_length=MAX_ORDER_LINES)
+
+
+class ErrorSerializer(serializers.Serializer):
+    """Every error of the API (RFC 6750 3.1 for token and scope errors)."""
+
+    error = serializers.CharField(
+        help_text="invalid_request, invalid_token, insufficient_scope, not_found, ..."
+    )
+    error_description = serializers.CharField(required=False)
+    scope = serializers.CharField(required=False, help_text="With insufficient_scope: the scope needed.")

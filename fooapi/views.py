@@ -1,0 +1,173 @@
+"""The Foo API (/api/v1/): a protected resource that knows callers only by their bearer token.
+
+Authentication, scope checks and RFC 6750 errors are REST_FRAMEWORK's defaults (authserver's
+BearerTokenAuthentication, TokenHasRequiredScopes, api_exception_handler); views name their scopes.
+"""
+
+from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.urls import reverse
+from django.views.generic import TemplateView
+from drf_spectacular.renderers import (
+    OpenApiJsonRenderer,
+    OpenApiJsonRenderer2,
+    OpenApiYamlRenderer,
+    OpenApiYamlRenderer2,
+)
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.views import SpectacularAPIView
+from rest_framework import generics, serializers, status
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.response import Response
+
+from fooapi import services
+from fooapi.models import Order, Product
+from fooapi.serializers import ErrorSerializer, NewOrderSerializer, OrderSerializer, ProductSerializer
+
+UNAUTHORIZED = OpenApiResponse(ErrorSerializer, "No token, or an invalid, expired or revoked token.")
+FORBIDDEN = OpenApiResponse(ErrorSerializer, "The token lacks the scope this operation needs.")
+NOT_FOUND = OpenApiResponse(ErrorSerializer, "No such resource (or it belongs to another client).")
+BAD_REQUEST = OpenApiResponse(ErrorSerializer, "The body is not a valid order.")
+
+
+NO_SUCH_PAGE = OpenApiResponse(ErrorSerializer, "A page past the last one.")
+BAD_PAGE = OpenApiResponse(ErrorSerializer, "`page` or `page_size` is not a whole number in range.")
+
+
+class Pages(PageNumberPagination):
+    """`?page=N&page_size=M`, each given at most once as a whole number in range: anything else is a
+    400 (never silently ignored); a page past the last one is a 404."""
+
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 100
+
+    def paginate_queryset(self, queryset, request, view=None):
+        limits = {self.page_query_param: None, self.page_size_query_param: self.max_page_size}
+        for name, maximum in limits.items():
+            values = request.query_params.getlist(name)
+            if not values:
+                continue
+            in_range = len(values) == 1 and values[0].isdigit() and 1 <= int(values[0]) <= (maximum or 10**9)
+            if not in_range:
+                upper = f"to {maximum}" if maximum else "or more"
+                raise serializers.ValidationError({name: f"Give one whole number, 1 {upper}."})
+        return super().paginate_queryset(queryset, request, view)
+
+    def get_schema_operation_parameters(self, view):
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            parameter["schema"]["minimum"] = 1
+            if parameter["name"] == self.page_query_param:
+                parameter["schema"]["maximum"] = 10**9
+            else:
+                parameter["schema"]["maximum"] = self.max_page_size
+        return parameters
+
+
+@extend_schema_view(
+    get=extend_schema(
+        summary="List the catalogue",
+        description="Needs the `products:read` scope.",
+        responses={
+            200: ProductSerializer(many=True),
+            400: BAD_PAGE,
+            401: UNAUTHORIZED,
+            403: FORBIDDEN,
+            404: NO_SUCH_PAGE,
+        },
+    )
+)
+class ProductList(generics.ListAPIView):
+    queryset = Product.objects.all()
+    serializer_class = ProductSerializer
+    pagination_class = Pages
+    required_scopes = ["products:read"]
+
+
+@extend_schema_view(
+    get=extend_schema(
+        summary="One product",
+        description="Needs the `products:read` scope.",
+        responses={200: ProductSerializer, 401: UNAUTHORIZED, 403: FORBIDDEN, 404: NOT_FOUND},
+    )
+)
+class ProductDetail(generics.RetrieveAPIView):
+    queryset = Product.objects.all()
+    serializer_class = ProductSerializer
+    required_scopes = ["products:read"]
+
+
+class OwnOrdersMixin:
+    """A client sees only its own orders: any other order is simply not there (404)."""
+
+    def get_queryset(self):
+        client = self.request.auth.application
+        return Order.objects.filter(client=client).prefetch_related("lines__product")
+
+
+@extend_schema_view(
+    get=extend_schema(
+        summary="Your orders",
+        description="The orders the calling client placed, newest first. Needs `orders:read`.",
+        responses={
+            200: OrderSerializer(many=True),
+            400: BAD_PAGE,
+            401: UNAUTHORIZED,
+            403: FORBIDDEN,
+            404: NO_SUCH_PAGE,
+        },
+    ),
+    post=extend_schema(
+        summary="Place an order",
+        description="Needs `orders:write`. Prices are today's catalogue prices.",
+        request=NewOrderSerializer,
+        responses={201: OrderSerializer, 400: BAD_REQUEST, 401: UNAUTHORIZED, 403: FORBIDDEN},
+    ),
+)
+class OrderList(OwnOrdersMixin, generics.ListCreateAPIView):
+    serializer_class = OrderSerializer
+    pagination_class = Pages
+    required_scopes_by_method = {"GET": ["orders:read"], "POST": ["orders:write"]}
+
+    def create(self, request, *args, **kwargs):
+        order_request = NewOrderSerializer(data=request.data)
+        order_request.is_valid(raise_exception=True)
+        lines = [services.LineRequest(**line) for line in order_request.validated_data["lines"]]
+        try:
+            order = services.place_order(client=request.auth.application, lines=lines)
+        except DjangoValidationError as error:
+            raise serializers.ValidationError(error.message_dict) from error
+        location = reverse("fooapi:order-detail", kwargs={"pk": order.pk})
+        return Response(
+            OrderSerializer(order).data, status=status.HTTP_201_CREATED, headers={"Location": location}
+        )
+
+
+@extend_schema_view(
+    get=extend_schema(
+        summary="One of your orders",
+        description="Needs `orders:read`. Another client's order is a 404.",
+        responses={200: OrderSerializer, 401: UNAUTHORIZED, 403: FORBIDDEN, 404: NOT_FOUND},
+    )
+)
+class OrderDetail(OwnOrdersMixin, generics.RetrieveAPIView):
+    serializer_class = OrderSerializer
+    required_scopes_by_method = {"GET": ["orders:read"]}
+
+
+class SchemaView(SpectacularAPIView):
+    """GET /api/v1/schema: the OpenAPI 3 description, JSON unless YAML is asked for
+    (`Accept: application/yaml` or `?format=yaml`)."""
+
+    renderer_classes = [OpenApiJsonRenderer, OpenApiJsonRenderer2, OpenApiYamlRenderer, OpenApiYamlRenderer2]
+
+
+class DocsView(TemplateView):
+    """GET /api/v1/docs: the API reference, rendered in the browser from the schema."""
+
+    template_name = "fooapi/docs.html"
+    http_method_names = ["get", "head", "options"]
+
+    def get_context_data(self, **kwargs):
+        return super().get_context_data(api_base_url=f"{settings.ISSUER}/api/v1", **kwargs)

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class SdkPortalConfig(AppConfig):
+    name = "sdkportal"
+    verbose_name = "SDK portal"

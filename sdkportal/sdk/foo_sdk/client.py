@@ -1,0 +1,307 @@
+"""FooClient: the Foo API over HTTPS, authenticated with a client-credentials access token."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import ssl
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote_plus, urlsplit
+
+import requests
+
+from .errors import FooApiError, FooAuthError, FooConfigurationError, FooConnectionError, FooScopeError
+
+DEFAULT_TIMEOUT = 10.0
+# A token is renewed this long (at most) before it expires, so no request leaves with a dying token.
+EXPIRY_MARGIN_SECONDS = 30.0
+# Following `next` links at most this often: a server bug must not become an endless loop.
+MAX_PAGES = 1000
+LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
+_CHALLENGE_PARAMETER = re.compile(r'([A-Za-z_]+)="((?:[^"\\]|\\.)*)"')
+
+
+def _certificate_file(pem: str) -> str:
+    """requests verifies against files: the certificate (PEM text) goes to a private temporary one."""
+    try:
+        ssl.create_default_context(cadata=pem)
+    except (ssl.SSLError, ValueError) as error:
+        raise FooConfigurationError(f"ca_certificate is not a PEM certificate: {error}") from error
+    descriptor, path = tempfile.mkstemp(prefix="foo-sdk-", suffix=".pem")
+    with os.fdopen(descriptor, "w", encoding="ascii") as certificate_file:
+        certificate_file.write(pem)
+    return path
+
+
+def _check_url(name: str, url: str) -> str:
+    parts = urlsplit(url or "")
+    if parts.scheme == "https" and parts.hostname:
+        return url.rstrip("/")
+    if parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS:
+        return url.rstrip("/")  # a local development server; secrets never leave the machine
+    raise FooConfigurationError(f"{name} must be an https:// URL, not {url!r}")
+
+
+def _challenge_parameters(header: str) -> dict[str, str]:
+    """The parameters of a `WWW-Authenticate: Bearer ...` challenge (RFC 6750 3)."""
+    return {name: value.replace('\\"', '"') for name, value in _CHALLENGE_PARAMETER.findall(header or "")}
+
+
+class FooClient:
+    """A client of the Foo API.
+
+    Gets an access token from the token endpoint with the client credentials grant (HTTP Basic,
+    RFC 6749 4.4), reuses it until shortly before it expires, and when the API answers 401 (the
+    token was revoked, say) gets a new one and retries once. TLS certificates are always verified:
+    against `ca_certificate` (PEM text, e.g. the server's self-signed certificate from
+    foo-credentials.json), else `ca_bundle` (a file), else the system's trusted authorities.
+    """
+
+    def __init__(
+        self,
+        *,
+        client_id: str,
+        client_secret: str,
+        token_url: str,
+        api_base_url: str,
+        ca_certificate: str | None = None,
+        ca_bundle: str | os.PathLike | None = None,
+        scope: str | None = None,
+        timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
+    ):
+        if not client_id:
+            raise FooConfigurationError("client_id is missing")
+        if not client_secret:
+            raise FooConfigurationError(
+                "client_secret is missing: use the foo-credentials.json of the download that showed "
+                "it, set FOO_CLIENT_SECRET, or rotate the secret in the portal"
+            )
+        self.client_id = client_id
+        self._client_secret = client_secret
+        self.token_url = _check_url("token_url", token_url)
+        self.api_base_url = _check_url("api_base_url", api_base_url)
+        self.scope = scope
+        self.timeout = timeout
+        self._session = requests.Session()
+        self._session.headers.update({"Accept": "application/json", "User-Agent": _user_agent()})
+        # Passed with every request: a Session's own `verify` loses to REQUESTS_CA_BUNDLE.
+        self._verify: str | bool = True
+        self._remove_certificate_file = None
+        if ca_certificate:
+            self._verify = _certificate_file(ca_certificate)
+            self._remove_certificate_file = weakref.finalize(self, Path(self._verify).unlink, missing_ok=True)
+        elif ca_bundle:
+            self._verify = str(ca_bundle)
+        self._lock = threading.Lock()
+        self._access_token: str | None = None
+        self._renew_at = 0.0
+        self.token_scope: str = ""
+
+    def __repr__(self) -> str:
+        return f"FooClient(client_id={self.client_id!r}, api_base_url={self.api_base_url!r})"
+
+    # --- construction -----------------------------------------------------------------------
+
+    @classmethod
+    def from_credentials_file(cls, path: str | os.PathLike, **options: Any) -> FooClient:
+        """From the foo-credentials.json in the SDK download. A file without a secret (later
+        downloads carry none) takes it from FOO_CLIENT_SECRET."""
+        path = Path(path)
+        try:
+            credentials = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as error:
+            raise FooConfigurationError(f"No credentials file at {path}") from error
+        except (OSError, ValueError) as error:
+            raise FooConfigurationError(f"Cannot read credentials from {path}: {error}") from error
+        if not isinstance(credentials, dict):
+            raise FooConfigurationError(f"{path} does not hold a JSON object")
+        missing = [key for key in ("client_id", "token_url", "api_base_url") if not credentials.get(key)]
+        if missing:
+            raise FooConfigurationError(f"{path} lacks {', '.join(missing)}")
+        settings = {
+            "client_id": credentials["client_id"],
+            "client_secret": credentials.get("client_secret") or os.environ.get("FOO_CLIENT_SECRET", ""),
+            "token_url": credentials["token_url"],
+            "api_base_url": credentials["api_base_url"],
+            "ca_certificate": credentials.get("ca_certificate"),
+        }
+        settings.update(options)
+        return cls(**settings)
+
+    @classmethod
+    def from_env(cls, **options: Any) -> FooClient:
+        """From FOO_CLIENT_ID, FOO_CLIENT_SECRET, FOO_TOKEN_URL, FOO_API_BASE_URL and, for a
+        server whose certificate the system does not trust, FOO_CA_BUNDLE (a PEM file)."""
+        environ = os.environ
+        missing = [
+            name
+            for name in ("FOO_CLIENT_ID", "FOO_CLIENT_SECRET", "FOO_TOKEN_URL", "FOO_API_BASE_URL")
+            if not environ.get(name)
+        ]
+        if missing:
+            raise FooConfigurationError(f"Set {', '.join(missing)}")
+        settings = {
+            "client_id": environ["FOO_CLIENT_ID"],
+            "client_secret": environ["FOO_CLIENT_SECRET"],
+            "token_url": environ["FOO_TOKEN_URL"],
+            "api_base_url": environ["FOO_API_BASE_URL"],
+            "ca_bundle": environ.get("FOO_CA_BUNDLE") or None,
+            "scope": environ.get("FOO_SCOPE") or None,
+        }
+        settings.update(options)
+        return cls(**settings)
+
+    def close(self) -> None:
+        self._session.close()
+        if self._remove_certificate_file is not None:
+            self._remove_certificate_file()
+
+    def __enter__(self) -> FooClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- the API ----------------------------------------------------------------------------
+
+    def list_products(self) -> list[dict]:
+        """The whole catalogue (scope `products:read`)."""
+        return self._list("/products")
+
+    def get_product(self, product_id: int) -> dict:
+        return self._request("GET", f"/products/{int(product_id)}")
+
+    def list_orders(self) -> list[dict]:
+        """This client's orders, newest first (scope `orders:read`)."""
+        return self._list("/orders")
+
+    def get_order(self, order_id: int) -> dict:
+        return self._request("GET", f"/orders/{int(order_id)}")
+
+    def create_order(self, lines: Mapping[int, int] | Iterable[Mapping[str, int] | tuple[int, int]]) -> dict:
+        """Place an order (scope `orders:write`): `{product_id: quantity}`, or a list of
+        `{"product": id, "quantity": n}` or `(id, n)`. Returns the order as the API stored it."""
+        items = lines.items() if isinstance(lines, Mapping) else lines
+        body = []
+        for item in items:
+            product, quantity = (item["product"], item["quantity"]) if isinstance(item, Mapping) else item
+            body.append({"product": int(product), "quantity": int(quantity)})
+        return self._request("POST", "/orders", json_body={"lines": body})
+
+    def access_token(self) -> str:
+        """A valid access token (the cached one while it has time left)."""
+        with self._lock:
+            if self._access_token is None or time.monotonic() >= self._renew_at:
+                self._fetch_token()
+            return self._access_token
+
+    # --- HTTP -------------------------------------------------------------------------------
+
+    def _list(self, path: str) -> list[dict]:
+        results: list[dict] = []
+        for page in range(1, MAX_PAGES + 1):
+            body = self._request("GET", path, params={"page": page})
+            results.extend(body["results"])
+            if not body.get("next"):
+                return results
+        raise FooApiError(200, "too_many_pages", f"{path} has more than {MAX_PAGES} pages")
+
+    def _request(self, method: str, path: str, *, params=None, json_body=None) -> Any:
+        url = self.api_base_url + path
+        for attempt in (1, 2):
+            token = self.access_token()
+            response = self._send(
+                method, url, params=params, json=json_body, headers={"Authorization": f"Bearer {token}"}
+            )
+            if response.status_code == 401 and attempt == 1:
+                self._forget_token(token)  # revoked or expired early: one retry with a new token
+                continue
+            break
+        if response.status_code >= 400:
+            raise self._api_error(response)
+        try:
+            return response.json()
+        except ValueError as error:
+            raise FooApiError(response.status_code, "invalid_response", "The answer is not JSON") from error
+
+    def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        try:
+            return self._session.request(
+                method, url, timeout=self.timeout, verify=self._verify, allow_redirects=False, **kwargs
+            )
+        except requests.exceptions.SSLError as error:
+            raise FooConnectionError(f"TLS verification of {url} failed: {error}") from error
+        except requests.RequestException as error:
+            raise FooConnectionError(f"Cannot reach {url}: {error}") from error
+
+    def _fetch_token(self) -> None:
+        form = {"grant_type": "client_credentials"}
+        if self.scope:
+            form["scope"] = self.scope
+        # RFC 6749 2.3.1: id and secret are form-encoded before they go into the Basic header.
+        auth = (quote_plus(self.client_id), quote_plus(self._client_secret))
+        response = self._send("POST", self.token_url, data=form, auth=auth)
+        if response.status_code != 200:
+            raise self._token_error(response)
+        try:
+            token = response.json()
+            access_token = token["access_token"]
+        except (ValueError, KeyError, TypeError) as error:
+            raise FooApiError(
+                response.status_code, "invalid_response", "No access_token in the answer"
+            ) from error
+        lifetime = float(token.get("expires_in") or 0)
+        self._access_token = access_token
+        self._renew_at = time.monotonic() + lifetime - min(EXPIRY_MARGIN_SECONDS, lifetime / 10)
+        self.token_scope = token.get("scope", "")
+
+    def _forget_token(self, token: str) -> None:
+        with self._lock:
+            if self._access_token == token:
+                self._access_token = None
+
+    def _token_error(self, response: requests.Response) -> FooApiError:
+        error, description = _error_fields(response)
+        if error == "invalid_scope":
+            return FooScopeError(response.status_code, error, description, scope=self.scope or "")
+        if response.status_code in (400, 401) and error in ("invalid_client", "unauthorized_client"):
+            return FooAuthError(response.status_code, error, description)
+        return FooApiError(response.status_code, error, description)
+
+    @staticmethod
+    def _api_error(response: requests.Response) -> FooApiError:
+        error, description = _error_fields(response)
+        challenge = _challenge_parameters(response.headers.get("WWW-Authenticate", ""))
+        if response.status_code == 401:
+            return FooAuthError(401, challenge.get("error") or error, description)
+        if response.status_code == 403 and "insufficient_scope" in (error, challenge.get("error")):
+            scope = challenge.get("scope") or _json_field(response, "scope")
+            return FooScopeError(403, "insufficient_scope", description, scope=scope)
+        return FooApiError(response.status_code, error, description)
+
+
+def _json_field(response: requests.Response, name: str) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    value = body.get(name) if isinstance(body, dict) else None
+    return value if isinstance(value, str) else ""
+
+
+def _error_fields(response: requests.Response) -> tuple[str, str]:
+    error = _json_field(response, "error") or f"http_{response.status_code}"
+    return error, _json_field(response, "error_description")
+
+
+def _user_agent() -> str:
+    from . import __version__
+
+    return f"foo-sdk/{__version__} python-requests/{requests.__version__}"

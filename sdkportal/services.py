@@ -1,0 +1,444 @@
+"""What the SDK portal does for a developer, one function per action: their sandbox client, its
+secret and test tokens, the SDK zip; and the live catalogue its pages show, fetched from the Foo API
+with the portal's own client.
+
+It reaches the authorization server only through authserver.services and DOT's token endpoint
+logic; tokens are never written here.
+"""
+
+import base64
+import io
+import json
+import logging
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import quote_plus, urlencode, urlsplit
+
+from cryptography import x509
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.cache import cache
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.http import HttpRequest, QueryDict
+from django.urls import reverse
+from django.utils import timezone
+from oauth2_provider.oauth2_backends import get_oauthlib_core
+
+from authserver import services as authserver_services
+from authserver.scopes import sandbox_scope_names
+from sdkportal.models import SandboxClient
+from sdkportal.sdk.foo_sdk import FooClient, FooError, __version__
+
+log = logging.getLogger(__name__)
+
+SDK_DIR = Path(__file__).resolve().parent / "sdk"
+SDK_FILES = ["pyproject.toml", "README.md", "foo_sdk"]
+CREDENTIALS_FILE_NAME = "foo-credentials.json"
+CERTIFICATE_FILE_NAME = "server-certificate.pem"
+PORTAL_CLIENT_NAME = "sdk-portal"
+PORTAL_CLIENT_SCOPES = ["products:read"]
+# Tokens the portal hands out stop here until some expire or are revoked: a click loop must not
+# fill the token table.
+MAX_ACTIVE_TEST_TOKENS = 20
+CATALOGUE_CACHE_KEY = "sdkportal:catalogue"
+# After a failed call the portal waits this long before trying again, so an outage does not make
+# every page wait for a timeout.
+CATALOGUE_FAILURE_CACHE_SECONDS = 10
+
+
+class PortalError(Exception):
+    """An action the portal cannot do for this developer; the message is written for them."""
+
+
+@dataclass(frozen=True)
+class SandboxToken:
+    access_token: str
+    scope: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What one Download SDK or Rotate secret hands out. `client_secret` is None when the client
+    already existed: the secret went out once, with the download that created or rotated it."""
+
+    client_id: str
+    client_secret: str | None
+    token: SandboxToken
+    zip_name: str
+    zip_bytes: bytes
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    products: list[dict]
+    unavailable: str = ""  # why the products could not be fetched
+
+
+# --- the developer's sandbox client -----------------------------------------------------------
+
+
+def sandbox_client_of(developer) -> SandboxClient | None:
+    return SandboxClient.objects.select_related("application").filter(developer=developer).first()
+
+
+def active_test_tokens(developer) -> list:
+    """The developer's client's unexpired tokens (metadata; the tokens are stored hashed)."""
+    sandbox = sandbox_client_of(developer)
+    return [] if sandbox is None else authserver_services.active_tokens(application=sandbox.application)
+
+
+@transaction.atomic
+def download_sdk(*, developer, remote_addr: str) -> Delivery:
+    """The first time: register the developer's sandbox client, get its test token with a real
+    client-credentials request authenticated by the new secret, and hand out both. Later: the same
+    client, a fresh test token, and no secret."""
+    _lock(developer)
+    sandbox = sandbox_client_of(developer)
+    actor = _actor(developer)
+    if sandbox is None:
+        scopes = sandbox_scope_names()
+        if not scopes:
+            raise PortalError("No scope is open for sandbox use at the moment; please contact the Foo team.")
+        new_client = authserver_services.register_client(
+            name=f"SDK sandbox of {developer.username}",
+            owner=developer,
+            scopes=scopes,
+            access_token_lifetime=settings.SANDBOX_TOKEN_LIFETIME,
+            actor=actor,
+            remote_addr=remote_addr,
+        )
+        sandbox = SandboxClient.objects.create(developer=developer, application=new_client.application)
+        client_secret = new_client.client_secret
+        token = request_token_with_secret(
+            client_id=new_client.application.client_id,
+            client_secret=client_secret,
+            scope=" ".join(sorted(scopes)),
+            remote_addr=remote_addr,
+        )
+    else:
+        client_secret = None
+        token = _owner_token(sandbox, actor=actor, remote_addr=remote_addr)
+    sandbox.last_download = timezone.now()
+    sandbox.save(update_fields=["last_download"])
+    return _delivery(sandbox, client_secret, token)
+
+
+@transaction.atomic
+def rotate_secret(*, developer, remote_addr: str) -> Delivery:
+    """A new secret (the old one stops working), delivered once in a new SDK zip, with a test token
+    obtained with it."""
+    _lock(developer)
+    sandbox = _existing(developer)
+    _check_usable(sandbox)
+    client_secret = authserver_services.rotate_secret(
+        application=sandbox.application, actor=_actor(developer), remote_addr=remote_addr
+    )
+    token = request_token_with_secret(
+        client_id=sandbox.application.client_id,
+        client_secret=client_secret,
+        scope=" ".join(_sandbox_scopes(sandbox)),
+        remote_addr=remote_addr,
+    )
+    return _delivery(sandbox, client_secret, token)
+
+
+def new_test_token(*, developer, remote_addr: str) -> SandboxToken:
+    sandbox = _existing(developer)
+    return _owner_token(sandbox, actor=_actor(developer), remote_addr=remote_addr)
+
+
+def revoke_test_token(*, developer, token_id: int, remote_addr: str) -> None:
+    """Revoke one of the developer's client's tokens; any other token id is refused alike."""
+    token = next((token for token in active_test_tokens(developer) if token.pk == token_id), None)
+    if token is None:
+        raise PortalError("That token has already expired or been revoked.")
+    authserver_services.revoke_token(token=token, actor=_actor(developer), remote_addr=remote_addr)
+
+
+def delete_application(*, developer, remote_addr: str) -> None:
+    """Delete the developer's client: its secret and tokens stop working at once."""
+    sandbox = _existing(developer)
+    authserver_services.delete_client(
+        application=sandbox.application, actor=_actor(developer), remote_addr=remote_addr
+    )
+
+
+def request_token_with_secret(
+    *, client_id: str, client_secret: str, scope: str, remote_addr: str
+) -> SandboxToken:
+    """POST /oauth2/token with the client credentials grant, run in-process through DOT's token
+    endpoint logic (client authentication with the secret, scope policy, storage, audit)."""
+    request = HttpRequest()
+    request.method = "POST"
+    request.path = reverse("oauth2_provider:token")
+    issuer = urlsplit(settings.ISSUER)
+    credentials = f"{quote_plus(client_id)}:{quote_plus(client_secret)}".encode()
+    request.META = {
+        "REQUEST_METHOD": "POST",
+        "CONTENT_TYPE": "application/x-www-form-urlencoded",
+        "HTTP_AUTHORIZATION": "Basic " + base64.b64encode(credentials).decode(),
+        "HTTP_HOST": issuer.netloc,
+        "SERVER_NAME": issuer.hostname or "localhost",
+        "SERVER_PORT": str(issuer.port or (443 if issuer.scheme == "https" else 80)),
+        "REMOTE_ADDR": remote_addr,
+        "wsgi.url_scheme": issuer.scheme,
+    }
+    request.POST = QueryDict(urlencode({"grant_type": "client_credentials", "scope": scope}))
+    _, _, body, status = get_oauthlib_core().create_token_response(request)
+    answer = json.loads(body)
+    if status != 200:
+        log.error("Portal token request for %s refused: %s", client_id, answer)
+        raise PortalError(
+            f"The authorization server refused the test token ({answer.get('error', status)}). "
+            "Please try again or contact the Foo team."
+        )
+    return SandboxToken(
+        access_token=answer["access_token"],
+        scope=answer.get("scope", scope),
+        expires_at=timezone.now() + timedelta(seconds=int(answer["expires_in"])),
+    )
+
+
+def _owner_token(sandbox: SandboxClient, *, actor: str, remote_addr: str) -> SandboxToken:
+    _check_usable(sandbox)
+    if len(authserver_services.active_tokens(application=sandbox.application)) >= MAX_ACTIVE_TEST_TOKENS:
+        raise PortalError(
+            f"Your application already has {MAX_ACTIVE_TEST_TOKENS} active tokens; "
+            "revoke some, or let them expire."
+        )
+    try:
+        answer = authserver_services.issue_token_for_owner(
+            application=sandbox.application,
+            scopes=_sandbox_scopes(sandbox),
+            actor=actor,
+            remote_addr=remote_addr,
+        )
+    except ValidationError as error:
+        raise PortalError(" ".join(error.messages)) from error
+    return SandboxToken(
+        access_token=answer["access_token"],
+        scope=answer["scope"],
+        expires_at=timezone.now() + timedelta(seconds=int(answer["expires_in"])),
+    )
+
+
+def _sandbox_scopes(sandbox: SandboxClient) -> list[str]:
+    """Test tokens stay limited: the sandbox scopes the client holds, even if an operator gave it more."""
+    scopes = sorted(set(sandbox.application.allowed_scope_names) & set(sandbox_scope_names()))
+    if not scopes:
+        raise PortalError("Your application holds no sandbox scope; please contact the Foo team.")
+    return scopes
+
+
+def _check_usable(sandbox: SandboxClient) -> None:
+    if not sandbox.application.enabled:
+        raise PortalError("Your application has been disabled by the Foo team; please contact them.")
+
+
+def _existing(developer) -> SandboxClient:
+    sandbox = sandbox_client_of(developer)
+    if sandbox is None:
+        raise PortalError("You have no application yet: download the SDK to create one.")
+    return sandbox
+
+
+def _lock(developer) -> None:
+    """One portal action at a time per developer: a double click must not register two clients."""
+    get_user_model().objects.select_for_update().only("pk").get(pk=developer.pk)
+
+
+def _actor(developer) -> str:
+    return f"portal:{developer.username}"
+
+
+# --- the SDK zip --------------------------------------------------------------------------------
+
+
+def sdk_zip_name() -> str:
+    return f"foo-sdk-{__version__}.zip"
+
+
+def self_signed_certificate() -> str | None:
+    """The server's certificate (PEM) when it serves TLS itself with a self-signed one: clients
+    must be told to trust it. None for a certificate from an authority, or without TLS."""
+    if not settings.TLS:
+        return None
+    try:
+        pem = Path(settings.TLS_CERT_FILE).read_bytes()
+    except FileNotFoundError:
+        return None
+    certificate = x509.load_pem_x509_certificate(pem)
+    return pem.decode("ascii") if certificate.issuer == certificate.subject else None
+
+
+def credentials_document(*, client_id: str, client_secret: str | None, scope: str) -> dict:
+    document = {
+        "client_id": client_id,
+        "token_url": f"{settings.ISSUER}{reverse('oauth2_provider:token')}",
+        "api_base_url": f"{settings.ISSUER}/api/v1",
+        "scope": scope,
+    }
+    if client_secret:
+        document["client_secret"] = client_secret
+    else:
+        document["client_secret_note"] = (
+            "The secret was in the download that created or last rotated this client; "
+            "set FOO_CLIENT_SECRET, or rotate it in the portal for a new file."
+        )
+    certificate = self_signed_certificate()
+    if certificate:
+        document["ca_certificate"] = certificate
+    return document
+
+
+def build_sdk_zip(credentials: dict) -> bytes:
+    """foo-sdk-<version>/: the installable SDK, its README, foo-credentials.json and, for a
+    self-signed server, its certificate (for curl; the SDK reads it from the credentials)."""
+    root = f"foo-sdk-{__version__}"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in _sdk_source_files():
+            _add(archive, f"{root}/{path.relative_to(SDK_DIR).as_posix()}", path.read_bytes(), 0o644)
+        _add(
+            archive,
+            f"{root}/{CREDENTIALS_FILE_NAME}",
+            json.dumps(credentials, indent=2).encode() + b"\n",
+            0o600,
+        )
+        if credentials.get("ca_certificate"):
+            _add(archive, f"{root}/{CERTIFICATE_FILE_NAME}", credentials["ca_certificate"].encode(), 0o644)
+    return buffer.getvalue()
+
+
+def _sdk_source_files() -> list[Path]:
+    files = []
+    for name in SDK_FILES:
+        path = SDK_DIR / name
+        if path.is_dir():
+            files += [
+                item
+                for item in sorted(path.rglob("*"))
+                if item.is_file() and "__pycache__" not in item.parts and item.suffix in {".py", ".typed"}
+            ]
+        else:
+            files.append(path)
+    return files
+
+
+def _add(archive: zipfile.ZipFile, name: str, data: bytes, mode: int) -> None:
+    entry = zipfile.ZipInfo(name, date_time=timezone.now().timetuple()[:6])
+    entry.compress_type = zipfile.ZIP_DEFLATED
+    entry.external_attr = (0o100000 | mode) << 16
+    archive.writestr(entry, data)
+
+
+def _delivery(sandbox: SandboxClient, client_secret: str | None, token: SandboxToken) -> Delivery:
+    client_id = sandbox.application.client_id
+    credentials = credentials_document(client_id=client_id, client_secret=client_secret, scope=token.scope)
+    return Delivery(
+        client_id=client_id,
+        client_secret=client_secret,
+        token=token,
+        zip_name=sdk_zip_name(),
+        zip_bytes=build_sdk_zip(credentials),
+    )
+
+
+# --- the portal's own client and the live catalogue ---------------------------------------------
+
+
+def portal_credentials() -> tuple[str, str] | None:
+    """(client_id, client_secret) of the portal's own client: PORTAL_CLIENT_ID/PORTAL_CLIENT_SECRET,
+    else the file bootstrap wrote; None when neither is there."""
+    if settings.PORTAL_CLIENT_ID and settings.PORTAL_CLIENT_SECRET:
+        return settings.PORTAL_CLIENT_ID, settings.PORTAL_CLIENT_SECRET
+    try:
+        stored = json.loads(Path(settings.PORTAL_CREDENTIALS_FILE).read_text())
+        return stored["client_id"], stored["client_secret"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def ensure_portal_client() -> bool:
+    """Register the portal's own client (products:read) and keep its secret in a 0600 file, unless
+    the environment names one or the stored one still exists. True when one was registered now."""
+    if settings.PORTAL_CLIENT_ID and settings.PORTAL_CLIENT_SECRET:
+        return False
+    stored = portal_credentials()
+    if stored and authserver_services.find_client(stored[0]) is not None:
+        return False
+    new_client = authserver_services.register_client(
+        name=PORTAL_CLIENT_NAME, scopes=PORTAL_CLIENT_SCOPES, actor="manage.py bootstrap"
+    )
+    _write_private_file(
+        Path(settings.PORTAL_CREDENTIALS_FILE),
+        json.dumps(
+            {"client_id": new_client.application.client_id, "client_secret": new_client.client_secret}
+        ),
+    )
+    return True
+
+
+def _write_private_file(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False) as draft:
+        draft.write(text)
+    os.chmod(draft.name, 0o600)
+    os.replace(draft.name, path)
+
+
+@lru_cache(maxsize=4)
+def _api_client(
+    client_id: str, client_secret: str, token_url: str, api_base_url: str, certificate: str | None
+):
+    # One client per process and configuration: its access token is reused until it nears expiry.
+    return FooClient(
+        client_id=client_id,
+        client_secret=client_secret,
+        token_url=token_url,
+        api_base_url=api_base_url,
+        ca_certificate=certificate,
+        timeout=(2, settings.PORTAL_API_TIMEOUT),
+    )
+
+
+def live_catalogue() -> Catalogue:
+    """The catalogue from the Foo API, called over HTTP with the portal's own token; cached briefly."""
+    try:
+        cached = cache.get(CATALOGUE_CACHE_KEY)
+    except Exception:  # noqa: BLE001 (Redis down: fetch it as on a miss; README "What the server promises")
+        log.warning("Catalogue: cache unreachable; fetching it")
+        cached = None
+    if cached is not None:
+        return Catalogue(**cached)
+    credentials = portal_credentials()
+    if credentials is None:
+        catalogue = Catalogue(products=[], unavailable="The portal has no API client configured.")
+    else:
+        client = _api_client(
+            *credentials, settings.PORTAL_TOKEN_URL, settings.PORTAL_API_BASE_URL, self_signed_certificate()
+        )
+        try:
+            catalogue = Catalogue(products=client.list_products())
+        except FooError as error:
+            log.warning("Catalogue unavailable: %s: %s", type(error).__name__, error)
+            catalogue = Catalogue(products=[], unavailable="The Foo API could not be reached just now.")
+    seconds = (
+        CATALOGUE_FAILURE_CACHE_SECONDS if catalogue.unavailable else settings.PORTAL_CATALOGUE_CACHE_SECONDS
+    )
+    try:
+        cache.set(
+            CATALOGUE_CACHE_KEY,
+            {"products": catalogue.products, "unavailable": catalogue.unavailable},
+            seconds,
+        )
+    except Exception:  # noqa: BLE001
+        log.warning("Catalogue: cache unreachable; not cached")
+    return catalogue

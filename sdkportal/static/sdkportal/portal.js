@@ -1,0 +1,47 @@
+// The portal's few behaviours, from a file (the Content-Security-Policy allows no inline script):
+// copy buttons, confirmations, and starting the SDK download on the page that delivers it.
+(function () {
+  "use strict";
+
+  function copyText(button) {
+    var target = document.querySelector(button.getAttribute("data-copy"));
+    if (!target) return;
+    var text = target.textContent;
+    var done = function () {
+      button.textContent = "Copied";
+      button.classList.add("copied");
+      window.setTimeout(function () {
+        button.textContent = "Copy";
+        button.classList.remove("copied");
+      }, 1600);
+    };
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(done, function () { selectText(target); });
+    } else {
+      selectText(target);
+    }
+  }
+
+  function selectText(element) {
+    var range = document.createRange();
+    range.selectNodeContents(element);
+    var selection = window.getSelection();
+    selection.removeAllRanges();
+    selection.addRange(range);
+  }
+
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest("button[data-copy]");
+    if (button) copyText(button);
+  });
+
+  document.addEventListener("submit", function (event) {
+    var question = event.target.getAttribute("data-confirm");
+    if (question && !window.confirm(question)) event.preventDefault();
+  });
+
+  document.addEventListener("DOMContentLoaded", function () {
+    var link = document.querySelector("a[data-autodownload]");
+    if (link) link.click();
+  });
+})();

@@ -1,0 +1,186 @@
+"""The SDK portal's pages: parse the request, call services.py, render."""
+
+import base64
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.mixins import LoginRequiredMixin
+from django.contrib.auth.views import LoginView
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.decorators import method_decorator
+from django.views import View
+from django.views.decorators.cache import never_cache
+from django.views.generic import FormView, TemplateView
+
+from authserver import throttling
+from sdkportal import services
+from sdkportal.forms import SignUpForm
+
+
+def remote_addr(request) -> str:
+    return throttling.client_address(request.META)
+
+
+def api_base_url() -> str:
+    return f"{settings.ISSUER}/api/v1"
+
+
+class HomeView(TemplateView):
+    """/portal/: what the Foo API offers, the live catalogue, and the way in."""
+
+    template_name = "sdkportal/home.html"
+
+    def get_context_data(self, **kwargs):
+        user = self.request.user
+        return super().get_context_data(
+            catalogue=services.live_catalogue(),
+            sandbox=services.sandbox_client_of(user) if user.is_authenticated else None,
+            api_base_url=api_base_url(),
+            **kwargs,
+        )
+
+
+class SignUpView(FormView):
+    template_name = "sdkportal/signup.html"
+    form_class = SignUpForm
+
+    def dispatch(self, request, *args, **kwargs):
+        if request.user.is_authenticated:
+            return redirect("sdkportal:application")
+        return super().dispatch(request, *args, **kwargs)
+
+    def post(self, request, *args, **kwargs):
+        wait = throttling.SIGNUPS_PER_ADDRESS.retry_after(remote_addr(request))
+        if wait:
+            return throttling.too_many_attempts(request, wait)
+        return super().post(request, *args, **kwargs)
+
+    def form_valid(self, form):
+        developer = form.save()
+        throttling.SIGNUPS_PER_ADDRESS.record(remote_addr(self.request))
+        login(self.request, developer, backend="django.contrib.auth.backends.ModelBackend")
+        messages.success(
+            self.request, f"Welcome, {developer.username}. Download the SDK to get your credentials."
+        )
+        return redirect("sdkportal:application")
+
+
+class PortalLoginView(throttling.LoginThrottleMixin, LoginView):
+    template_name = "sdkportal/login.html"
+    redirect_authenticated_user = True
+
+
+@method_decorator(never_cache, name="dispatch")
+class ApplicationView(LoginRequiredMixin, TemplateView):
+    """/portal/app/: the developer's sandbox client, its active tokens, and what they can do."""
+
+    template_name = "sdkportal/application.html"
+
+    def get_context_data(self, **kwargs):
+        developer = self.request.user
+        return super().get_context_data(
+            sandbox=services.sandbox_client_of(developer),
+            tokens=services.active_test_tokens(developer),
+            api_base_url=api_base_url(),
+            zip_name=services.sdk_zip_name(),
+            sdk_folder=f"foo-sdk-{services.__version__}",
+            self_signed=services.self_signed_certificate() is not None,
+            certificate_file=services.CERTIFICATE_FILE_NAME,
+            **kwargs,
+        )
+
+
+class PortalActionView(LoginRequiredMixin, View):
+    """A POST that changes the developer's client; a refusal comes back as a message on their page."""
+
+    http_method_names = ["post"]
+
+    def post(self, request, *args, **kwargs):
+        try:
+            return self.act(request, *args, **kwargs)
+        except services.PortalError as error:
+            messages.error(request, str(error))
+            return redirect("sdkportal:application")
+
+    def act(self, request, *args, **kwargs):
+        raise NotImplementedError
+
+
+def render_delivery(request, *, delivery=None, token=None, headline: str):
+    """The page that shows credentials and a token once; nothing of it is kept, nor cached."""
+    token = delivery.token if delivery else token
+    context = {
+        "headline": headline,
+        "delivery": delivery,
+        "token": token,
+        "client_id": delivery.client_id
+        if delivery
+        else services.sandbox_client_of(request.user).application.client_id,
+        "api_base_url": api_base_url(),
+        "self_signed": services.self_signed_certificate() is not None,
+        "certificate_file": services.CERTIFICATE_FILE_NAME,
+        "sdk_version": services.__version__,
+    }
+    if delivery:
+        context["zip_data_uri"] = (
+            "data:application/zip;base64," + base64.b64encode(delivery.zip_bytes).decode()
+        )
+    response = render(request, "sdkportal/delivery.html", context)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+class DownloadSdkView(PortalActionView):
+    def act(self, request):
+        delivery = services.download_sdk(developer=request.user, remote_addr=remote_addr(request))
+        headline = "Your SDK and credentials" if delivery.client_secret else "Your SDK and a new test token"
+        return render_delivery(request, delivery=delivery, headline=headline)
+
+
+class RotateSecretView(PortalActionView):
+    def act(self, request):
+        delivery = services.rotate_secret(developer=request.user, remote_addr=remote_addr(request))
+        return render_delivery(request, delivery=delivery, headline="Your new client secret")
+
+
+class NewTestTokenView(PortalActionView):
+    def act(self, request):
+        token = services.new_test_token(developer=request.user, remote_addr=remote_addr(request))
+        return render_delivery(request, token=token, headline="A new test token")
+
+
+class RevokeTokenView(PortalActionView):
+    def act(self, request, token_id: int):
+        services.revoke_test_token(
+            developer=request.user, token_id=token_id, remote_addr=remote_addr(request)
+        )
+        messages.success(request, "The token was revoked; the API no longer accepts it.")
+        return redirect("sdkportal:application")
+
+
+@method_decorator(never_cache, name="dispatch")
+class DeleteApplicationView(LoginRequiredMixin, View):
+    """GET asks for confirmation; POST deletes the client, its secret and its tokens."""
+
+    http_method_names = ["get", "post"]
+
+    def get(self, request):
+        sandbox = services.sandbox_client_of(request.user)
+        if sandbox is None:
+            return redirect("sdkportal:application")
+        return render(
+            request,
+            "sdkportal/delete.html",
+            {"sandbox": sandbox, "tokens": services.active_test_tokens(request.user)},
+        )
+
+    def post(self, request):
+        try:
+            services.delete_application(developer=request.user, remote_addr=remote_addr(request))
+        except services.PortalError as error:
+            messages.error(request, str(error))
+        else:
+            messages.success(request, "Your application was deleted. Download the SDK again to start afresh.")
+        return redirect(reverse("sdkportal:application"))

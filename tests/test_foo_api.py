@@ -1,0 +1,382 @@
+"""A client calls the Foo API (/api/v1/) with a bearer token: products, orders, RFC 6750 errors,
+its OpenAPI schema, its documentation page and its RFC 9728 metadata."""
+
+import json
+import re
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+import yaml
+from django.utils import timezone
+from oauth2_provider.models import AccessToken
+
+from authserver import services
+from fooapi.models import Order, Product
+from fooapi.services import DEMO_CATALOGUE, seed_demo_catalogue
+from tests.helpers import bearer, issue_token, make_client
+
+
+@pytest.fixture
+def catalogue(db) -> dict[str, Product]:
+    seed_demo_catalogue()
+    return {product.sku: product for product in Product.objects.all()}
+
+
+@pytest.fixture
+def reader_token(client, catalogue) -> str:
+    """A token with the sandbox scopes: products:read orders:read."""
+    return issue_token(client, make_client(scopes=["products:read", "orders:read"]))
+
+
+@pytest.fixture
+def shop(client, catalogue):
+    """A production client that may place orders, and its token."""
+    new_client = make_client(scopes=["products:read", "orders:read", "orders:write"], name="shop")
+    return new_client.application, issue_token(client, new_client)
+
+
+def place(http, token: str, lines, path="/api/v1/orders"):
+    return http.post(path, json.dumps({"lines": lines}), content_type="application/json", **bearer(token))
+
+
+def assert_api_error(response, status: int, error: str) -> dict:
+    assert response.status_code == status, response.content
+    assert response["Content-Type"] == "application/json"
+    body = response.json()
+    assert body["error"] == error
+    return body
+
+
+# --- products ------------------------------------------------------------------------------------
+
+
+def test_listing_the_catalogue(client, reader_token, catalogue):
+    response = client.get("/api/v1/products", **bearer(reader_token))
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["count"] == len(DEMO_CATALOGUE)
+    assert body["next"] is None
+    first = body["results"][0]
+    assert set(first) == {"id", "sku", "name", "description", "price", "currency", "available"}
+    assert first["sku"] == DEMO_CATALOGUE[0][0]
+    assert first["price"] == DEMO_CATALOGUE[0][3]
+    assert first["currency"] == "EUR"
+
+
+def test_the_catalogue_is_paginated(client, reader_token, catalogue):
+    page = client.get("/api/v1/products?page_size=3&page=2", **bearer(reader_token)).json()
+    assert [item["sku"] for item in page["results"]] == [sku for sku, *_ in DEMO_CATALOGUE[3:6]]
+    assert page["next"] and page["previous"]
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["page=0", "page=abc", "page_size=0", "page_size=101", "page_size=null", "page=1&page=2", "page=-1"],
+)
+def test_pagination_parameters_out_of_range_are_400(client, reader_token, query):
+    response = client.get(f"/api/v1/products?{query}", **bearer(reader_token))
+    body = assert_api_error(response, 400, "invalid_request")
+    assert query.split("=")[0] in body["error_description"]
+
+
+def test_a_page_past_the_last_is_404(client, reader_token, catalogue):
+    assert_api_error(client.get("/api/v1/products?page=2", **bearer(reader_token)), 404, "not_found")
+
+
+def test_one_product(client, reader_token, catalogue):
+    camera = catalogue["FOO-CAM-01"]
+    response = client.get(f"/api/v1/products/{camera.pk}", **bearer(reader_token))
+    assert response.status_code == 200
+    assert response.json()["name"] == "Foo Camera"
+
+
+@pytest.mark.parametrize("path", ["/api/v1/products/999999", "/api/v1/products/abc", "/api/v1/nothing"])
+def test_what_does_not_exist_is_a_json_404(client, reader_token, path):
+    assert_api_error(client.get(path, **bearer(reader_token)), 404, "not_found")
+
+
+def test_the_other_form_of_the_path_works_without_a_redirect(client, reader_token, shop, catalogue):
+    assert client.get("/api/v1/products/", **bearer(reader_token)).status_code == 200
+    _, token = shop
+    response = place(
+        client, token, [{"product": catalogue["FOO-SENSOR-01"].pk, "quantity": 1}], "/api/v1/orders/"
+    )
+    assert response.status_code == 201
+
+
+def test_head_works_like_get(client, reader_token, catalogue):
+    response = client.head("/api/v1/products", **bearer(reader_token))
+    assert response.status_code == 200
+    assert response.content == b""
+    assert client.head("/api/v1/products").status_code == 401
+
+
+def test_methods_the_resource_does_not_have_are_a_json_405(client, reader_token):
+    assert_api_error(client.delete("/api/v1/products", **bearer(reader_token)), 405, "method_not_allowed")
+
+
+def test_html_is_never_the_answer(client, reader_token):
+    response = client.get("/api/v1/products", HTTP_ACCEPT="text/html", **bearer(reader_token))
+    assert_api_error(response, 406, "not_acceptable")
+    browser_like = client.get("/api/v1/products", HTTP_ACCEPT="text/html,*/*;q=0.8", **bearer(reader_token))
+    assert browser_like["Content-Type"] == "application/json"
+
+
+# --- RFC 6750: no token, bad token, too few scopes ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1/products", "/api/v1/products/1", "/api/v1/orders", "/api/v1/orders/1"]
+)
+def test_no_token_is_401_with_a_bare_bearer_challenge(client, db, path):
+    response = client.get(path)
+
+    body = assert_api_error(response, 401, "unauthorized")
+    assert response["WWW-Authenticate"] == 'Bearer realm="foo"'  # RFC 6750 3.1: no error code
+    assert "results" not in body
+
+
+def test_an_unknown_token_is_invalid_token(client, db):
+    response = client.get("/api/v1/products", **bearer("not-a-token-we-issued"))
+
+    assert_api_error(response, 401, "invalid_token")
+    challenge = response["WWW-Authenticate"]
+    assert challenge.startswith('Bearer realm="foo", error="invalid_token"')
+
+
+def test_an_expired_token_is_invalid_token(client, reader_token):
+    AccessToken.objects.update(expires=timezone.now() - timedelta(seconds=1))
+    response = client.get("/api/v1/products", **bearer(reader_token))
+    assert_api_error(response, 401, "invalid_token")
+    assert 'error="invalid_token"' in response["WWW-Authenticate"]
+
+
+def test_a_revoked_token_is_invalid_token(client, reader_token):
+    assert client.get("/api/v1/products", **bearer(reader_token)).status_code == 200
+    services.revoke_token(token=AccessToken.objects.get(), actor="tests")
+
+    response = client.get("/api/v1/products", **bearer(reader_token))
+    assert_api_error(response, 401, "invalid_token")
+    assert 'error="invalid_token"' in response["WWW-Authenticate"]
+
+
+def test_the_token_of_a_disabled_client_is_invalid_token(client, reader_token):
+    application = AccessToken.objects.get().application
+    services.set_client_enabled(application=application, enabled=False, actor="tests")
+    assert_api_error(client.get("/api/v1/products", **bearer(reader_token)), 401, "invalid_token")
+
+
+def test_a_token_in_the_query_string_is_not_accepted(client, reader_token):
+    """RFC 9700 4.3.2: access tokens never travel in URLs (they end up in logs and Referers)."""
+    response = client.get(f"/api/v1/products?access_token={reader_token}")
+    assert_api_error(response, 401, "unauthorized")
+    assert "results" not in response.json()
+    # Not even next to a valid header.
+    both = client.get(f"/api/v1/products?access_token={reader_token}", **bearer(reader_token))
+    assert both.status_code == 401
+
+
+def test_a_token_without_the_scope_is_403_insufficient_scope_naming_it(client, catalogue):
+    orders_only = issue_token(client, make_client(scopes=["orders:read"]))
+
+    response = client.get("/api/v1/products", **bearer(orders_only))
+
+    body = assert_api_error(response, 403, "insufficient_scope")
+    assert body["scope"] == "products:read"
+    challenge = response["WWW-Authenticate"]
+    assert challenge.startswith('Bearer realm="foo", error="insufficient_scope"')
+    assert 'scope="products:read"' in challenge
+
+
+def test_reading_orders_needs_orders_read(client, catalogue):
+    products_only = issue_token(client, make_client(scopes=["products:read"]))
+    response = client.get("/api/v1/orders", **bearer(products_only))
+    assert assert_api_error(response, 403, "insufficient_scope")["scope"] == "orders:read"
+    assert 'scope="orders:read"' in response["WWW-Authenticate"]
+
+
+def test_placing_an_order_with_a_sandbox_token_is_403_naming_orders_write(client, reader_token, catalogue):
+    response = place(client, reader_token, [{"product": catalogue["FOO-SENSOR-01"].pk, "quantity": 1}])
+
+    assert assert_api_error(response, 403, "insufficient_scope")["scope"] == "orders:write"
+    assert 'scope="orders:write"' in response["WWW-Authenticate"]
+    assert not Order.objects.exists()
+
+
+def test_a_registration_access_token_cannot_read_the_api(client, catalogue):
+    registered = make_client(scopes=["products:read"])
+    registration_token = services.issue_registration_token(application=registered.application)
+    response = client.get("/api/v1/products", **bearer(registration_token))
+    assert assert_api_error(response, 403, "insufficient_scope")["scope"] == "products:read"
+
+
+# --- orders ------------------------------------------------------------------------------------
+
+
+def test_placing_an_order(client, shop, catalogue):
+    application, token = shop
+    sensor, gateway = catalogue["FOO-SENSOR-01"], catalogue["FOO-GATEWAY-01"]
+
+    response = place(
+        client, token, [{"product": sensor.pk, "quantity": 3}, {"product": gateway.pk, "quantity": 1}]
+    )
+
+    assert response.status_code == 201, response.content
+    order = response.json()
+    assert response["Location"] == f"/api/v1/orders/{order['id']}"
+    assert order["status"] == "placed"
+    assert order["currency"] == "EUR"
+    assert Decimal(order["total"]) == Decimal("24.90") * 3 + Decimal("149.00")
+    assert [(line["sku"], line["quantity"], line["unit_price"]) for line in order["lines"]] == [
+        ("FOO-SENSOR-01", 3, "24.90"),
+        ("FOO-GATEWAY-01", 1, "149.00"),
+    ]
+    assert Order.objects.get(pk=order["id"]).client == application
+
+
+def test_a_client_lists_and_reads_its_orders(client, shop, catalogue):
+    _, token = shop
+    first = place(client, token, [{"product": catalogue["FOO-SENSOR-01"].pk, "quantity": 1}]).json()
+    second = place(client, token, [{"product": catalogue["FOO-CAM-01"].pk, "quantity": 2}]).json()
+
+    listing = client.get("/api/v1/orders", **bearer(token)).json()
+    assert [order["id"] for order in listing["results"]] == [second["id"], first["id"]]  # newest first
+    detail = client.get(f"/api/v1/orders/{first['id']}", **bearer(token))
+    assert detail.status_code == 200
+    assert detail.json() == first
+
+
+def test_a_client_never_sees_another_clients_orders(client, shop, catalogue):
+    _, shop_token = shop
+    order = place(client, shop_token, [{"product": catalogue["FOO-SENSOR-01"].pk, "quantity": 1}]).json()
+    rival = make_client(scopes=["products:read", "orders:read", "orders:write"], name="rival")
+    rival_token = issue_token(client, rival)
+
+    assert client.get("/api/v1/orders", **bearer(rival_token)).json()["results"] == []
+    assert_api_error(client.get(f"/api/v1/orders/{order['id']}", **bearer(rival_token)), 404, "not_found")
+    # Its own order is counted apart.
+    place(client, rival_token, [{"product": catalogue["FOO-CAM-01"].pk, "quantity": 1}])
+    assert client.get("/api/v1/orders", **bearer(shop_token)).json()["count"] == 1
+    assert client.get("/api/v1/orders", **bearer(rival_token)).json()["count"] == 1
+
+
+def test_an_order_keeps_the_price_it_was_placed_at(client, shop, catalogue):
+    _, token = shop
+    sensor = catalogue["FOO-SENSOR-01"]
+    order = place(client, token, [{"product": sensor.pk, "quantity": 2}]).json()
+    Product.objects.filter(pk=sensor.pk).update(price=Decimal("99.00"))
+
+    again = client.get(f"/api/v1/orders/{order['id']}", **bearer(token)).json()
+    assert again["total"] == "49.80"
+    assert again["lines"][0]["unit_price"] == "24.90"
+
+
+@pytest.mark.parametrize(
+    ("lines", "field"),
+    [
+        ([], "lines"),
+        ([{"product": 999999, "quantity": 1}], "product"),
+        ([{"product": "FOO-SENSOR-01", "quantity": 1}], "product"),
+        ([{"product": "SENSOR", "quantity": 0}], "quantity"),
+        ([{"product": "SENSOR", "quantity": 1001}], "quantity"),
+        ([{"product": "SENSOR"}], "quantity"),
+        ([{"product": "SENSOR", "quantity": 1}, {"product": "SENSOR", "quantity": 2}], "once"),
+        ([{"product": "MOUNT", "quantity": 1}], "FOO-MOUNT-01"),
+    ],
+)
+def test_an_invalid_order_is_400_invalid_request(client, shop, catalogue, lines, field):
+    _, token = shop
+    ids = {"SENSOR": catalogue["FOO-SENSOR-01"].pk, "MOUNT": catalogue["FOO-MOUNT-01"].pk}
+    lines = [{**line, "product": ids.get(line["product"], line["product"])} for line in lines]
+
+    body = assert_api_error(place(client, token, lines), 400, "invalid_request")
+
+    assert field in body["error_description"]
+    assert not Order.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status"),
+    [
+        ("{not json", "application/json", 400),
+        ('["lines"]', "application/json", 400),
+        ("lines=1", "application/x-www-form-urlencoded", 415),
+    ],
+)
+def test_a_body_that_is_not_an_order_object_is_a_json_error(client, shop, body, content_type, status):
+    _, token = shop
+    response = client.post("/api/v1/orders", body, content_type=content_type, **bearer(token))
+    assert_api_error(response, status, "invalid_request")
+
+
+# --- schema, documentation, metadata ---------------------------------------------------------
+
+
+def test_the_openapi_schema_describes_the_api_and_its_scopes(client, db, settings):
+    response = client.get("/api/v1/schema")
+
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("application/vnd.oai.openapi+json")
+    schema = response.json()
+    assert schema["openapi"].startswith("3.")
+    assert set(schema["paths"]) == {
+        "/api/v1/products",
+        "/api/v1/products/{id}",
+        "/api/v1/orders",
+        "/api/v1/orders/{id}",
+    }
+    orders = schema["paths"]["/api/v1/orders"]
+    assert orders["get"]["security"] == [{"oauth2": ["orders:read"]}]
+    assert orders["post"]["security"] == [{"oauth2": ["orders:write"]}]
+    assert schema["paths"]["/api/v1/products"]["get"]["security"] == [{"oauth2": ["products:read"]}]
+    assert {"401", "403"} <= set(orders["post"]["responses"])
+    flow = schema["components"]["securitySchemes"]["oauth2"]["flows"]["clientCredentials"]
+    assert flow["tokenUrl"] == f"{settings.ISSUER}/oauth2/token"
+    assert set(flow["scopes"]) == {"products:read", "orders:read", "orders:write"}
+
+
+def test_the_schema_in_yaml(client, db):
+    for response in (
+        client.get("/api/v1/schema?format=yaml"),
+        client.get("/api/v1/schema", HTTP_ACCEPT="application/yaml"),
+    ):
+        assert response.status_code == 200
+        assert yaml.safe_load(response.content)["info"]["title"] == "Foo API"
+
+
+def test_the_documentation_page_renders_the_schema_from_bundled_files(client, db):
+    response = client.get("/api/v1/docs")
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert 'data-schema-url="/api/v1/schema"' in page
+    scripts = re.findall(r"<script([^>]*)>(.*?)</script>", page, re.S)
+    assert scripts, "the page loads its scripts"
+    assert all("src=" in attributes and not body.strip() for attributes, body in scripts)  # CSP: no inline
+    assert all('src="/static/' in attributes for attributes, _ in scripts)  # no CDN
+    assert "swagger-ui-bundle" in page
+
+
+def test_resource_metadata_names_the_scopes_and_the_documentation(client, db, settings):
+    response = client.get("/.well-known/oauth-protected-resource")
+
+    assert response.status_code == 200
+    metadata = response.json()
+    assert metadata["resource_documentation"] == f"{settings.ISSUER}/api/v1/docs"
+    assert {"products:read", "orders:read", "orders:write"} <= set(metadata["scopes_supported"])
+    assert metadata["bearer_methods_supported"] == ["header"]
+    assert metadata["authorization_servers"] == [settings.ISSUER]
+
+
+# --- the demo catalogue --------------------------------------------------------------------------
+
+
+def test_seeding_the_catalogue_is_idempotent_and_keeps_operator_edits(db):
+    assert seed_demo_catalogue() == len(DEMO_CATALOGUE)
+    Product.objects.filter(sku="FOO-CAM-01").update(price=Decimal("79.00"))
+
+    assert seed_demo_catalogue() == 0
+    assert Product.objects.count() == len(DEMO_CATALOGUE)
+    assert Product.objects.get(sku="FOO-CAM-01").price == Decimal("79.00")

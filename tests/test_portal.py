@@ -1,0 +1,506 @@
+"""A developer uses the SDK portal: signs up, logs in, downloads the SDK with credentials and a test
+token, rotates the secret, gets and revokes tokens, deletes the application; the home page shows the
+live catalogue fetched with the portal's own token."""
+
+import base64
+import io
+import json
+import re
+import stat
+import zipfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+from oauth2_provider.models import AccessToken
+
+from authserver import services as authserver_services
+from authserver import throttling
+from authserver.models import Application, AuditEvent, Scope
+from fooapi.services import seed_demo_catalogue
+from sdkportal import services
+from sdkportal.models import SandboxClient
+from sdkportal.sdk.foo_sdk import __version__
+from tests.helpers import HttpsClient, bearer, make_client, request_token
+from tests.servers import LiveServer, ensure_certificate
+
+PASSWORD = "correct horse battery staple 42"
+
+
+@pytest.fixture
+def developer(db):
+    return get_user_model().objects.create_user("ada", "ada@example.com", PASSWORD)
+
+
+@pytest.fixture
+def signed_in(client, developer):
+    client.force_login(developer)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def _no_live_catalogue(settings, tmp_path):
+    """Unless a test says otherwise, the portal has no API client: no page calls another server."""
+    settings.PORTAL_CLIENT_ID = settings.PORTAL_CLIENT_SECRET = ""
+    settings.PORTAL_CREDENTIALS_FILE = tmp_path / "portal_client.json"
+
+
+def download(http):
+    return http.post("/portal/download")
+
+
+def shown(response, element_id: str) -> str:
+    """The text of the element with this id on the page."""
+    match = re.search(rf'id="{element_id}"[^>]*>(.*?)</', response.content.decode(), re.S)
+    assert match, f"no #{element_id} on the page"
+    return match.group(1).strip()
+
+
+def scopes_in(response, element_id: str) -> list[str]:
+    """The scope badges inside the element with this id."""
+    block = re.search(rf'id="{element_id}"(.*?)</(dd|table)>', response.content.decode(), re.S).group(1)
+    return re.findall(r'class="scope">([^<]+)<', block)
+
+
+def zip_of(response) -> zipfile.ZipFile:
+    uri = re.search(r'href="data:application/zip;base64,([^"]+)"', response.content.decode()).group(1)
+    return zipfile.ZipFile(io.BytesIO(base64.b64decode(uri)))
+
+
+def credentials_in(archive: zipfile.ZipFile) -> dict:
+    return json.loads(archive.read(f"foo-sdk-{__version__}/foo-credentials.json"))
+
+
+def api_status(http, token: str) -> int:
+    return http.get("/api/v1/products", **bearer(token)).status_code
+
+
+# --- accounts ------------------------------------------------------------------------------------
+
+
+def test_signing_up_logs_the_developer_in(client, db):
+    page = client.get("/accounts/signup/")
+    assert page.status_code == 200
+    assert 'name="csrfmiddlewaretoken"' in page.content.decode()
+
+    response = client.post(
+        "/accounts/signup/",
+        {"username": "grace", "email": "grace@example.com", "password1": PASSWORD, "password2": PASSWORD},
+    )
+
+    assert response.status_code == 302
+    assert response["Location"] == "/portal/app/"
+    grace = get_user_model().objects.get(username="grace")
+    assert grace.email == "grace@example.com"
+    assert grace.check_password(PASSWORD)
+    assert not grace.is_staff
+    assert "Your application" in client.get("/portal/app/").content.decode()
+
+
+@pytest.mark.parametrize(
+    ("form", "message"),
+    [
+        ({"password1": "password", "password2": "password"}, "This password is too common"),
+        ({"password1": "grace-hopper", "password2": "grace-hopper"}, "too similar to the username"),
+        ({"password1": "81726354098", "password2": "81726354098"}, "entirely numeric"),
+        ({"password2": PASSWORD + "x"}, "The two password fields didn"),
+        ({"username": "ADA"}, "A user with that username already exists"),
+        ({"email": "ADA@example.com"}, "An account with this email address already exists"),
+        ({"email": "not-an-address"}, "Enter a valid email address"),
+    ],
+)
+def test_sign_up_checks_the_form_with_djangos_validators(client, developer, form, message):
+    data = {
+        "username": "grace-hopper",
+        "email": "grace@example.com",
+        "password1": PASSWORD,
+        "password2": PASSWORD,
+    }
+    response = client.post("/accounts/signup/", {**data, **form})
+
+    assert response.status_code == 200
+    assert message in response.content.decode().replace("&#x27;", "'")
+    assert get_user_model().objects.count() == 1
+
+
+def test_sign_ups_from_one_address_are_limited(client, db, monkeypatch):
+    monkeypatch.setattr(throttling, "SIGNUPS_PER_ADDRESS", throttling.Limit("signups_per_address", 2, 3600))
+    now = throttling.time.time()  # one throttle window throughout
+    monkeypatch.setattr(throttling, "time", SimpleNamespace(time=lambda: now))
+    for number in range(2):
+        account = {"username": f"dev{number}", "email": f"dev{number}@example.com"}
+        HttpsClient().post("/accounts/signup/", {**account, "password1": PASSWORD, "password2": PASSWORD})
+
+    response = client.post(
+        "/accounts/signup/",
+        {"username": "dev9", "email": "dev9@example.com", "password1": PASSWORD, "password2": PASSWORD},
+    )
+
+    assert response.status_code == 429
+    assert int(response["Retry-After"]) > 0
+    assert "Too many attempts" in response.content.decode()
+    assert get_user_model().objects.count() == 2
+
+
+def test_logging_in_and_out(client, developer):
+    response = client.post("/accounts/login/", {"username": "ada", "password": PASSWORD})
+    assert (response.status_code, response["Location"]) == (302, "/portal/")
+    assert 'action="/accounts/logout/"' in client.get("/portal/").content.decode()
+
+    assert client.get("/accounts/logout/").status_code == 405  # logging out is a POST (CSRF)
+    assert client.post("/accounts/logout/").status_code == 302
+    assert client.get("/portal/app/")["Location"].startswith("/accounts/login/")
+
+
+def test_a_wrong_password_is_refused_and_repeated_failures_are_throttled(client, developer, monkeypatch):
+    # One fixed-window throttle period throughout, even if the test runs across a window boundary.
+    now = throttling.time.time()
+    monkeypatch.setattr(throttling, "time", SimpleNamespace(time=lambda: now))
+    response = client.post("/accounts/login/", {"username": "ada", "password": "wrong"})
+    assert response.status_code == 200
+    assert "Please enter a correct username and password" in response.content.decode()
+
+    for _ in range(5):
+        client.post("/accounts/login/", {"username": "ada", "password": "wrong"})
+    throttled = client.post("/accounts/login/", {"username": "ada", "password": PASSWORD})
+    assert throttled.status_code == 429
+    assert "_auth_user_id" not in client.session
+
+
+def test_every_form_is_csrf_protected(developer):
+    browser = Client(enforce_csrf_checks=True, secure=True)
+    anonymous = [("/accounts/signup/", {}), ("/accounts/login/", {"username": "ada", "password": PASSWORD})]
+    for path, data in anonymous:
+        assert browser.post(path, data, secure=True).status_code == 403
+    browser.force_login(developer)
+    for path in ["/portal/download", "/portal/app/tokens", "/portal/app/rotate-secret", "/portal/app/delete"]:
+        response = browser.post(path, secure=True)
+        assert response.status_code == 403, path
+    assert not SandboxClient.objects.exists()
+
+
+def test_portal_actions_need_a_signed_in_developer(client, db):
+    for path in ["/portal/app/", "/portal/app/delete"]:
+        assert client.get(path)["Location"] == f"/accounts/login/?next={path}"
+    response = download(client)
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/")
+    assert not Application.objects.exists()
+
+
+# --- Download SDK --------------------------------------------------------------------------------
+
+
+def test_the_first_download_registers_a_client_and_delivers_secret_token_and_sdk(
+    signed_in, developer, settings
+):
+    ensure_certificate()
+    response = download(signed_in)
+
+    assert response.status_code == 200
+    assert response["Cache-Control"] == "no-store"
+    application = Application.objects.get()
+    # The client: server-generated id, owned by the developer, sandbox scopes and lifetime only.
+    assert application.client_id != developer.username
+    assert application.user == developer
+    assert application.authorization_grant_type == Application.GRANT_CLIENT_CREDENTIALS
+    assert application.allowed_scope_names == ["orders:read", "products:read"]
+    assert application.access_token_lifetime == settings.SANDBOX_TOKEN_LIFETIME
+    assert shown(response, "client-id") == application.client_id
+
+    # The test token: shown, limited, and got with a real client-credentials request.
+    token = shown(response, "access-token")
+    assert api_status(signed_in, token) == 200
+    assert scopes_in(response, "token-scope") == ["orders:read", "products:read"]
+    assert AccessToken.objects.get().scope == "orders:read products:read"
+    issued = AuditEvent.objects.get(kind=AuditEvent.Kind.TOKEN_ISSUED)
+    assert issued.actor == f"client:{application.client_id}"  # authenticated with the new secret
+    created = AuditEvent.objects.get(kind=AuditEvent.Kind.CLIENT_CREATED)
+    assert created.actor == "portal:ada"
+
+    # The zip: the SDK, its README, the credentials (with the secret) and the certificate.
+    archive = zip_of(response)
+    root = f"foo-sdk-{__version__}"
+    names = set(archive.namelist())
+    assert {f"{root}/pyproject.toml", f"{root}/README.md", f"{root}/foo_sdk/__init__.py"} <= names
+    assert {f"{root}/foo_sdk/client.py", f"{root}/foo_sdk/cli.py", f"{root}/foo_sdk/__main__.py"} <= names
+    assert not any("__pycache__" in name for name in names)
+    assert f'download="foo-sdk-{__version__}.zip"' in response.content.decode()
+    credentials = credentials_in(archive)
+    assert credentials["client_id"] == application.client_id
+    assert credentials["token_url"] == f"{settings.ISSUER}/oauth2/token"
+    assert credentials["api_base_url"] == f"{settings.ISSUER}/api/v1"
+    assert credentials["ca_certificate"] == Path(settings.TLS_CERT_FILE).read_text()
+    assert archive.read(f"{root}/server-certificate.pem").decode() == credentials["ca_certificate"]
+    mode = archive.getinfo(f"{root}/foo-credentials.json").external_attr >> 16
+    assert stat.S_IMODE(mode) == 0o600
+    # The secret in the file is the client's, and shown on the page once.
+    assert shown(response, "client-secret") == credentials["client_secret"]
+    new_client = authserver_services.NewClient(application, credentials["client_secret"])
+    assert request_token(signed_in, new_client).status_code == 200
+
+
+def test_later_downloads_reuse_the_client_and_carry_no_secret(signed_in):
+    first = credentials_in(zip_of(download(signed_in)))
+
+    again = download(signed_in)
+
+    assert again.status_code == 200
+    assert Application.objects.count() == 1
+    credentials = credentials_in(zip_of(again))
+    assert credentials["client_id"] == first["client_id"]
+    assert "client_secret" not in credentials
+    assert "FOO_CLIENT_SECRET" in credentials["client_secret_note"]
+    assert first["client_secret"] not in again.content.decode()
+    assert "Not in this download" in shown(again, "no-secret")
+    assert api_status(signed_in, shown(again, "access-token")) == 200
+    # The first secret still works: nothing was rotated.
+    application = Application.objects.get()
+    assert (
+        request_token(
+            signed_in, authserver_services.NewClient(application, first["client_secret"])
+        ).status_code
+        == 200
+    )
+
+
+def test_without_tls_the_credentials_carry_no_certificate(signed_in, settings):
+    settings.TLS = False
+    credentials = credentials_in(zip_of(download(signed_in)))
+    assert "ca_certificate" not in credentials
+
+
+def test_test_tokens_stay_limited_to_the_sandbox_scopes(signed_in):
+    download(signed_in)
+    application = Application.objects.get()
+    # An operator gave the client orders:write: the portal's test tokens still do not carry it.
+    authserver_services.update_client(
+        application=application,
+        actor="tests",
+        changed_fields=[],
+        scopes=["products:read", "orders:read", "orders:write"],
+    )
+    response = signed_in.post("/portal/app/tokens")
+    token = shown(response, "access-token")
+    assert authserver_services.introspect_token(token)["scope"] == "orders:read products:read"
+
+
+def test_no_sandbox_scope_means_no_client(signed_in):
+    Scope.objects.update(sandbox=False)
+    response = download(signed_in)
+    assert response.status_code == 302
+    assert not Application.objects.exists()
+    assert "No scope is open for sandbox use" in signed_in.get("/portal/app/").content.decode()
+
+
+def test_a_disabled_client_gets_no_new_token(signed_in):
+    download(signed_in)
+    authserver_services.set_client_enabled(
+        application=Application.objects.get(), enabled=False, actor="operator"
+    )
+    tokens_before = AccessToken.objects.count()
+
+    for path in ["/portal/download", "/portal/app/tokens", "/portal/app/rotate-secret"]:
+        response = signed_in.post(path)
+        assert response.status_code == 302, path
+        assert "disabled by the Foo team" in signed_in.get("/portal/app/").content.decode()
+    assert AccessToken.objects.count() == tokens_before
+
+
+# --- the developer's application -----------------------------------------------------------------
+
+
+def test_rotating_the_secret_delivers_a_new_one_once_and_the_old_one_stops_working(signed_in):
+    old = credentials_in(zip_of(download(signed_in)))
+    application = Application.objects.get()
+
+    response = signed_in.post("/portal/app/rotate-secret")
+
+    assert response.status_code == 200
+    new = credentials_in(zip_of(response))
+    assert new["client_id"] == old["client_id"]
+    assert new["client_secret"] != old["client_secret"]
+    assert shown(response, "client-secret") == new["client_secret"]
+    assert (
+        request_token(signed_in, authserver_services.NewClient(application, old["client_secret"])).status_code
+        == 401
+    )
+    assert (
+        request_token(signed_in, authserver_services.NewClient(application, new["client_secret"])).status_code
+        == 200
+    )
+    assert api_status(signed_in, shown(response, "access-token")) == 200
+    assert AuditEvent.objects.filter(kind=AuditEvent.Kind.SECRET_ROTATED, actor="portal:ada").exists()
+
+
+def test_a_new_test_token_is_shown_once_and_listed_without_its_value(signed_in):
+    download(signed_in)
+
+    response = signed_in.post("/portal/app/tokens")
+
+    assert response.status_code == 200
+    assert response["Cache-Control"] == "no-store"
+    token = shown(response, "access-token")
+    assert api_status(signed_in, token) == 200
+    assert 'href="data:' not in response.content.decode()  # no SDK zip with a token-only page
+    issued = AuditEvent.objects.filter(kind=AuditEvent.Kind.TOKEN_ISSUED).first()
+    assert issued.actor == "portal:ada"  # asked for by the owner, not by the client with its secret
+
+    page = signed_in.get("/portal/app/")
+    listing = page.content.decode()
+    assert token not in listing
+    assert listing.count("/revoke") == 2  # the download's token and this one
+    assert scopes_in(page, "tokens") == ["orders:read", "products:read"] * 2
+
+
+def test_the_number_of_active_test_tokens_is_bounded(signed_in, monkeypatch):
+    monkeypatch.setattr(services, "MAX_ACTIVE_TEST_TOKENS", 3)
+    download(signed_in)
+    assert signed_in.post("/portal/app/tokens").status_code == 200
+    assert signed_in.post("/portal/app/tokens").status_code == 200
+
+    refused = signed_in.post("/portal/app/tokens")
+
+    assert refused.status_code == 302
+    assert AccessToken.objects.count() == 3
+    assert "already has 3 active tokens" in signed_in.get("/portal/app/").content.decode()
+
+
+def test_revoking_a_token_stops_it_at_once(signed_in):
+    first_token = shown(download(signed_in), "access-token")
+    other_token = shown(signed_in.post("/portal/app/tokens"), "access-token")
+    stored = AccessToken.objects.get(
+        pk=authserver_services.active_tokens(application=Application.objects.get())[-1].pk
+    )
+
+    response = signed_in.post(f"/portal/app/tokens/{stored.pk}/revoke")
+
+    assert response.status_code == 302
+    assert api_status(signed_in, first_token) == 401
+    assert api_status(signed_in, other_token) == 200
+    assert "The token was revoked" in signed_in.get("/portal/app/").content.decode()
+
+
+def test_a_developer_cannot_revoke_someone_elses_token(signed_in, db):
+    outsider = make_client(scopes=["products:read"])
+    token = request_token(signed_in, outsider).json()["access_token"]
+    download(signed_in)
+    stored = AccessToken.objects.get(application=outsider.application)
+
+    response = signed_in.post(f"/portal/app/tokens/{stored.pk}/revoke")
+
+    assert response.status_code == 302
+    assert api_status(signed_in, token) == 200
+    assert "already expired or been revoked" in signed_in.get("/portal/app/").content.decode()
+
+
+def test_deleting_the_application(signed_in):
+    delivered = zip_of(download(signed_in))
+    token = AccessToken.objects.get()
+    first_id = credentials_in(delivered)["client_id"]
+    confirm = signed_in.get("/portal/app/delete")
+    assert confirm.status_code == 200
+    assert first_id in confirm.content.decode()
+
+    response = signed_in.post("/portal/app/delete")
+
+    assert response.status_code == 302
+    assert not Application.objects.exists()
+    assert not SandboxClient.objects.exists()
+    assert not AccessToken.objects.filter(pk=token.pk).exists()
+    assert AuditEvent.objects.filter(kind=AuditEvent.Kind.CLIENT_DELETED, client_id=first_id).exists()
+    # A new download starts afresh with a new client.
+    assert credentials_in(zip_of(download(signed_in)))["client_id"] != first_id
+
+
+def test_the_application_page_before_the_first_download(signed_in):
+    page = signed_in.get("/portal/app/")
+    assert page.status_code == 200
+    assert "You have no application yet" in page.content.decode()
+    assert signed_in.post("/portal/app/tokens").status_code == 302
+    assert "download the SDK to create one" in signed_in.get("/portal/app/").content.decode()
+
+
+def test_the_application_page_shows_the_client(signed_in, developer):
+    download(signed_in)
+    application = Application.objects.get()
+    page = signed_in.get("/portal/app/")
+    assert page["Cache-Control"].startswith("max-age=0")
+    assert shown(page, "client-id") == application.client_id
+    assert "cannot show it again" in page.content.decode()
+
+
+# --- the live catalogue --------------------------------------------------------------------------
+
+
+def test_the_home_page_says_when_the_catalogue_is_unavailable(client, db, settings):
+    portal = make_client(scopes=["products:read"], name="sdk-portal")
+    settings.PORTAL_CLIENT_ID = portal.application.client_id
+    settings.PORTAL_CLIENT_SECRET = portal.client_secret
+    settings.PORTAL_API_BASE_URL = "https://localhost:9/api/v1"  # nothing listens there
+    settings.PORTAL_TOKEN_URL = "https://localhost:9/oauth2/token"
+
+    response = client.get("/portal/")
+
+    assert response.status_code == 200
+    assert "The catalogue is unavailable right now." in shown(response, "catalogue-unavailable")
+
+
+def test_without_a_portal_client_the_catalogue_is_unavailable(client, db):
+    response = client.get("/portal/")
+    assert response.status_code == 200
+    assert "no API client configured" in response.content.decode()
+
+
+@pytest.mark.live
+def test_the_home_page_shows_the_catalogue_fetched_with_the_portals_own_token(
+    client, transactional_db, settings, django_db_blocker
+):
+    seed_demo_catalogue()
+    portal = make_client(scopes=["products:read"], name="sdk-portal")
+    settings.PORTAL_CLIENT_ID = portal.application.client_id
+    settings.PORTAL_CLIENT_SECRET = portal.client_secret
+    with LiveServer(workers=2) as server:
+        settings.PORTAL_API_BASE_URL = f"{server.url}/api/v1"
+        settings.PORTAL_TOKEN_URL = f"{server.url}/oauth2/token"
+
+        response = client.get("/portal/")
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    catalogue = page[page.index('id="catalogue"') :]
+    assert "Foo Starter Kit" in catalogue and "229.00" in catalogue
+    assert 'id="catalogue-unavailable"' not in page
+    # One token for the portal's own client, with the one scope it holds.
+    assert AccessToken.objects.get(application=portal.application).scope == "products:read"
+    # Cached: the next page does not call the API again (the server is gone now).
+    assert "Foo Starter Kit" in client.get("/portal/").content.decode()
+
+
+# --- the portal's own client (bootstrap) ---------------------------------------------------------
+
+
+def test_bootstrap_registers_the_portals_client_once(db, settings):
+    assert services.ensure_portal_client() is True
+    stored = json.loads(Path(settings.PORTAL_CREDENTIALS_FILE).read_text())
+    assert stat.S_IMODE(Path(settings.PORTAL_CREDENTIALS_FILE).stat().st_mode) == 0o600
+    application = Application.objects.get(client_id=stored["client_id"])
+    assert application.allowed_scope_names == ["products:read"]
+    assert services.portal_credentials() == (stored["client_id"], stored["client_secret"])
+
+    assert services.ensure_portal_client() is False
+    assert Application.objects.count() == 1
+
+    # The database was reset: a new client, a new file.
+    application.delete()
+    assert services.ensure_portal_client() is True
+    assert json.loads(Path(settings.PORTAL_CREDENTIALS_FILE).read_text())["client_id"] != stored["client_id"]
+
+
+def test_a_portal_client_from_the_environment_is_used_as_given(db, settings):
+    settings.PORTAL_CLIENT_ID, settings.PORTAL_CLIENT_SECRET = "given-id", "given-secret"
+    assert services.ensure_portal_client() is False
+    assert not Path(settings.PORTAL_CREDENTIALS_FILE).exists()
+    assert services.portal_credentials() == ("given-id", "given-secret")

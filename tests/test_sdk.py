@@ -1,0 +1,350 @@
+"""A developer's program uses foo_sdk against a real HTTPS server: tokens, retries, errors, TLS, CLI."""
+
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from oauth2_provider.models import AccessToken
+
+from authserver import services
+from config.tls import ensure_self_signed_certificate
+from fooapi.models import Product
+from fooapi.services import DEMO_CATALOGUE, seed_demo_catalogue
+from sdkportal.sdk.foo_sdk import (
+    FooApiError,
+    FooAuthError,
+    FooClient,
+    FooConfigurationError,
+    FooConnectionError,
+    FooScopeError,
+    cli,
+)
+from sdkportal.sdk.foo_sdk import client as client_module
+from tests.helpers import make_client
+from tests.servers import LiveServer
+
+pytestmark = pytest.mark.live
+
+SANDBOX_SCOPES = ["products:read", "orders:read"]
+SHOP_SCOPES = ["products:read", "orders:read", "orders:write"]
+
+
+@pytest.fixture(scope="module")
+def server(django_db_setup, django_db_blocker):
+    with django_db_blocker.unblock(), LiveServer(workers=2) as live:
+        yield live
+
+
+@pytest.fixture
+def catalogue(transactional_db):
+    seed_demo_catalogue()
+
+
+def credentials(server, new_client, **changes) -> dict:
+    document = {
+        "client_id": new_client.application.client_id,
+        "client_secret": new_client.client_secret,
+        "token_url": f"{server.url}/oauth2/token",
+        "api_base_url": f"{server.url}/api/v1",
+        "ca_certificate": Path(server.verify).read_text(),
+    }
+    document.update(changes)
+    return {key: value for key, value in document.items() if value is not None}
+
+
+def write_credentials(tmp_path, document: dict):
+    path = tmp_path / "foo-credentials.json"
+    path.write_text(json.dumps(document))
+    return path
+
+
+@pytest.fixture
+def sandbox(server, catalogue, tmp_path):
+    """A client with the sandbox scopes, from its credentials file as the portal ships it."""
+    new_client = make_client(scopes=SANDBOX_SCOPES, name="sandbox")
+    path = write_credentials(tmp_path, credentials(server, new_client))
+    return new_client, FooClient.from_credentials_file(path)
+
+
+@pytest.fixture
+def shop(server, catalogue):
+    new_client = make_client(scopes=SHOP_SCOPES, name="shop")
+    return new_client, FooClient(**credentials(server, new_client))
+
+
+# --- calls -------------------------------------------------------------------------------------
+
+
+def test_listing_and_reading_products(sandbox):
+    _, foo = sandbox
+
+    products = foo.list_products()
+
+    assert [product["sku"] for product in products] == [sku for sku, *_ in DEMO_CATALOGUE]
+    camera = next(product for product in products if product["sku"] == "FOO-CAM-01")
+    assert foo.get_product(camera["id"])["name"] == "Foo Camera"
+    assert foo.token_scope == "orders:read products:read"
+
+
+def test_every_page_of_a_long_catalogue_is_listed(sandbox):
+    _, foo = sandbox
+    Product.objects.bulk_create(
+        Product(sku=f"BULK-{number:03}", name=f"Bulk item {number}", price=Decimal("1.00"))
+        for number in range(120)
+    )
+    assert len(foo.list_products()) == len(DEMO_CATALOGUE) + 120
+
+
+def test_placing_and_reading_orders(shop):
+    _, foo = shop
+    sensor = next(product for product in foo.list_products() if product["sku"] == "FOO-SENSOR-01")
+
+    order = foo.create_order({sensor["id"]: 2})
+
+    assert order["total"] == "49.80"
+    assert foo.list_orders() == [order]
+    assert foo.get_order(order["id"]) == order
+    as_list = foo.create_order([{"product": sensor["id"], "quantity": 1}])
+    as_pairs = foo.create_order([(sensor["id"], 3)])
+    assert [as_list["total"], as_pairs["total"]] == ["24.90", "74.70"]
+
+
+# --- tokens --------------------------------------------------------------------------------------
+
+
+def test_one_token_serves_many_calls(sandbox):
+    new_client, foo = sandbox
+    foo.list_products()
+    foo.list_orders()
+    foo.get_product(Product.objects.first().pk)
+    assert AccessToken.objects.filter(application=new_client.application).count() == 1
+
+
+def test_a_new_token_shortly_before_the_old_one_expires(sandbox, monkeypatch):
+    new_client, foo = sandbox
+    foo.list_products()
+    issued_in = foo._renew_at - client_module.time.monotonic()
+    assert 3600 - 31 < issued_in <= 3600 - 30  # renewed 30 s before the hour is up
+
+    later = client_module.time.monotonic() + issued_in + 1
+
+    class Later:
+        @staticmethod
+        def monotonic():
+            return later
+
+    monkeypatch.setattr(client_module, "time", Later)
+    foo.list_products()
+    assert AccessToken.objects.filter(application=new_client.application).count() == 2
+
+
+def test_a_revoked_token_is_replaced_and_the_call_retried_once(sandbox):
+    new_client, foo = sandbox
+    foo.list_products()
+    first = AccessToken.objects.get(application=new_client.application)
+    services.revoke_token(token=first, actor="tests")
+
+    assert len(foo.list_products()) == len(DEMO_CATALOGUE)
+
+    tokens = AccessToken.objects.filter(application=new_client.application)
+    assert tokens.count() == 1 and tokens.get().pk != first.pk
+
+
+def test_a_client_disabled_meanwhile_is_a_foo_auth_error(sandbox):
+    new_client, foo = sandbox
+    foo.list_products()
+    services.set_client_enabled(application=new_client.application, enabled=False, actor="tests")
+
+    with pytest.raises(FooAuthError) as raised:
+        foo.list_products()
+    assert raised.value.error == "invalid_client"  # the retry's new token was refused
+
+
+def test_a_wrong_secret_is_a_foo_auth_error(server, catalogue):
+    new_client = make_client(scopes=SANDBOX_SCOPES)
+    foo = FooClient(**credentials(server, new_client, client_secret="not-the-secret"))
+    with pytest.raises(FooAuthError) as raised:
+        foo.list_products()
+    assert (raised.value.status, raised.value.error) == (401, "invalid_client")
+
+
+# --- errors --------------------------------------------------------------------------------------
+
+
+def test_a_missing_scope_is_a_foo_scope_error_naming_it(sandbox):
+    _, foo = sandbox
+    with pytest.raises(FooScopeError) as raised:
+        foo.create_order({Product.objects.first().pk: 1})
+    assert raised.value.scope == "orders:write"
+    assert raised.value.status == 403
+    assert "orders:write" in str(raised.value)
+
+
+def test_asking_for_a_scope_the_client_may_not_hold_is_a_foo_scope_error(server, catalogue):
+    new_client = make_client(scopes=SANDBOX_SCOPES)
+    foo = FooClient(**credentials(server, new_client), scope="orders:write")
+    with pytest.raises(FooScopeError) as raised:
+        foo.list_products()
+    assert raised.value.error == "invalid_scope"
+    assert raised.value.scope == "orders:write"
+
+
+def test_what_does_not_exist_is_a_foo_api_error(sandbox):
+    _, foo = sandbox
+    with pytest.raises(FooApiError) as raised:
+        foo.get_product(999999)
+    assert (raised.value.status, raised.value.error) == (404, "not_found")
+
+
+def test_an_invalid_order_is_a_foo_api_error_with_the_reason(shop):
+    _, foo = shop
+    with pytest.raises(FooApiError) as raised:
+        foo.create_order({999999: 1})
+    assert (raised.value.status, raised.value.error) == (400, "invalid_request")
+    assert "999999" in raised.value.description
+
+
+# --- TLS and configuration -----------------------------------------------------------------------
+
+
+def test_tls_is_verified_against_the_system_authorities_by_default(server, catalogue):
+    new_client = make_client(scopes=SANDBOX_SCOPES)
+    foo = FooClient(**credentials(server, new_client, ca_certificate=None))
+    with pytest.raises(FooConnectionError, match="TLS verification"):
+        foo.list_products()
+
+
+def test_a_certificate_other_than_the_servers_is_not_trusted(server, catalogue, tmp_path):
+    ensure_self_signed_certificate(tmp_path / "other.pem", tmp_path / "other.key", ["localhost"])
+    new_client = make_client(scopes=SANDBOX_SCOPES)
+    foo = FooClient(**credentials(server, new_client, ca_certificate=(tmp_path / "other.pem").read_text()))
+    with pytest.raises(FooConnectionError):
+        foo.list_products()
+
+
+def test_the_certificate_file_the_client_writes_is_private_and_removed_on_close(sandbox):
+    _, foo = sandbox
+    certificate_file = Path(foo._verify)
+    assert certificate_file.stat().st_mode & 0o077 == 0
+    foo.close()
+    assert not certificate_file.exists()
+
+
+def test_from_env_with_a_ca_bundle(server, catalogue, monkeypatch):
+    new_client = make_client(scopes=SANDBOX_SCOPES)
+    monkeypatch.setenv("FOO_CLIENT_ID", new_client.application.client_id)
+    monkeypatch.setenv("FOO_CLIENT_SECRET", new_client.client_secret)
+    monkeypatch.setenv("FOO_TOKEN_URL", f"{server.url}/oauth2/token")
+    monkeypatch.setenv("FOO_API_BASE_URL", f"{server.url}/api/v1")
+    monkeypatch.setenv("FOO_CA_BUNDLE", server.verify)
+
+    assert len(FooClient.from_env().list_products()) == len(DEMO_CATALOGUE)
+
+
+def test_from_env_names_what_is_missing(monkeypatch):
+    for name in ("FOO_CLIENT_ID", "FOO_CLIENT_SECRET", "FOO_TOKEN_URL", "FOO_API_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("FOO_CLIENT_ID", "abc")
+    with pytest.raises(FooConfigurationError, match="FOO_CLIENT_SECRET, FOO_TOKEN_URL, FOO_API_BASE_URL"):
+        FooClient.from_env()
+
+
+def test_a_credentials_file_without_secret_takes_it_from_the_environment(
+    server, catalogue, tmp_path, monkeypatch
+):
+    new_client = make_client(scopes=SANDBOX_SCOPES)
+    path = write_credentials(tmp_path, credentials(server, new_client, client_secret=None))
+    monkeypatch.delenv("FOO_CLIENT_SECRET", raising=False)
+    with pytest.raises(FooConfigurationError, match="FOO_CLIENT_SECRET"):
+        FooClient.from_credentials_file(path)
+
+    monkeypatch.setenv("FOO_CLIENT_SECRET", new_client.client_secret)
+    assert FooClient.from_credentials_file(path).list_products()
+
+
+@pytest.mark.parametrize(
+    "url", ["http://api.foo.example/api/v1", "ftp://localhost/api", "https://", "not a url"]
+)
+def test_secrets_never_go_over_plain_http_to_another_machine(url):
+    with pytest.raises(FooConfigurationError, match="https"):
+        FooClient(client_id="a", client_secret="b", token_url=url, api_base_url="https://foo.example/api/v1")
+
+
+def test_plain_http_to_this_machine_is_allowed_for_local_development():
+    foo = FooClient(
+        client_id="a",
+        client_secret="b",
+        token_url="http://127.0.0.1:9000/oauth2/token",
+        api_base_url="http://localhost:9000/api/v1/",
+    )
+    assert foo.api_base_url == "http://localhost:9000/api/v1"
+
+
+def test_an_unreadable_credentials_file_is_a_configuration_error(tmp_path):
+    with pytest.raises(FooConfigurationError, match="No credentials file"):
+        FooClient.from_credentials_file(tmp_path / "missing.json")
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(FooConfigurationError, match="Cannot read"):
+        FooClient.from_credentials_file(tmp_path / "broken.json")
+    (tmp_path / "partial.json").write_text('{"client_id": "x"}')
+    with pytest.raises(FooConfigurationError, match="token_url, api_base_url"):
+        FooClient.from_credentials_file(tmp_path / "partial.json")
+
+
+# --- the command line ----------------------------------------------------------------------------
+
+
+def test_cli_lists_products_as_a_table_and_as_json(server, catalogue, tmp_path, capsys):
+    new_client = make_client(scopes=SANDBOX_SCOPES)
+    path = write_credentials(tmp_path, credentials(server, new_client))
+
+    assert cli.main(["--credentials", str(path), "products"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["ID", "SKU", "NAME", "PRICE", "AVAILABLE"]
+    assert any("Foo Starter Kit" in line and "229.00" in line for line in table)
+
+    kit = Product.objects.get(sku="FOO-KIT-START")
+    assert cli.main(["--credentials", str(path), "--json", "product", str(kit.pk)]) == 0
+    assert json.loads(capsys.readouterr().out)["name"] == "Foo Starter Kit"
+
+
+def test_cli_reads_the_credentials_file_in_the_current_folder(
+    server, catalogue, tmp_path, capsys, monkeypatch
+):
+    new_client = make_client(scopes=SANDBOX_SCOPES)
+    write_credentials(tmp_path, credentials(server, new_client))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FOO_CLIENT_ID", raising=False)
+
+    assert cli.main(["orders"]) == 0
+    assert capsys.readouterr().out.strip() == "No orders yet."
+
+
+def test_cli_create_order_reports_the_missing_scope(server, catalogue, tmp_path, capsys):
+    new_client = make_client(scopes=SANDBOX_SCOPES)
+    path = write_credentials(tmp_path, credentials(server, new_client))
+
+    assert cli.main(["--credentials", str(path), "create-order", f"{Product.objects.first().pk}:2"]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("error: FooScopeError:")
+    assert "orders:write" in error
+
+
+def test_cli_places_an_order(server, catalogue, tmp_path, capsys):
+    new_client = make_client(scopes=SHOP_SCOPES)
+    path = write_credentials(tmp_path, credentials(server, new_client))
+
+    sensor, gateway = Product.objects.get(sku="FOO-SENSOR-01"), Product.objects.get(sku="FOO-GATEWAY-01")
+    assert cli.main(["--credentials", str(path), "create-order", f"{sensor.pk}:2", str(gateway.pk)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Order ")
+    assert "FOO-SENSOR-01" in out and "FOO-GATEWAY-01" in out
+
+
+def test_cli_token_prints_a_token_the_api_accepts(server, catalogue, tmp_path, capsys):
+    new_client = make_client(scopes=SANDBOX_SCOPES)
+    path = write_credentials(tmp_path, credentials(server, new_client))
+    assert cli.main(["--credentials", str(path), "token"]) == 0
+    token = capsys.readouterr().out.strip()
+    assert services.introspect_token(token)["client_id"] == new_client.application.client_id
