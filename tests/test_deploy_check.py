@@ -1,0 +1,78 @@
+"""With production settings (DEBUG off, TLS on: the defaults), `manage.py check --deploy` reports
+nothing, in a clean environment, silencing nothing."""
+
+import ast
+import subprocess
+import sys
+
+import pytest
+
+from tests.servers import PROJECT_DIR
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory):
+    """A fresh VAR_DIR with a migrated database, as `make run` leaves it (the OpenAPI schema the
+    deploy check renders reads the scope catalogue)."""
+    var_dir = tmp_path_factory.mktemp("deployment")
+    environment = {"PATH": "/usr/bin:/bin", "HOME": str(var_dir), "VAR_DIR": str(var_dir), "LANG": "C.UTF-8"}
+    manage(environment, "migrate", "--noinput", "--verbosity", "0")
+    return environment
+
+
+def manage(environment: dict, *arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", *arguments],
+        cwd=PROJECT_DIR,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_check_deploy_reports_nothing(deployment):
+    result = manage(deployment, "check", "--deploy", "--fail-level", "DEBUG")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues (0 silenced)." in result.stdout
+
+
+def test_check_deploy_would_notice_debug(deployment):
+    """The check above can fail: DEBUG on is reported."""
+    result = manage({**deployment, "DEBUG": "on"}, "check", "--deploy", "--fail-level", "WARNING")
+    assert result.returncode != 0
+    assert "security.W018" in result.stdout + result.stderr
+
+
+def test_production_settings(deployment):
+    names = [
+        "DEBUG",
+        "SESSION_COOKIE_SECURE",
+        "CSRF_COOKIE_SECURE",
+        "SESSION_COOKIE_HTTPONLY",
+        "CSRF_COOKIE_HTTPONLY",
+        "SECURE_SSL_REDIRECT",
+        "SECURE_HSTS_SECONDS",
+        "SECURE_HSTS_INCLUDE_SUBDOMAINS",
+        "X_FRAME_OPTIONS",
+        "SECURE_REFERRER_POLICY",
+        "SILENCED_SYSTEM_CHECKS",
+    ]
+    script = f"from django.conf import settings; print([getattr(settings, name) for name in {names!r}])"
+    result = manage(deployment, "shell", "--verbosity", "0", "--command", script)
+    assert result.returncode == 0, result.stderr
+    values = dict(zip(names, ast.literal_eval(result.stdout.strip()), strict=True))
+    assert values == {
+        "DEBUG": False,
+        "SESSION_COOKIE_SECURE": True,
+        "CSRF_COOKIE_SECURE": True,
+        "SESSION_COOKIE_HTTPONLY": True,
+        "CSRF_COOKIE_HTTPONLY": True,
+        "SECURE_SSL_REDIRECT": True,
+        "SECURE_HSTS_SECONDS": 31_536_000,
+        "SECURE_HSTS_INCLUDE_SUBDOMAINS": True,
+        "X_FRAME_OPTIONS": "DENY",
+        "SECURE_REFERRER_POLICY": "same-origin",
+        "SILENCED_SYSTEM_CHECKS": [],
+    }

@@ -1,0 +1,207 @@
+"""Secrets and tokens never reach a log: every log line of a full flow (register a client, get
+tokens, call the API, introspect, revoke, the mistakes clients make on the way) is captured, at
+DEBUG, and none holds a raw client secret, access token or registration access token."""
+
+import json
+import logging
+import subprocess
+import sys
+
+import pytest
+import requests
+
+from fooapi.services import seed_demo_catalogue
+from tests.helpers import basic, bearer, make_client, post_form
+from tests.servers import PROJECT_DIR, LiveServer, server_environment
+
+
+def assert_no_credential_in(text: str, credentials: list[str], where: str) -> None:
+    assert len(credentials) >= 4 and all(len(credential) >= 20 for credential in credentials)
+    for credential in credentials:
+        assert credential not in text, f"a credential appears in {where}"
+
+
+def full_flow(send, credentials: list[str]) -> None:
+    """Drive the flow through `send(method, path, **kwargs) -> (status, json)`, collecting every
+    credential the server hands out into `credentials`."""
+    registrar = make_client(scopes=["registration"], name="registrar")
+    resource_server = make_client(scopes=["introspection"], name="resource server")
+    credentials += [registrar.client_secret, resource_server.client_secret]
+
+    _, issued = send("token", registrar.application.client_id, registrar.client_secret)
+    initial_access_token = issued["access_token"]
+    credentials.append(initial_access_token)
+    status, registered = send("register", initial_access_token)
+    assert status == 201, registered
+    credentials += [registered["client_secret"], registered["registration_access_token"]]
+    client_id, client_secret = registered["client_id"], registered["client_secret"]
+
+    status, issued = send("token", client_id, client_secret)
+    assert status == 200
+    token = issued["access_token"]
+    credentials.append(token)
+    status, _ = send("token_in_body", client_id, client_secret)
+    assert status == 200
+    status, _ = send("token", client_id, client_secret[:-1] + "x")  # a wrong secret
+    assert status == 401
+    status, _ = send("secret_in_query", client_id, client_secret)  # a client doing it wrong
+    assert status == 400
+
+    status, products = send("api", token, "/api/v1/products")
+    assert status == 200, products
+    status, _ = send("api", token, "/api/v1/orders")
+    assert status == 200
+    status, _ = send("api", token[:-1] + "x", "/api/v1/products")  # a mangled token
+    assert status == 401
+    status, _ = send("token_in_query", token)
+    assert status in {400, 401}
+
+    introspector = (resource_server.application.client_id, resource_server.client_secret)
+    status, answer = send("introspect", introspector, token)
+    assert answer["active"] is True
+    status, _ = send("revoke", client_id, client_secret, token)
+    assert status == 200
+    status, answer = send("introspect", introspector, token)
+    assert answer == {"active": False}
+    status, _ = send("manage_registration", client_id, registered["registration_access_token"])
+    assert status == 200
+
+
+# --- in-process: every log record, before any redaction ------------------------------------------
+
+
+def in_process_sender(http):
+    def send(action: str, *args):
+        if action in {"token", "token_in_body", "secret_in_query"}:
+            client_id, client_secret = args
+            if action == "token":
+                pairs, headers, path = (
+                    {"grant_type": "client_credentials"},
+                    basic(client_id, client_secret),
+                    "/oauth2/token",
+                )
+            elif action == "token_in_body":
+                pairs = {
+                    "grant_type": "client_credentials",
+                    "client_id": client_id,
+                    "client_secret": client_secret,
+                }
+                headers, path = {}, "/oauth2/token"
+            else:
+                pairs, headers = {"grant_type": "client_credentials"}, {}
+                path = f"/oauth2/token?client_id={client_id}&client_secret={client_secret}"
+            response = post_form(http, path, pairs, **headers)
+        elif action == "register":
+            response = http.post(
+                "/oauth2/register",
+                {"client_name": "logged"},
+                content_type="application/json",
+                **bearer(args[0]),
+            )
+        elif action == "api":
+            response = http.get(args[1], **bearer(args[0]))
+        elif action == "token_in_query":
+            response = http.get(f"/api/v1/products?access_token={args[0]}")
+        elif action == "introspect":
+            (resource_id, resource_secret), token = args
+            response = post_form(
+                http, "/oauth2/introspect", {"token": token}, **basic(resource_id, resource_secret)
+            )
+        elif action == "revoke":
+            client_id, client_secret, token = args
+            response = post_form(http, "/oauth2/revoke", {"token": token}, **basic(client_id, client_secret))
+        else:  # manage_registration
+            response = http.get(f"/oauth2/register/{args[0]}", **bearer(args[1]))
+        body = response.json() if response.content else {}
+        return response.status_code, body
+
+    return send
+
+
+def test_no_log_record_of_a_full_flow_holds_a_credential(client, db, caplog):
+    seed_demo_catalogue()
+    caplog.set_level(logging.DEBUG)  # the root logger: every record any logger lets through
+    credentials: list[str] = []
+
+    full_flow(in_process_sender(client), credentials)
+
+    assert caplog.records, "nothing was logged: the capture is not working"
+    formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
+    text = "\n".join(formatter.format(record) for record in caplog.records)  # message and traceback
+    assert_no_credential_in(text, credentials, "the log records")
+
+
+# --- a real server: everything gunicorn writes, access log included ------------------------------
+
+
+def live_sender(server: LiveServer):
+    def call(method: str, path: str, **kwargs):
+        response = requests.request(method, f"{server.url}{path}", verify=server.verify, timeout=30, **kwargs)
+        return response.status_code, (response.json() if response.content else {})
+
+    def send(action: str, *args):
+        if action == "token":
+            return call("POST", "/oauth2/token", data={"grant_type": "client_credentials"}, auth=args)
+        if action == "token_in_body":
+            client_id, client_secret = args
+            data = {
+                "grant_type": "client_credentials",
+                "client_id": client_id,
+                "client_secret": client_secret,
+            }
+            return call("POST", "/oauth2/token", data=data)
+        if action == "secret_in_query":
+            client_id, client_secret = args
+            path = f"/oauth2/token?client_id={client_id}&client_secret={client_secret}"
+            return call("POST", path, data={"grant_type": "client_credentials"})
+        if action == "register":
+            return call(
+                "POST", "/oauth2/register", json={"client_name": "logged"}, headers=bearer_header(args[0])
+            )
+        if action == "api":
+            return call("GET", args[1], headers=bearer_header(args[0]))
+        if action == "token_in_query":
+            return call("GET", f"/api/v1/products?access_token={args[0]}")
+        if action == "introspect":
+            return call("POST", "/oauth2/introspect", data={"token": args[1]}, auth=args[0])
+        if action == "revoke":
+            return call("POST", "/oauth2/revoke", data={"token": args[2]}, auth=args[:2])
+        return call("GET", f"/oauth2/register/{args[0]}", headers=bearer_header(args[1]))
+
+    return send
+
+
+def bearer_header(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.mark.live
+def test_no_line_a_server_writes_during_a_full_flow_holds_a_credential(
+    django_db_setup, django_db_blocker, transactional_db
+):
+    seed_demo_catalogue()
+    credentials: list[str] = []
+    # The documented way to register a client, its stderr captured too (stdout shows the secret once).
+    command = subprocess.run(
+        [sys.executable, "manage.py", "create_client", "--name", "by command", "--json"],
+        cwd=PROJECT_DIR,
+        env=server_environment(LOG_LEVEL="DEBUG"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    created = json.loads(command.stdout)
+    credentials.append(created["client_secret"])
+
+    with django_db_blocker.unblock(), LiveServer(workers=2, LOG_LEVEL="DEBUG", ACCESS_LOG="on") as server:
+        send = live_sender(server)
+        status, issued = send("token", created["client_id"], created["client_secret"])
+        assert status == 200
+        credentials.append(issued["access_token"])
+        full_flow(send, credentials)
+        output = server.output()
+
+    assert "/oauth2/token" in output and "/api/v1/products" in output, "the access log is not captured"
+    assert_no_credential_in(output, credentials, "the server's output")
+    assert_no_credential_in(command.stderr, credentials, "create_client's stderr")

@@ -1,0 +1,321 @@
+"""Brute force and floods are throttled (authserver/throttling.py, settings.THROTTLE_LIMITS).
+
+Failed client authentication is counted per client id and address and per address, token requests
+per address, failed logins per username and address and per address, sign-ups per address. Over a
+limit: 429 with Retry-After (JSON on machine paths, a page in the browser); a caller who knows only
+a client id or a username cannot lock its owner out from the owner's own address.
+"""
+
+from types import SimpleNamespace
+
+import pytest
+import redis
+import requests
+from django.conf import settings as django_settings
+from django.contrib.auth import get_user_model
+
+from authserver import throttling
+from tests.helpers import basic, make_client, post_form
+from tests.servers import LiveServer, RedisServer
+
+ATTACKER = "203.0.113.66"
+OWNER = "198.51.100.7"
+PASSWORD = "correct horse battery staple 42"
+
+
+def token_request(http, client_id: str, client_secret: str, address: str):
+    credentials = basic(client_id, client_secret)
+    return post_form(
+        http, "/oauth2/token", {"grant_type": "client_credentials"}, REMOTE_ADDR=address, **credentials
+    )
+
+
+def assert_throttled_json(response, *, at_most: int):
+    assert response.status_code == 429, response.content
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["error"] == "too_many_requests"
+    assert response["Cache-Control"] == "no-store"
+    assert 0 < int(response["Retry-After"]) <= at_most + 1
+
+
+def limit(name: str) -> throttling.Limit:
+    return throttling.Limit.from_setting(name)
+
+
+def test_the_limits_are_the_documented_settings():
+    """README "What the server promises" quotes these numbers."""
+    assert django_settings.THROTTLE_LIMITS == {
+        "token_requests_per_address": (6000, 60),
+        "client_auth_failures_per_client_and_address": (10, 300),
+        "client_auth_failures_per_address": (50, 300),
+        "login_failures_per_user_and_address": (5, 900),
+        "login_failures_per_address": (30, 900),
+        "signups_per_address": (10, 3600),
+    }
+    assert (
+        limit("client_auth_failures_per_client_and_address")
+        == throttling.CLIENT_AUTH_FAILURES_PER_CLIENT_AND_ADDRESS
+    )
+
+
+# --- client authentication at the token endpoint -------------------------------------------------
+
+
+def test_failed_secrets_for_one_client_lock_that_client_at_that_address_only(client, new_client):
+    client_id, allowed = (
+        new_client.application.client_id,
+        limit("client_auth_failures_per_client_and_address"),
+    )
+    for _ in range(allowed.count):
+        assert token_request(client, client_id, "guess", ATTACKER).status_code == 401
+
+    # The right secret from the attacker's address is refused unchecked...
+    assert_throttled_json(token_request(client, client_id, new_client.client_secret, ATTACKER), at_most=300)
+    # ...while the client, from its own address, is not locked out.
+    assert token_request(client, client_id, new_client.client_secret, OWNER).status_code == 200
+
+
+def test_failures_across_many_client_ids_lock_the_address(client, new_client):
+    per_address = limit("client_auth_failures_per_address")
+    for attempt in range(per_address.count):
+        response = token_request(client, f"made-up-{attempt}", "guess", ATTACKER)
+        assert response.status_code == 401
+
+    response = token_request(client, new_client.application.client_id, new_client.client_secret, ATTACKER)
+    assert_throttled_json(response, at_most=300)
+    assert token_request(client, "yet-another", "guess", OWNER).status_code == 401
+
+
+def test_a_throttled_attempt_is_not_checked_and_not_audited(client, new_client):
+    client_id = new_client.application.client_id
+    for _ in range(limit("client_auth_failures_per_client_and_address").count):
+        token_request(client, client_id, "guess", ATTACKER)
+    failures = new_client.application.audit_events.filter(kind="auth_failed").count()
+
+    assert token_request(client, client_id, "guess", ATTACKER).status_code == 429
+    assert new_client.application.audit_events.filter(kind="auth_failed").count() == failures
+
+
+def test_the_lock_ends_with_its_window(client, new_client, monkeypatch):
+    client_id = new_client.application.client_id
+    now = 1_800_000_000.0
+    monkeypatch.setattr(throttling, "time", SimpleNamespace(time=lambda: now))
+    for _ in range(limit("client_auth_failures_per_client_and_address").count):
+        token_request(client, client_id, "guess", ATTACKER)
+    response = token_request(client, client_id, new_client.client_secret, ATTACKER)
+    assert response.status_code == 429
+    retry_after = int(response["Retry-After"])
+
+    now += retry_after
+    assert token_request(client, client_id, new_client.client_secret, ATTACKER).status_code == 200
+
+
+def test_a_forged_x_forwarded_for_does_not_dodge_the_limit(client, new_client):
+    """Without a trusted proxy (TRUSTED_PROXY_COUNT=0), X-Forwarded-For is the caller's own text."""
+    client_id = new_client.application.client_id
+    for attempt in range(limit("client_auth_failures_per_client_and_address").count):
+        response = post_form(
+            client,
+            "/oauth2/token",
+            {"grant_type": "client_credentials"},
+            REMOTE_ADDR=ATTACKER,
+            HTTP_X_FORWARDED_FOR=f"10.0.0.{attempt}",
+            **basic(client_id, "guess"),
+        )
+        assert response.status_code == 401
+    assert token_request(client, client_id, new_client.client_secret, ATTACKER).status_code == 429
+
+
+def test_behind_a_trusted_proxy_the_forwarded_address_is_counted(client, new_client, settings):
+    settings.TRUSTED_PROXY_COUNT = 1
+    client_id = new_client.application.client_id
+
+    def via_proxy(secret: str, caller: str):
+        return post_form(
+            client,
+            "/oauth2/token",
+            {"grant_type": "client_credentials"},
+            REMOTE_ADDR="127.0.0.1",
+            HTTP_X_FORWARDED_FOR=f"192.0.2.1, {caller}",  # the first hop is the caller's own text
+            **basic(client_id, secret),
+        )
+
+    for _ in range(limit("client_auth_failures_per_client_and_address").count):
+        assert via_proxy("guess", ATTACKER).status_code == 401
+    assert via_proxy(new_client.client_secret, ATTACKER).status_code == 429
+    assert via_proxy(new_client.client_secret, OWNER).status_code == 200
+
+
+def test_token_requests_per_address_are_limited(client, new_client, monkeypatch):
+    monkeypatch.setattr(
+        throttling, "TOKEN_REQUESTS_PER_ADDRESS", throttling.Limit("token_requests_per_address", 5, 60)
+    )
+    client_id, secret = new_client.application.client_id, new_client.client_secret
+    for _ in range(5):
+        assert token_request(client, client_id, secret, ATTACKER).status_code == 200
+
+    assert_throttled_json(token_request(client, client_id, secret, ATTACKER), at_most=60)
+    assert token_request(client, client_id, secret, OWNER).status_code == 200
+
+
+def test_failed_client_authentication_at_introspection_and_revocation_counts_too(client, db):
+    resource_server = make_client(scopes=["introspection"], name="resource server")
+    client_id = resource_server.application.client_id
+    for attempt in range(limit("client_auth_failures_per_client_and_address").count):
+        path = "/oauth2/introspect" if attempt % 2 else "/oauth2/revoke"
+        response = post_form(client, path, {"token": "x"}, REMOTE_ADDR=ATTACKER, **basic(client_id, "guess"))
+        assert response.status_code == 401, response.content
+
+    for path in ("/oauth2/introspect", "/oauth2/revoke"):
+        response = post_form(
+            client,
+            path,
+            {"token": "x"},
+            REMOTE_ADDR=ATTACKER,
+            **basic(client_id, resource_server.client_secret),
+        )
+        assert_throttled_json(response, at_most=300)
+
+
+def test_throttling_can_be_switched_off(client, new_client, settings):
+    settings.THROTTLE_ENABLED = False
+    client_id = new_client.application.client_id
+    for _ in range(limit("client_auth_failures_per_client_and_address").count + 5):
+        token_request(client, client_id, "guess", ATTACKER)
+    assert token_request(client, client_id, new_client.client_secret, ATTACKER).status_code == 200
+
+
+def test_a_client_id_of_any_text_is_counted(client, db):
+    """Counter keys are hashed: spaces, control characters or kilobytes in a client id count like any."""
+    odd_id = "a client id\twith spaces\x01and " + "x" * 3000
+    for _ in range(limit("client_auth_failures_per_client_and_address").count):
+        assert token_request(client, odd_id, "guess", ATTACKER).status_code == 401
+    assert token_request(client, odd_id, "guess", ATTACKER).status_code == 429
+
+
+# --- logins and sign-ups in the browser --------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashes(settings):
+    # Dozens of login attempts per test; the production hasher would take most of a minute.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher", *settings.PASSWORD_HASHERS]
+
+
+@pytest.fixture
+def operator(db):
+    return get_user_model().objects.create_superuser(username="operator", email="", password=PASSWORD)
+
+
+@pytest.fixture
+def developer(db):
+    return get_user_model().objects.create_user(username="dev", email="dev@example.com", password=PASSWORD)
+
+
+LOGIN_PAGES = [("/admin/login/", "operator"), ("/accounts/login/", "developer")]
+
+
+def login(http, path: str, username: str, password: str, address: str):
+    return http.post(path, {"username": username, "password": password}, REMOTE_ADDR=address)
+
+
+def assert_throttled_page(response, *, at_most: int):
+    assert response.status_code == 429
+    assert response["Content-Type"].startswith("text/html")
+    assert 0 < int(response["Retry-After"]) <= at_most + 1
+    assert b"Too many attempts" in response.content
+
+
+@pytest.mark.parametrize(("path", "account"), LOGIN_PAGES)
+def test_failed_logins_lock_that_username_at_that_address_only(client, request, path, account):
+    user = request.getfixturevalue(account)
+    for _ in range(limit("login_failures_per_user_and_address").count):
+        assert login(client, path, user.username, "wrong", ATTACKER).status_code == 200  # the form again
+
+    assert_throttled_page(login(client, path, user.username, PASSWORD, ATTACKER), at_most=900)
+    # Usernames are counted case-insensitively: changing the case is no way around the lock.
+    assert login(client, path, user.username.upper(), PASSWORD, ATTACKER).status_code == 429
+    assert login(client, path, user.username, PASSWORD, OWNER).status_code == 302
+
+
+@pytest.mark.parametrize(("path", "account"), LOGIN_PAGES)
+def test_failed_logins_across_usernames_lock_the_address(client, request, path, account):
+    user = request.getfixturevalue(account)
+    for attempt in range(limit("login_failures_per_address").count):
+        login(client, path, f"nobody-{attempt}", "wrong", ATTACKER)
+
+    assert_throttled_page(login(client, path, user.username, PASSWORD, ATTACKER), at_most=900)
+    assert login(client, path, user.username, PASSWORD, OWNER).status_code == 302
+
+
+@pytest.mark.parametrize(("path", "account"), LOGIN_PAGES)
+def test_a_successful_login_clears_the_usernames_failures(client, request, path, account):
+    user = request.getfixturevalue(account)
+    allowed = limit("login_failures_per_user_and_address").count
+    for _ in range(allowed - 1):
+        login(client, path, user.username, "wrong", OWNER)
+    assert login(client, path, user.username, PASSWORD, OWNER).status_code == 302
+    client.logout()
+
+    for _ in range(allowed - 1):
+        login(client, path, user.username, "wrong", OWNER)
+    assert login(client, path, user.username, PASSWORD, OWNER).status_code == 302
+
+
+def test_sign_ups_per_address_are_limited(client, db):
+    for number in range(limit("signups_per_address").count):
+        response = client.post(
+            "/accounts/signup/",
+            {
+                "username": f"developer{number}",
+                "email": f"developer{number}@example.com",
+                "password1": PASSWORD,
+                "password2": PASSWORD,
+            },
+            REMOTE_ADDR=ATTACKER,
+        )
+        assert response.status_code == 302, response.content
+        client.logout()
+
+    response = client.post(
+        "/accounts/signup/",
+        {"username": "one-more", "email": "more@example.com", "password1": PASSWORD, "password2": PASSWORD},
+        REMOTE_ADDR=ATTACKER,
+    )
+    assert_throttled_page(response, at_most=3600)
+    assert not get_user_model().objects.filter(username="one-more").exists()
+
+
+# --- counters shared by several app nodes through Redis -----------------------------------------
+
+
+@pytest.mark.live
+def test_app_nodes_sharing_redis_share_the_counters(django_db_setup, django_db_blocker, transactional_db):
+    """Two servers (two app nodes) with one REDIS_URL: failures on either count for both."""
+    new_client = make_client()
+    client_id, secret = new_client.application.client_id, new_client.client_secret
+    with django_db_blocker.unblock(), RedisServer() as redis_server:
+        nodes = [LiveServer(workers=1, REDIS_URL=redis_server.url) for _ in range(2)]
+        with nodes[0] as first, nodes[1] as second:
+
+            def post(node: LiveServer, secret: str) -> requests.Response:
+                return requests.post(
+                    f"{node.url}/oauth2/token",
+                    data={"grant_type": "client_credentials"},
+                    auth=(client_id, secret),
+                    verify=node.verify,
+                    timeout=30,
+                )
+
+            for attempt in range(limit("client_auth_failures_per_client_and_address").count):
+                assert post((first, second)[attempt % 2], "guess").status_code == 401
+
+            for node in (first, second):
+                throttled = post(node, secret)
+                assert throttled.status_code == 429, throttled.text
+                assert throttled.json()["error"] == "too_many_requests"
+                assert int(throttled.headers["Retry-After"]) > 0
+
+        # The counters are in Redis, where every node reads them.
+        stored = redis.Redis(port=redis_server.port).keys("*throttle:client_auth_failures_per_client_and*")
+        assert len(stored) == 1
