@@ -1,0 +1,324 @@
+"""The benchmark (`make bench`) keeps working, and what it made fast still behaves the same.
+
+The bench runs here for a second per row: a smoke test that the command, its load generators and
+its report do not rot. Nothing here judges speed.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.db.models.signals import post_save
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from oauth2_provider.models import AccessToken, RefreshToken
+
+from authserver import hotpath, services
+from authserver.models import Application, AuditEvent
+from authserver.oauth import TOKEN_CHARACTERS, generate_access_token
+from bench.run import parse_wrk_output, server_environment
+from tests.helpers import basic, bearer, issue_token, make_client, post_form, request_token
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
+
+
+def run_bench(*arguments: str, tmp_path: Path) -> tuple[subprocess.CompletedProcess, dict]:
+    results = tmp_path / "bench.json"
+    name = f"smoke-{os.getpid()}-{time.monotonic_ns() % 10**6}"
+    environment = {**os.environ, "DATABASE_URL": os.environ.get("DATABASE_URL", "")}
+    environment.pop("DJANGO_SETTINGS_MODULE", None)
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--seconds", "1", "--warmup", "0", "--connections", "4",
+         "--name", name, "--drop", "--json", str(results), *arguments],
+        cwd=PROJECT_DIR, env=environment, capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    return completed, json.loads(results.read_text())
+
+
+@pytest.mark.live
+def test_bench_measures_every_row_against_the_floor_and_counts_queries(tmp_path):
+    completed, results = run_bench(tmp_path=tmp_path)
+
+    rows = {row["kind"]: row for row in results["rows"]}
+    assert set(rows) == {"floor", "token", "introspect", "products"}
+    for row in rows.values():
+        assert row["requests"] > 0
+        assert row["errors"] == 0, row
+        assert row["p50_ms"] <= row["p99_ms"]
+    assert rows["floor"]["ratio"] == 1.0
+    assert rows["token"]["ratio"] == pytest.approx(
+        rows["token"]["requests_per_second"] / rows["floor"]["requests_per_second"]
+    )
+    assert results["queries"]["floor"] == 0
+    assert results["queries"]["token"] >= 3 and results["queries"]["introspect"] >= 2
+    assert "load generator: wrk" in completed.stdout
+    assert "| POST /oauth2/token" in completed.stdout and "\u00d7 floor" in completed.stdout
+
+
+@pytest.mark.live
+def test_bench_names_the_python_generator_when_it_uses_it(tmp_path):
+    completed, results = run_bench("--generator", "python", "--rows", "floor,token", tmp_path=tmp_path)
+
+    assert "load generator: bench/loadgen.py" in completed.stdout
+    assert [row["kind"] for row in results["rows"]] == ["floor", "token"]
+    assert all(row["requests"] > 0 and row["errors"] == 0 for row in results["rows"])
+
+
+def test_bench_server_runs_with_production_settings_and_the_limiter_on():
+    environment = server_environment("sqlite:////tmp/x.sqlite3", 8123, workers=2)
+    assert environment["DEBUG"] == "off" and environment["TLS"] == "off"
+    assert environment["BIND"] == "127.0.0.1:8123" and environment["WEB_CONCURRENCY"] == "2"
+    assert environment["THROTTLE"] == "on"
+    assert int(environment["THROTTLE_TOKEN_REQUESTS_PER_MINUTE"]) >= 10**9
+
+
+def test_a_wrk_run_without_its_summary_line_is_an_error():
+    assert parse_wrk_output('BENCH_RESULT {"requests": 3}\n') == {"requests": 3}
+    with pytest.raises(SystemExit):
+        parse_wrk_output("unable to connect to 127.0.0.1:1 Connection refused\n")
+
+
+# --- queries per request kind (what the bench reports), without transaction control -----------
+
+
+def statements(captured) -> list[str]:
+    return [
+        query["sql"]
+        for query in captured.captured_queries
+        if not query["sql"].startswith(TRANSACTION_CONTROL)
+    ]
+
+
+def test_a_token_request_reads_the_client_once_and_writes_token_and_audit_event(client, new_client):
+    request_token(client, new_client)  # per-process caches
+    with CaptureQueriesContext(connection) as captured:
+        response = request_token(client, new_client)
+
+    assert response.status_code == 200
+    sql = statements(captured)
+    assert [statement.split()[0] for statement in sql] == ["SELECT", "INSERT", "INSERT"]
+    assert "authserver_scope" in sql[0]  # the client's scopes come with the client
+    assert "oauth2_provider_accesstoken" in sql[1] and "authserver_auditevent" in sql[2]
+
+
+def test_introspection_reads_the_client_and_the_token_once_each(client, new_client):
+    resource_server = make_client(scopes=["introspection"], name="resource server")
+    token = issue_token(client, new_client)
+    credentials = basic(resource_server.application.client_id, resource_server.client_secret)
+    post_form(client, "/oauth2/introspect", {"token": token}, **credentials)
+    with CaptureQueriesContext(connection) as captured:
+        response = post_form(client, "/oauth2/introspect", {"token": token}, **credentials)
+
+    assert response.json()["active"] is True
+    assert len(statements(captured)) == 2
+
+
+# --- the compiled lookups return what the ORM returns, read afresh every time -----------------------
+
+
+def test_the_client_lookup_returns_the_client_with_its_scopes(new_client):
+    application = new_client.application
+    loaded = hotpath.client_with_scope_names(application.client_id)
+
+    stored = Application.objects.get(pk=application.pk)
+    assert {field.attname: getattr(loaded, field.attname) for field in Application._meta.concrete_fields} == {
+        field.attname: getattr(stored, field.attname) for field in Application._meta.concrete_fields
+    }
+    with CaptureQueriesContext(connection) as captured:
+        assert loaded.allowed_scope_names == ["orders:read", "products:read"]
+    assert captured.captured_queries == []
+    assert hotpath.client_with_scope_names("no such client") is None
+
+
+def test_a_client_without_scopes_has_none(db):
+    application = make_client(scopes=[]).application
+    assert hotpath.client_with_scope_names(application.client_id).allowed_scope_names == []
+
+
+def test_the_token_lookup_returns_the_token_with_its_client(client, new_client):
+    token = issue_token(client, new_client)
+    stored = AccessToken.objects.get(application=new_client.application)
+
+    loaded = hotpath.access_token_with_client(stored.token_checksum)
+
+    assert loaded.pk == stored.pk and loaded.expires == stored.expires and loaded.scope == stored.scope
+    assert loaded.resource == stored.resource
+    with CaptureQueriesContext(connection) as captured:
+        assert loaded.application.client_id == new_client.application.client_id
+        assert loaded.user is None
+    assert captured.captured_queries == []
+    assert token  # the raw token itself is never stored
+    assert hotpath.access_token_with_client("0" * 64) is None
+
+
+def test_a_scope_taken_from_a_client_is_refused_at_the_next_request(client, new_client):
+    issue_token(client, new_client, scope="orders:read")
+    services.update_client(
+        application=new_client.application, actor="tests", changed_fields=[], scopes=["products:read"]
+    )
+
+    response = request_token(client, new_client, scope="orders:read")
+
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_scope"
+
+
+def test_revocation_and_disabling_take_effect_at_the_next_request(client, new_client):
+    revoked, kept = issue_token(client, new_client), issue_token(client, new_client)
+    assert client.get("/api/v1/products", **bearer(revoked)).status_code == 200
+
+    services.revoke_token(token=AccessToken.objects.get(token_checksum=checksum(revoked)), actor="tests")
+    assert client.get("/api/v1/products", **bearer(revoked)).status_code == 401
+    assert client.get("/api/v1/products", **bearer(kept)).status_code == 200
+
+    services.set_client_enabled(application=new_client.application, enabled=False, actor="tests")
+    assert client.get("/api/v1/products", **bearer(kept)).status_code == 401
+    assert request_token(client, new_client).status_code == 401
+
+
+def checksum(token: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+# --- the audit event: one per token, in the token's transaction ----------------------------------
+
+
+def test_every_token_has_its_audit_event(client, new_client):
+    for _ in range(3):
+        issue_token(client, new_client)
+    events = AuditEvent.objects.filter(kind=AuditEvent.Kind.TOKEN_ISSUED, application=new_client.application)
+    assert events.count() == AccessToken.objects.filter(application=new_client.application).count() == 3
+    event = events.first()
+    assert event.client_id == new_client.application.client_id
+    assert event.remote_addr == "127.0.0.1"
+    assert event.detail == {"scope": "orders:read products:read", "expires_in": 3600}
+
+
+def test_no_token_is_stored_when_its_audit_event_cannot_be(client, new_client, monkeypatch):
+    def failing_insert(**values):
+        raise RuntimeError("audit store unavailable")
+
+    monkeypatch.setattr(hotpath, "create_audit_event", failing_insert)
+    with pytest.raises(RuntimeError):
+        request_token(client, new_client)
+    assert not AccessToken.objects.filter(application=new_client.application).exists()
+
+
+def test_audit_events_go_through_save_while_something_listens_to_it(new_client):
+    heard = []
+
+    def receiver(sender, instance, created, **kwargs):
+        heard.append((instance.pk, created))
+
+    post_save.connect(receiver, sender=AuditEvent)
+    try:
+        event = services.record_event(kind=AuditEvent.Kind.AUTH_FAILED, actor="tests", client_id="x")
+    finally:
+        post_save.disconnect(receiver, sender=AuditEvent)
+    assert heard == [(event.pk, True)]
+
+
+def test_a_recorded_event_is_a_saved_instance(new_client):
+    event = services.record_event(
+        kind=AuditEvent.Kind.AUTH_FAILED, actor="tests", client_id="x\x00y", remote_addr="::1"
+    )
+    assert event.pk is not None and not event._state.adding
+    stored = AuditEvent.objects.get(pk=event.pk)
+    assert (stored.client_id, stored.remote_addr, stored.detail) == ("xy", "::1", {})
+
+
+# --- tokens, writers, cleanup, bulk loading ------------------------------------------------------
+
+
+def test_access_tokens_keep_oauthlibs_format_and_never_repeat():
+    tokens = {generate_access_token(None) for _ in range(2000)}
+    assert len(tokens) == 2000
+    assert all(len(token) == 30 and set(token) <= set(TOKEN_CHARACTERS) for token in tokens)
+    assert set("".join(tokens)) == set(TOKEN_CHARACTERS)  # every character is drawn
+
+
+@pytest.mark.skipif(
+    os.environ.get("DATABASE_URL", "").startswith("postgres"), reason="SQLite's single writer only"
+)
+def test_token_writers_on_sqlite_take_turns(transactional_db):
+    second_in = threading.Event()
+
+    def second_writer():
+        with hotpath.queued_writes():
+            second_in.set()
+        connection.close()
+
+    with hotpath.queued_writes():
+        other = threading.Thread(target=second_writer)
+        other.start()
+        assert not second_in.wait(0.3)  # queued behind the first
+    assert second_in.wait(5)
+    other.join()
+
+
+def make_tokens(application, *, count: int, expires) -> list[AccessToken]:
+    tokens = [
+        AccessToken(
+            application=application, token_checksum=f"{application.pk}-{expires:%s}-{n}", expires=expires
+        )
+        for n in range(count)
+    ]
+    return AccessToken.objects.bulk_create(tokens)
+
+
+def test_cleanup_deletes_expired_tokens_in_batches_and_keeps_the_rest(new_client, django_user_model):
+    application = new_client.application
+    expired = make_tokens(application, count=7, expires=timezone.now() - timedelta(minutes=1))
+    valid = make_tokens(application, count=2, expires=timezone.now() + timedelta(hours=1))
+    kept_for_its_refresh_token = expired.pop()
+    RefreshToken.objects.create(
+        user=django_user_model.objects.create_user("owner"),
+        application=application,
+        token="r",
+        access_token=kept_for_its_refresh_token,
+    )
+    progress = []
+
+    deleted = services.clear_expired_tokens(
+        batch_size=2, pause=0, progress=lambda *done: progress.append(done)
+    )
+
+    assert deleted == 6
+    assert progress == [(2, 6), (4, 6), (6, 6)]
+    remaining = set(AccessToken.objects.values_list("pk", flat=True))
+    assert remaining == {token.pk for token in valid} | {kept_for_its_refresh_token.pk}
+
+
+def test_the_cleanup_command_shows_progress_and_reports(new_client, capsys):
+    make_tokens(new_client.application, count=3, expires=timezone.now() - timedelta(seconds=1))
+
+    call_command("clear_expired_tokens", "--batch-size", "2")
+
+    out, err = capsys.readouterr()
+    assert "Deleted 3 expired access tokens" in out
+    assert "3/3" in err and "#" in err
+    assert not AccessToken.objects.exists()
+
+
+def test_bench_load_tokens_stores_tokens_for_a_client_of_its_own(db, capsys):
+    call_command("bench_load_tokens", "--count", "25", "--batch-size", "10", "--expired")
+
+    application = Application.objects.get(name="benchmark: bulk-loaded tokens")
+    tokens = AccessToken.objects.filter(application=application)
+    assert tokens.count() == 25
+    assert tokens.filter(expires__lt=timezone.now()).count() == 25
+    assert len(set(tokens.values_list("token_checksum", flat=True))) == 25
+    assert "Loaded 25 expired access tokens" in capsys.readouterr().out
+    assert services.clear_expired_tokens(batch_size=10, pause=0) == 25
