@@ -3,6 +3,8 @@
 from django.contrib.auth.models import AnonymousUser
 from oauth2_provider.contrib.rest_framework import OAuth2Authentication
 from oauth2_provider.oauth2_backends import get_oauthlib_core
+from oauthlib.oauth2 import OAuth2Error
+from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
 
 from authserver.errors import (
@@ -47,6 +49,8 @@ class ClientSecretAuthentication(BaseAuthentication):
             client = get_oauthlib_core().authenticated_client(request)
         except TooManyRequestsError as throttled:
             raise TooManyRequests(wait=throttled.retry_after) from throttled
+        except OAuth2Error as error:  # two authentication methods, a repeated client_secret...
+            raise exceptions.ParseError(error.description) from error
         if client is None:
             raise InvalidClient()
         return AnonymousUser(), client

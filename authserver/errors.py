@@ -148,10 +148,23 @@ def _drf_error(exc: exceptions.APIException, view) -> tuple[str, dict]:
 def _description(exc: exceptions.APIException) -> str:
     detail = exc.detail
     if isinstance(detail, dict):
-        return "; ".join(f"{field}: {' '.join(map(str, messages))}" for field, messages in detail.items())
+        return "; ".join(f"{field}: {messages}" for field, messages in _field_messages(detail))
     if isinstance(detail, list):
         return " ".join(map(str, detail))
     return str(detail)
+
+
+def _field_messages(detail, path: str = ""):
+    """(dotted field path, messages) of a nested DRF error, e.g. ("lines.0.quantity", "...")."""
+    if isinstance(detail, dict):
+        for field, nested in detail.items():
+            yield from _field_messages(nested, f"{path}.{field}" if path else str(field))
+    elif isinstance(detail, list) and any(isinstance(item, dict | list) for item in detail):
+        for index, nested in enumerate(detail):
+            if nested:  # a list serializer reports {} for the items without errors
+                yield from _field_messages(nested, f"{path}.{index}")
+    else:
+        yield path, " ".join(map(str, detail)) if isinstance(detail, list) else str(detail)
 
 
 def api_exception_handler(exc, context):

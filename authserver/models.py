@@ -72,6 +72,10 @@ class Application(AbstractApplication):
 
     @cached_property
     def allowed_scope_names(self) -> list[str]:
+        # Loaded with the client by authserver.hotpath on the hot path; used once, then read afresh.
+        joined = self.__dict__.pop("allowed_scope_names_joined", None)
+        if joined is not None:
+            return sorted(joined.split())
         return sorted(scope.name for scope in self.allowed_scopes.all())
 
     def allow_scopes(self, scopes) -> bool:

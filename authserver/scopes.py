@@ -1,9 +1,13 @@
 """Scopes as data: DOT's SCOPES_BACKEND_CLASS reading authserver.Scope rows."""
 
+import logging
+
 from django.core.cache import cache
 from oauth2_provider.scopes import BaseScopes
 
 from authserver.models import Scope
+
+log = logging.getLogger(__name__)
 
 CATALOGUE_CACHE_KEY = "authserver:scope-catalogue"
 # Scope descriptions and visibility change rarely; with a per-process cache (no REDIS_URL) an
@@ -12,15 +16,30 @@ CATALOGUE_CACHE_SECONDS = 60
 
 
 def scope_catalogue() -> list[dict]:
-    catalogue = cache.get(CATALOGUE_CACHE_KEY)
+    # The cache only saves a query: with Redis down, read the database (README "What the server promises").
+    try:
+        catalogue = cache.get(CATALOGUE_CACHE_KEY)
+    except Exception:  # noqa: BLE001
+        log.warning("Scope catalogue: cache unreachable; reading the database")
+        return _catalogue_from_database()
     if catalogue is None:
-        catalogue = list(Scope.objects.values("name", "description", "public", "sandbox"))
-        cache.set(CATALOGUE_CACHE_KEY, catalogue, CATALOGUE_CACHE_SECONDS)
+        catalogue = _catalogue_from_database()
+        try:
+            cache.set(CATALOGUE_CACHE_KEY, catalogue, CATALOGUE_CACHE_SECONDS)
+        except Exception:  # noqa: BLE001
+            log.warning("Scope catalogue: cache unreachable; not cached")
     return catalogue
 
 
+def _catalogue_from_database() -> list[dict]:
+    return list(Scope.objects.values("name", "description", "public", "sandbox"))
+
+
 def forget_scope_catalogue(**kwargs) -> None:
-    cache.delete(CATALOGUE_CACHE_KEY)
+    try:
+        cache.delete(CATALOGUE_CACHE_KEY)
+    except Exception:  # noqa: BLE001 (a stale entry expires within CATALOGUE_CACHE_SECONDS)
+        log.warning("Scope catalogue: cache unreachable; not invalidated")
 
 
 def sandbox_scope_names() -> list[str]:

@@ -5,18 +5,28 @@ portal all call these; none of them writes clients, secrets, tokens or audit eve
 """
 
 import hashlib
-from collections.abc import Collection
+import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
+from django.contrib.auth.models import Group, Permission
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connections, router, transaction
 from django.utils import timezone
 from oauth2_provider.generators import generate_client_secret
-from oauth2_provider.models import get_access_token_model, revoke_access_token, set_token_value
+from oauth2_provider.models import (
+    get_access_token_model,
+    get_refresh_token_model,
+    revoke_access_token,
+    set_token_value,
+)
+from oauth2_provider.oauth2_backends import get_oauthlib_core
 from oauth2_provider.settings import oauth2_settings
+from oauthlib.common import Request as OauthlibRequest
 
+from authserver import hotpath
 from authserver.models import Application, AuditEvent, Scope
 
 AccessToken = get_access_token_model()
@@ -49,11 +59,14 @@ def record_event(
     remote_addr: str | None = None,
     detail: dict | None = None,
 ) -> AuditEvent:
-    return AuditEvent.objects.create(
+    """Write one audit event. Text a client supplied (a presented client id) is stored as given,
+    except NUL characters, which PostgreSQL cannot store, and cut to the column's length."""
+    client_id = client_id or (application.client_id if application else "")
+    return hotpath.create_audit_event(
         kind=kind,
         application=application,
-        client_id=client_id or (application.client_id if application else ""),
-        actor=actor,
+        client_id=client_id.replace("\x00", "")[:255],
+        actor=actor.replace("\x00", "")[:255],
         remote_addr=remote_addr or None,
         detail=detail or {},
     )
@@ -67,12 +80,9 @@ def ensure_default_scopes() -> None:
 
 
 def find_client(client_id: str) -> Application | None:
-    if not client_id:
+    if not client_id or "\x00" in client_id:  # no client id has NUL; PostgreSQL cannot compare one
         return None
-    try:
-        return Application.objects.filter(client_id=client_id).first()
-    except ValueError:  # e.g. a NUL byte, which PostgreSQL cannot even compare
-        return None
+    return Application.objects.filter(client_id=client_id).first()
 
 
 def scopes_named(names: Collection[str]) -> list[Scope]:
@@ -95,14 +105,18 @@ def register_client(
     enabled: bool = True,
     registration_source: str = Application.RegistrationSource.MANUAL,
     remote_addr: str | None = None,
+    authorization_grant_type: str = Application.GRANT_CLIENT_CREDENTIALS,
+    redirect_uris: str = "",
 ) -> NewClient:
-    """A confidential client-credentials client; the server generates its id and secret."""
+    """A confidential client (client credentials unless told otherwise); the server generates its id
+    and secret."""
     client_secret = generate_client_secret()
     application = Application(
         name=name,
         user=owner,
         client_type=Application.CLIENT_CONFIDENTIAL,
-        authorization_grant_type=Application.GRANT_CLIENT_CREDENTIALS,
+        authorization_grant_type=authorization_grant_type,
+        redirect_uris=redirect_uris,
         client_secret=client_secret,
         access_token_lifetime=access_token_lifetime,
         enabled=enabled,
@@ -242,7 +256,7 @@ def issue_registration_token(*, application: Application) -> str:
 def introspect_token(token: str) -> dict:
     """RFC 7662 2.2: the token's metadata while it is active, `{"active": false}` alone otherwise."""
     checksum = hashlib.sha256(token.encode("utf-8")).hexdigest()
-    stored = AccessToken.objects.select_related("application").filter(token_checksum=checksum).first()
+    stored = hotpath.access_token_with_client(checksum)
     if (
         stored is None
         or not stored.is_valid()
@@ -259,3 +273,127 @@ def introspect_token(token: str) -> dict:
         "iat": int(stored.created.timestamp()),
         "iss": settings.ISSUER,
     }
+
+
+@transaction.atomic
+def delete_scope(*, scope: Scope) -> None:
+    """Delete a scope no client holds; one still held is refused, naming the clients that hold it."""
+    holders = Application.objects.filter(allowed_scopes=scope).order_by("name")
+    if holders.exists():
+        named = ", ".join(f"{client.name} ({client.client_id})" for client in holders)
+        raise ValidationError(f"The scope {scope.name} is held by {named}; remove it from them first.")
+    scope.delete()
+
+
+OPERATORS_GROUP = "operators"
+# (app label, codename): clients, scopes and tokens; audit events read-only; nothing about users.
+MANAGE = ("add", "change", "delete", "view")
+OPERATOR_PERMISSIONS = [
+    *((Application._meta.app_label, f"{action}_application") for action in MANAGE),
+    *((Scope._meta.app_label, f"{action}_scope") for action in MANAGE),
+    (AuditEvent._meta.app_label, "view_auditevent"),
+    # Revoking a token deletes it (this server issues no refresh tokens to keep as tombstones).
+    (AccessToken._meta.app_label, "view_accesstoken"),
+    (AccessToken._meta.app_label, "delete_accesstoken"),
+]
+
+
+@transaction.atomic
+def ensure_operators_group() -> Group:
+    """The "operators" group of the management console, with its permissions (added, never removed)."""
+    group, _ = Group.objects.get_or_create(name=OPERATORS_GROUP)
+    permissions = []
+    for app_label, codename in OPERATOR_PERMISSIONS:
+        permission = Permission.objects.filter(content_type__app_label=app_label, codename=codename).first()
+        if permission is None:
+            raise LookupError(f"No permission {app_label}.{codename}: run migrate first.")
+        permissions.append(permission)
+    group.permissions.add(*permissions)
+    return group
+
+
+def active_tokens(*, application: Application) -> list:
+    """`application`'s access tokens that have not expired, newest first. Only metadata: the
+    tokens themselves are stored hashed. Registration access tokens (RFC 7592) are not listed."""
+    return list(
+        AccessToken.objects.filter(application=application, expires__gt=timezone.now())
+        .exclude(scope=oauth2_settings.DCR_REGISTRATION_SCOPE)
+        .order_by("-created", "-pk")
+    )
+
+
+@transaction.atomic
+def issue_token_for_owner(
+    *, application: Application, scopes: Collection[str], actor: str, remote_addr: str | None = None
+) -> dict:
+    """A client-credentials access token for `application`, asked for by its signed-in owner (the SDK
+    portal's "New test token") rather than by the client with its secret, which the server cannot
+    know. Generated, limited, stored and audited by the same DOT/oauthlib code as POST /oauth2/token;
+    returns the token response (access_token, expires_in, scope, token_type)."""
+    server = get_oauthlib_core().server
+    validator = server.request_validator
+    request = OauthlibRequest(
+        f"{settings.ISSUER}/oauth2/token", http_method="POST", headers={"REMOTE_ADDR": remote_addr or ""}
+    )
+    request.client, request.client_id = application, application.client_id
+    request.grant_type, request.user, request.actor = "client_credentials", None, actor
+    if not application.is_usable(request):
+        raise ValidationError("This client is disabled.")
+    if not validator.validate_scopes(application.client_id, list(scopes), application, request):
+        raise ValidationError(f"This client may not hold the scope {' '.join(scopes) or '(none)'}.")
+    token = server.default_token_type.create_token(request, refresh_token=False)
+    validator.save_token(token, request)
+    return dict(token)
+
+
+def clear_expired_tokens(
+    *,
+    batch_size: int | None = None,
+    pause: float | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Delete expired access tokens (those no refresh token points to), oldest first, in short
+    transactions of `batch_size` rows with `pause` seconds between them, so that token issuance
+    waits at most one batch (SQLite has one writer). Defaults: DOT's CLEAR_EXPIRED_TOKENS_BATCH_SIZE
+    and _INTERVAL. `progress(deleted, total)` is called after each batch. Returns how many went.
+
+    DOT's clear_expired counts the remaining rows and loads each batch as model instances; this
+    walks the primary key instead and deletes each batch with one statement."""
+    batch_size = batch_size or oauth2_settings.CLEAR_EXPIRED_TOKENS_BATCH_SIZE
+    pause = oauth2_settings.CLEAR_EXPIRED_TOKENS_BATCH_INTERVAL if pause is None else pause
+    cutoff = timezone.now()
+    expired = AccessToken.objects.filter(expires__lt=cutoff, refresh_token__isnull=True)
+    total = expired.count()
+    using = router.db_for_write(AccessToken)
+    connection = connections[using]
+    quote = connection.ops.quote_name
+    table, token_id = quote(AccessToken._meta.db_table), quote(AccessToken._meta.pk.column)
+    expires_field = AccessToken._meta.get_field("expires")
+    refresh_tokens = get_refresh_token_model()._meta
+    refresh_token_link = quote(refresh_tokens.get_field("access_token").column)
+    # Rows between two ids that are expired and unreferenced: exactly the batch just selected.
+    # Names are quoted from model metadata; every value is a parameter.
+    delete_range = (
+        f"DELETE FROM {table} WHERE {token_id} BETWEEN %s AND %s AND {quote(expires_field.column)} < %s "  # noqa: S608
+        f"AND {token_id} NOT IN (SELECT {refresh_token_link} FROM {quote(refresh_tokens.db_table)} "
+        f"WHERE {refresh_token_link} IS NOT NULL)"
+    )
+    cutoff_value = expires_field.get_db_prep_value(cutoff, connection)
+    if connection.vendor == "sqlite":
+        with connection.cursor() as cursor:
+            # The batches touch most of the token-checksum index: keep it in memory (256 MiB at most).
+            cursor.execute("PRAGMA cache_size = -262144")
+    deleted, last_id = 0, 0
+    while True:
+        ids = list(expired.filter(pk__gt=last_id).order_by("pk").values_list("pk", flat=True)[:batch_size])
+        if not ids:
+            return deleted
+        # In the token writers' queue (hotpath.queued_writes): they wait for one batch, never poll.
+        with hotpath.queued_writes(using), transaction.atomic(using=using), connection.cursor() as cursor:
+            cursor.execute(delete_range, [ids[0], ids[-1], cutoff_value])
+            deleted += cursor.rowcount
+        last_id = ids[-1]
+        if progress is not None:
+            progress(deleted, total)
+        if pause:
+            time.sleep(pause)

@@ -6,6 +6,8 @@ are served and the failure is logged, because an authorization server that stops
 when its cache blinks is a worse outage than a few minutes without brute-force counters.
 """
 
+import hashlib
+import ipaddress
 import logging
 import time
 from dataclasses import dataclass
@@ -31,7 +33,10 @@ class Limit:
         return cls(name, count, seconds)
 
     def _key(self, parts: tuple[str, ...], window: int) -> str:
-        return "throttle:" + ":".join((self.name, *(part[:200] for part in parts), str(window)))
+        # Hashed: a client id is caller-chosen text (spaces, control characters, any length),
+        # which some cache backends reject or warn about.
+        digest = hashlib.sha256("\0".join(parts).encode("utf-8", "backslashreplace")).hexdigest()
+        return f"throttle:{self.name}:{digest}:{window}"
 
     def _window(self) -> tuple[int, int]:
         """(current window number, seconds until it ends): fixed windows, cheap and shared."""
@@ -83,9 +88,18 @@ def client_address(meta) -> str:
         forwarded = [
             hop.strip() for hop in (meta.get("HTTP_X_FORWARDED_FOR") or "").split(",") if hop.strip()
         ]
-        if len(forwarded) >= proxies:
+        if len(forwarded) >= proxies and _is_ip_address(forwarded[-proxies]):
             return forwarded[-proxies]
     return meta.get("REMOTE_ADDR") or ""
+
+
+def _is_ip_address(text: str) -> bool:
+    # Anything else would be a 500 where it is stored (AuditEvent.remote_addr is inet on PostgreSQL).
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return "%" not in text  # a scoped IPv6 address (fe80::1%eth0) is no inet value either
 
 
 # The limits, from settings.THROTTLE_LIMITS (README, "What the server promises").

@@ -6,13 +6,15 @@ DRF views composed of the classes in authentication.py and permissions.py, calli
 
 from django.conf import settings
 from django.contrib.auth.hashers import check_password
-from django.db import DatabaseError, connection
-from django.http import JsonResponse
+from django.db import DatabaseError, connection, transaction
+from django.http import HttpResponse, JsonResponse
 from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.debug import sensitive_post_parameters
 from oauth2_provider import views as dot_views
 from oauth2_provider.settings import oauth2_settings
+from oauth2_provider.signals import app_authorized
 from oauth2_provider.utils import parse_bearer_token
 from rest_framework import exceptions, status
 from rest_framework.parsers import FormParser, JSONParser
@@ -56,6 +58,17 @@ class TokenView(FormPostEndpointMixin, dot_views.TokenView):
         # any other grant_type with unsupported_grant_type.
         return self.authorization_flow_token_response(request)
 
+    @method_decorator(sensitive_post_parameters("client_secret"))
+    def authorization_flow_token_response(self, request, *args, **kwargs):
+        if app_authorized.has_listeners():
+            # DOT reads the new token back from the database to send the signal with it.
+            return super().authorization_flow_token_response(request, *args, **kwargs)
+        _, headers, body, status_code = self.create_token_response(request)
+        response = HttpResponse(content=body, status=status_code)
+        for name, value in headers.items():
+            response[name] = value
+        return response
+
 
 class RevokeView(FormPostEndpointMixin, dot_views.RevokeTokenView):
     """POST /oauth2/revoke (RFC 7009): a client revokes one of its own tokens."""
@@ -86,6 +99,7 @@ class RegistrationView(APIView):
     http_method_names = ["post", "options"]
     bad_request_error = "invalid_client_metadata"
 
+    @method_decorator(transaction.atomic)  # no client without its registration access token
     def post(self, request):
         metadata = ClientMetadataSerializer(data=request.data)
         metadata.is_valid(raise_exception=True)

@@ -24,7 +24,7 @@ _issuer_host = urlsplit(ISSUER).hostname or "localhost"
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", sorted({"localhost", "127.0.0.1", "[::1]", _issuer_host}))
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "authserver.apps.ConsoleAdminConfig",  # django.contrib.admin, with the console as its site
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -34,11 +34,14 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "oauth2_provider",
     "authserver",
+    "fooapi",
+    "sdkportal",
 ]
 
 MIDDLEWARE = [
     "authserver.middleware.ProtocolErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "authserver.security.SecurityHeadersMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -177,12 +180,23 @@ SANDBOX_TOKEN_LIFETIME = env_int("SANDBOX_TOKEN_LIFETIME", 3600)
 OAUTH_REALM = "foo"
 OAUTH2_PROVIDER = {
     "OAUTH2_SERVER_CLASS": "authserver.oauth.ClientCredentialsServer",
+    # The management console's admins for DOT's models (authserver/admin.py).
+    "APPLICATION_ADMIN_CLASS": "authserver.admin.ApplicationAdmin",
+    "ACCESS_TOKEN_ADMIN_CLASS": "authserver.admin.AccessTokenAdmin",
+    "GRANT_ADMIN_CLASS": "authserver.admin.NotServedAdmin",
+    "ID_TOKEN_ADMIN_CLASS": "authserver.admin.NotServedAdmin",
+    "REFRESH_TOKEN_ADMIN_CLASS": "authserver.admin.NotServedAdmin",
     "OAUTH2_VALIDATOR_CLASS": "authserver.oauth.Validator",
     "OAUTH2_BACKEND_CLASS": "authserver.oauth.OAuthLibCore",
     # Scopes are rows of authserver.Scope, edited in the admin.
     "SCOPES_BACKEND_CLASS": "authserver.scopes.DatabaseScopes",
     "CLIENT_SECRET_HASHER": "client_secret_sha256",
     "CLIENT_SECRET_GENERATOR_LENGTH": 48,
+    # oauthlib's token format, drawn from the random source once per token (bench/, docs/benchmarks.md).
+    "ACCESS_TOKEN_GENERATOR": "authserver.oauth.generate_access_token",
+    # manage.py clear_expired_tokens: 1,000,000 rows in under a minute, issuance waits one batch at most.
+    "CLEAR_EXPIRED_TOKENS_BATCH_SIZE": 5000,
+    "CLEAR_EXPIRED_TOKENS_BATCH_INTERVAL": 0.01,
     "ACCESS_TOKEN_EXPIRE_SECONDS": ACCESS_TOKEN_LIFETIME,
     "OIDC_ISS_ENDPOINT": ISSUER,
     "OAUTH2_GRANT_TYPES_SUPPORTED": ["client_credentials"],
@@ -191,6 +205,7 @@ OAUTH2_PROVIDER = {
     "OAUTH2_PROTECTED_RESOURCE_IDENTIFIER": ISSUER,
     "OAUTH2_PROTECTED_RESOURCE_AUTHORIZATION_SERVERS": [ISSUER],
     "OAUTH2_PROTECTED_RESOURCE_NAME": "Foo API",
+    "OAUTH2_PROTECTED_RESOURCE_DOCUMENTATION": f"{ISSUER}/api/v1/docs",
     "DCR_ENABLED": True,
     # Registration access tokens (RFC 7592) carry this scope; it is not a scope clients can ask for.
     "DCR_REGISTRATION_SCOPE": "client:configure",
@@ -209,6 +224,37 @@ OAUTH2_PROVIDER = {
     "COMPLIANT_BCP_RFC9700_REDIRECT_URI_MATCHING": True,
     "COMPLIANT_BCP_RFC9700_PKCE_REQUIRED": True,
 }
+
+# --- Foo API: OpenAPI schema at /api/v1/schema, reference at /api/v1/docs ----------------------
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Foo API",
+    "DESCRIPTION": (
+        "The Foo catalogue and orders. Every call needs a bearer token from the client credentials "
+        f"grant (`POST {ISSUER}/oauth2/token`) with the scope the operation names. Developers get "
+        f"a sandbox client and a test token from the [SDK portal]({ISSUER}/portal/)."
+    ),
+    "VERSION": "1.0.0",
+    "TAGS": [
+        {"name": "products", "description": "The catalogue (`products:read`)."},
+        {"name": "orders", "description": "Your client's orders (`orders:read`, `orders:write`)."},
+    ],
+    "SERVERS": [{"url": ISSUER}],
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "SERVE_AUTHENTICATION": [],
+    "DEFAULT_GENERATOR_CLASS": "fooapi.schema.FooApiSchemaGenerator",
+}
+
+# --- SDK portal ------------------------------------------------------------------------------
+# The portal's own client (it shows the live catalogue): from the environment, else the file
+# bootstrap writes (0600, like the secret key).
+PORTAL_CLIENT_ID = env_str("PORTAL_CLIENT_ID", "")
+PORTAL_CLIENT_SECRET = env_str("PORTAL_CLIENT_SECRET", "")
+PORTAL_CREDENTIALS_FILE = VAR_DIR / "portal_client.json"
+# Where the portal itself calls the API: the public URLs unless a closer address is given.
+PORTAL_API_BASE_URL = env_str("PORTAL_API_BASE_URL", f"{ISSUER}/api/v1").rstrip("/")
+PORTAL_TOKEN_URL = env_str("PORTAL_TOKEN_URL", f"{ISSUER}/oauth2/token")
+PORTAL_API_TIMEOUT = env_int("PORTAL_API_TIMEOUT", 5)
+PORTAL_CATALOGUE_CACHE_SECONDS = env_int("PORTAL_CATALOGUE_CACHE_SECONDS", 60)
 
 # --- Django REST framework ---------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -6,8 +6,10 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
-from authserver.services import ensure_default_scopes
+from authserver.services import ensure_default_scopes, ensure_operators_group
 from config.tls import ensure_self_signed_certificate
+from fooapi.services import seed_demo_catalogue
+from sdkportal.services import ensure_portal_client
 
 
 class Command(BaseCommand):
@@ -22,6 +24,13 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)
         ensure_default_scopes()
+        ensure_operators_group()
+        if seed_demo_catalogue():
+            self.stdout.write("Seeded the demo catalogue of the Foo API.")
+        if ensure_portal_client():
+            self.stdout.write(
+                f"Registered the portal's own client; secret in {settings.PORTAL_CREDENTIALS_FILE}"
+            )
         self._admin_account()
         self.stdout.write(self.style.SUCCESS(f"Ready: {settings.ISSUER}"))
 
