@@ -22,6 +22,7 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.cache import add_never_cache_headers
 from django.utils.html import format_html, format_html_join
 from django.utils.text import capfirst
 from oauth2_provider import admin as dot_admin
@@ -34,7 +35,6 @@ from authserver.models import Application, AuditEvent, ClientScope, Scope
 AccessToken = get_access_token_model()
 
 # Where a just-generated secret waits for the one page view that shows it (then it is dropped).
-ONE_TIME_SECRET_SESSION_KEY = "console:one-time-secret"
 # The client page lists this many of its newest active tokens; the token list has them all.
 TOKENS_SHOWN = 50
 
@@ -287,15 +287,16 @@ class ApplicationAdmin(admin.ModelAdmin):
             actor=actor(request),
             remote_addr=remote_addr(request),
         )
-        # The admin goes on with `obj` (history, redirect): make it the client the service saved.
+        # The admin goes on with `obj` (history, response): make it the client the service saved.
         obj.pk = new_client.application.pk
         obj.refresh_from_db()
         obj._state.adding = False
-        self._keep_secret_for_one_view(request, obj, new_client.client_secret)
+        # Kept in memory for this request's response only (response_add): never in the session store.
+        request.new_client_secret = new_client.client_secret
 
     def response_add(self, request, obj, post_url_continue=None):
         self.message_user(request, f"The client “{obj}” was registered.", messages.SUCCESS)
-        return HttpResponseRedirect(admin_url(Application, "secret", obj.pk))
+        return self._secret_page(request, obj, request.new_client_secret)
 
     def delete_model(self, request, obj):
         services.delete_client(application=obj, actor=actor(request), remote_addr=remote_addr(request))
@@ -307,28 +308,21 @@ class ApplicationAdmin(admin.ModelAdmin):
 
     # -- the secret, shown once ------------------------------------------------------------------
 
-    @staticmethod
-    def _keep_secret_for_one_view(request, client: Application, client_secret: str) -> None:
-        request.session[ONE_TIME_SECRET_SESSION_KEY] = {"client": client.pk, "secret": client_secret}
-
-    def secret_view(self, request, object_id):
-        client = self.get_object(request, unquote(object_id))
-        if client is None:
-            raise Http404("No such client.")
-        if not self.has_view_or_change_permission(request, client):
-            raise PermissionDenied
-        waiting = request.session.pop(ONE_TIME_SECRET_SESSION_KEY, None) or {}
+    def _secret_page(self, request, client: Application, client_secret: str):
+        """The answer to the POST that made the secret: it is shown in this response only, never
+        stored in plain text anywhere (not even in the session), and never cached."""
         context = {
             **self.admin_site.each_context(request),
             "title": f"Client secret of {client}",
             "opts": self.opts,
             "original": client,
-            "client_secret": waiting.get("secret") if waiting.get("client") == client.pk else None,
+            "client_secret": client_secret,
             "token_endpoint": f"{settings.ISSUER}/oauth2/token",
-            "has_change_permission": self.has_change_permission(request, client),
         }
         request.current_app = self.admin_site.name
-        return TemplateResponse(request, "admin/authserver/application/client_secret.html", context)
+        response = TemplateResponse(request, "admin/authserver/application/client_secret.html", context)
+        add_never_cache_headers(response)
+        return response
 
     # -- actions: on one client (its page) and in bulk (the list) --------------------------------
 
@@ -347,7 +341,6 @@ class ApplicationAdmin(admin.ModelAdmin):
             for action in CLIENT_ACTIONS.values()
         ]
         return [
-            path("<path:object_id>/secret/", view(self.secret_view), name=f"{prefix}_secret"),
             path(
                 "<path:object_id>/tokens/<int:token_id>/revoke/",
                 view(self.revoke_token_view),
@@ -405,9 +398,9 @@ class ApplicationAdmin(admin.ModelAdmin):
         who = {"actor": actor(request), "remote_addr": remote_addr(request)}
         if action.name == "rotate_secret":
             (client,) = clients
-            self._keep_secret_for_one_view(request, client, services.rotate_secret(application=client, **who))
+            client_secret = services.rotate_secret(application=client, **who)
             self.message_user(request, f"The secret of “{client}” was rotated; the old one no longer works.")
-            return HttpResponseRedirect(admin_url(Application, "secret", client.pk))
+            return self._secret_page(request, client, client_secret)
         if action.name == "revoke_tokens":
             revoked = sum(services.revoke_client_tokens(application=client, **who) for client in clients)
             self.message_user(
