@@ -153,22 +153,7 @@ class ApplicationAdmin(admin.ModelAdmin):
         "created",
         "updated",
     )
-    add_fieldsets = [
-        (
-            None,
-            {
-                "fields": [
-                    "name",
-                    "authorization_grant_type",
-                    "redirect_uris",
-                    "scopes",
-                    "access_token_lifetime",
-                    "user",
-                    "enabled",
-                ]
-            },
-        )
-    ]
+    add_fieldsets = [(None, {"fields": RegisterClientForm.Meta.fields})]
     fieldsets = [
         (
             None,

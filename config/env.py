@@ -3,6 +3,7 @@
 import os
 import secrets
 import tempfile
+from contextlib import suppress
 from pathlib import Path
 
 TRUE_WORDS = {"1", "true", "yes", "on"}
@@ -39,18 +40,15 @@ def env_list(name: str, default: list[str]) -> list[str]:
 
 def persistent_secret_key(path: Path) -> str:
     """The key stored at `path`, created once (atomically: concurrent workers agree on one key)."""
-    try:
+    with suppress(FileNotFoundError):
         return path.read_text().strip()
-    except FileNotFoundError:
-        pass
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False) as draft:
         draft.write(secrets.token_urlsafe(50))
     os.chmod(draft.name, 0o600)
     try:
-        os.link(draft.name, path)  # fails if another process created the key first
-    except FileExistsError:
-        pass
+        with suppress(FileExistsError):  # another process created the key first: use theirs
+            os.link(draft.name, path)
     finally:
         os.unlink(draft.name)
     return path.read_text().strip()

@@ -105,7 +105,8 @@ class PortalActionView(LoginRequiredMixin, View):
             return redirect("sdkportal:application")
 
     def act(self, request, *args, **kwargs):
-        raise NotImplementedError
+        """The action itself, in each subclass: call a service, return the page to show."""
+        raise NotImplementedError(f"{type(self).__name__} must define act()")
 
 
 def render_delivery(request, *, delivery=None, token=None, headline: str):

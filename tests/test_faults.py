@@ -146,11 +146,9 @@ class TcpProxy:
 
     @staticmethod
     def _pump(source: socket.socket, target: socket.socket) -> None:
-        try:
+        with suppress(OSError):  # either side closed: the pipe ends
             while chunk := source.recv(65536):
                 target.sendall(chunk)
-        except OSError:
-            pass
         for sock in (source, target):
             with suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
