@@ -2,6 +2,12 @@
 
 Token and revocation are django-oauth-toolkit's views; introspection and dynamic registration are
 DRF views composed of the classes in authentication.py and permissions.py, calling services.py.
+DOT's own views for those two do not fit and are not mounted: its IntrospectTokenView also answers
+GET (tokens in URLs), lets any client with a valid secret introspect without the `introspection`
+scope, and omits token_type, iat and iss; its DynamicClientRegistrationView creates applications
+itself (not through services.register_client, so no per-client scopes, lifetime or audit event),
+ignores the `scope` metadata, leaves out client_secret_expires_at (REQUIRED by RFC 7591 3.2.1) and
+answers a missing token with 401 `access_denied` rather than RFC 6750's challenge.
 """
 
 from django.conf import settings
