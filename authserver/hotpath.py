@@ -1,14 +1,19 @@
-"""The token endpoint's and the API's hot path: two lookups and the audit-event insert compiled once
-per process, and token writers queued on SQLite.
+"""The token endpoint's and the API's hot path: the two lookups, the catalogue page and the two
+inserts of a token issue (the access token and its audit event) compiled once per process; the two
+inserts written together; token writers queued on SQLite.
 
-Lookups. The ORM builds a query's SQL anew each time it runs, and for these one-row lookups
+Compiled once. The ORM builds a query's SQL anew each time it runs, and for these one-row lookups
 building costs several times more than the database answering (bench/profile.py,
-docs/benchmarks.md). Each lookup here is an ordinary queryset, compiled by the ORM once per process
-and database; each call runs that SQL with the new value and turns the row into model instances
-with the same compiler (converters, select_related): the same SQL and the same objects as the
-queryset, without compiling it again. The audit event written with every token is inserted the
-same way. Only SQL text is kept between calls: every call reads the database, so a revoked token,
-a disabled client or a changed scope takes effect at once in every worker.
+docs/benchmarks.md). Each statement here is an ordinary queryset or model INSERT, compiled by the
+ORM once per process and database; each call runs that SQL with the new values and turns rows into
+model instances with the same compiler (converters, select_related): the same SQL and the same
+objects as the ORM, without compiling again. Only SQL text is kept between calls: every call reads
+the database, so a revoked token, a disabled client or a changed scope takes effect at once in
+every worker.
+
+Written together. A token and its audit event are saved all or none. On PostgreSQL that is one
+statement (both INSERTs as data-modifying WITH queries, atomic by itself: one round trip instead of
+BEGIN, INSERT, INSERT, COMMIT); elsewhere one transaction. Parameters are prepared before it starts.
 
 Writers. SQLite has one writer at a time; a worker that finds the write lock taken sleeps and
 retries (1, 2, 5, 10 ms...), so under load workers sleep while the lock is already free again.
@@ -19,11 +24,12 @@ fcntl locks ignore): a waiting worker wakes the moment the previous writer commi
 import fcntl
 import os
 import threading
-from collections.abc import Callable, Iterator
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from django.db import connections, models, router
+from django.db import connections, models, router, transaction
 from django.db.models import OuterRef, Subquery, signals
 from django.db.models.query import get_related_populators
 from django.db.models.sql import InsertQuery
@@ -61,17 +67,35 @@ class _Compiled:
     annotation_col_map: dict
 
 
-class CompiledLookup:
+class _CompiledPerConnection(ABC):
+    """SQL compiled once per thread and database: a compiler holds the connection it was compiled
+    for, and Django's connections are per thread. Subclasses say what `_compile(alias, ...)` keeps."""
+
+    def __init__(self):
+        self._local = threading.local()
+
+    def _compiled(self, alias: str, *compile_arguments):
+        by_alias = self._local.__dict__.setdefault("by_alias", {})
+        compiled = by_alias.get(alias)
+        if compiled is None or compiled.compiler.connection is not connections[alias]:
+            compiled = by_alias[alias] = self._compile(alias, *compile_arguments)
+        return compiled
+
+    @abstractmethod
+    def _compile(self, alias: str, *compile_arguments):
+        """What running the statement needs besides its parameters (with `compiler`)."""
+
+
+class CompiledLookup(_CompiledPerConnection):
     """`queryset_for(value)`: a queryset of at most one row, filtered on the text `value` once.
 
     `get(value)` returns what `queryset_for(value).first()` would (None when there is no row).
     """
 
     def __init__(self, queryset_for: Callable[[str], models.QuerySet]):
+        super().__init__()
         self._queryset_for = queryset_for
         self._model = queryset_for(_PLACEHOLDER).model
-        # Per thread: a compiler holds the connection it was compiled for, and connections are per thread.
-        self._local = threading.local()
 
     def get(self, value: str) -> models.Model | None:
         alias = router.db_for_read(self._model)
@@ -93,14 +117,6 @@ class CompiledLookup:
         for name, position in compiled.annotation_col_map.items():
             setattr(instance, name, row[position])
         return instance
-
-    def _compiled(self, alias: str) -> _Compiled:
-        by_alias = self._local.__dict__.setdefault("by_alias", {})
-        connection = connections[alias]
-        compiled = by_alias.get(alias)
-        if compiled is None or compiled.compiler.connection is not connection:
-            compiled = by_alias[alias] = self._compile(alias)
-        return compiled
 
     def _compile(self, alias: str) -> _Compiled:
         # What ModelIterable does for every query, done once (django/db/models/query.py).
@@ -134,59 +150,59 @@ class _CompiledInsert:
     returning_params: tuple
 
 
-class CompiledInsert:
-    """`create(**values)`: what `model.objects.create(**values)` does for a model that does not
-    override save(), with its INSERT compiled once per process and database. Values are plain
-    (no expressions). While anything listens to the model's save signals, it is create() itself."""
+class CompiledInsert(_CompiledPerConnection):
+    """`insert(instance)`: what `instance.save()` does for a new instance of a model that does not
+    override save(), with the INSERT compiled once per process and database. Values are plain (no
+    expressions); fields' pre_save() runs as usual (auto_now, DOT's token checksum). While anything
+    listens to the model's save signals, it is save() itself."""
 
     def __init__(self, model: type[models.Model]):
-        self._model = model
-        self._local = threading.local()
+        super().__init__()
+        self.model = model
 
-    def create(self, **values) -> models.Model:
-        model = self._model
-        if signals.pre_save.has_listeners(model) or signals.post_save.has_listeners(model):
-            return model.objects.create(**values)
-        instance = model(**values)
-        alias = router.db_for_write(model, instance=instance)
-        connection = connections[alias]
+    def goes_through_save(self) -> bool:
+        return signals.pre_save.has_listeners(self.model) or signals.post_save.has_listeners(self.model)
+
+    def insert(self, instance: models.Model) -> models.Model:
+        """Save a new `instance` (primary key left to the database), as `instance.save()` would."""
+        if self.goes_through_save():
+            instance.save(force_insert=True)
+            return instance
+        alias = router.db_for_write(self.model, instance=instance)
+        sql, params = self.prepare(alias, instance)
+        with connections[alias].cursor() as cursor:
+            cursor.execute(sql, params)
+            primary_key = self.returned_primary_key(cursor)
+        return saved(instance, alias, primary_key)
+
+    def prepare(self, alias: str, instance: models.Model) -> tuple[str, list]:
+        """The INSERT of `instance` and its parameters (which pre_save() makes, e.g. timestamps)."""
         compiled = self._compiled(alias, instance)
         compiler = compiled.compiler
         params = [
             compiler.prepare_value(field, compiler.pre_save_val(field, instance)) for field in compiled.fields
         ]
-        with connection.cursor() as cursor:
-            cursor.execute(compiled.sql, [*params, *compiled.returning_params])
-            if connection.features.can_return_columns_from_insert:
-                (primary_key,) = connection.ops.fetch_returned_insert_columns(
-                    cursor, compiled.returning_params
-                )
-            else:
-                primary_key = connection.ops.last_insert_id(
-                    cursor, model._meta.db_table, model._meta.pk.column
-                )
-        instance.pk = primary_key
-        instance._state.adding = False
-        instance._state.db = alias
-        return instance
+        return compiled.sql, [*params, *compiled.returning_params]
 
-    def _compiled(self, alias: str, instance: models.Model) -> _CompiledInsert:
-        by_alias = self._local.__dict__.setdefault("by_alias", {})
-        compiled = by_alias.get(alias)
-        if compiled is None or compiled.compiler.connection is not connections[alias]:
-            compiled = by_alias[alias] = self._compile(alias, instance)
-        return compiled
+    def returned_primary_key(self, cursor):
+        alias = cursor.db.alias
+        connection, compiled = connections[alias], self._compiled(alias)
+        if connection.features.can_return_columns_from_insert:
+            (primary_key,) = connection.ops.fetch_returned_insert_columns(cursor, compiled.returning_params)
+            return primary_key
+        meta = self.model._meta
+        return connection.ops.last_insert_id(cursor, meta.db_table, meta.pk.column)
 
-    def _compile(self, alias: str, instance: models.Model) -> _CompiledInsert:
+    def _compile(self, alias: str, instance: models.Model | None = None) -> _CompiledInsert:
         # The fields Model._save_table inserts when the primary key is the database's to choose.
-        meta = self._model._meta
+        meta = self.model._meta
         fields = [
             field
             for field in meta.local_concrete_fields
             if field is not meta.auto_field and not field.generated
         ]
-        query = InsertQuery(self._model)
-        query.insert_values(fields, [instance])
+        query = InsertQuery(self.model)
+        query.insert_values(fields, [instance or self.model()])
         compiler = query.get_compiler(using=alias)
         if compiler.connection.features.can_return_columns_from_insert:
             compiler.returning_fields = [meta.pk]
@@ -196,6 +212,110 @@ class CompiledInsert:
             compiler=compiler,
             fields=fields,
             returning_params=tuple(getattr(compiler, "returning_params", ())),
+        )
+
+
+def saved(instance: models.Model, alias: str, primary_key) -> models.Model:
+    """Mark a new instance saved, as Model.save_base does after its INSERT."""
+    instance.pk = primary_key
+    instance._state.adding = False
+    instance._state.db = alias
+    return instance
+
+
+@dataclass(frozen=True)
+class _CompiledTogether:
+    sql: str
+    compiler: object
+
+
+class CompiledInsertsTogether(_CompiledPerConnection):
+    """`insert(*instances)`: one new instance of each model, saved all or none. On PostgreSQL as one
+    statement (the INSERTs as data-modifying WITH queries: one round trip and atomic by itself); on
+    other databases in one transaction, queued on SQLite (`queued_writes`). Either way the
+    parameters are prepared before any lock is taken."""
+
+    def __init__(self, *models_in_order: type[models.Model]):
+        super().__init__()
+        self._inserts = [CompiledInsert(model) for model in models_in_order]
+
+    def insert(self, *instances: models.Model) -> None:
+        alias = router.db_for_write(self._inserts[0].model)
+        connection = connections[alias]
+        pairs = list(zip(self._inserts, instances, strict=True))
+        if any(insert.goes_through_save() for insert in self._inserts):
+            with transaction.atomic(using=alias):
+                for insert, instance in pairs:
+                    insert.insert(instance)
+            return
+        statements = [insert.prepare(alias, instance) for insert, instance in pairs]
+        if connection.vendor == "postgresql":
+            together = self._compiled(alias)
+            with connection.cursor() as cursor:
+                cursor.execute(together.sql, [param for _, params in statements for param in params])
+                primary_keys = cursor.fetchone()
+        else:
+            with queued_writes(alias), transaction.atomic(using=alias), connection.cursor() as cursor:
+                primary_keys = []
+                for (sql, params), (insert, _) in zip(statements, pairs, strict=True):
+                    cursor.execute(sql, params)
+                    primary_keys.append(insert.returned_primary_key(cursor))
+        for instance, primary_key in zip(instances, primary_keys, strict=True):
+            saved(instance, alias, primary_key)
+
+    def _compile(self, alias: str) -> _CompiledTogether:
+        # WITH row_0 AS (INSERT ... RETURNING id), row_1 AS (...) SELECT (SELECT * FROM row_0), ...
+        compiled = [insert._compiled(alias) for insert in self._inserts]
+        names = [f"row_{position}" for position in range(len(compiled))]
+        queries = ", ".join(f"{name} AS ({each.sql})" for name, each in zip(names, compiled, strict=True))
+        # Only our own names and the ORM's compiled INSERTs go into the text; values are parameters.
+        keys = ", ".join(f"(SELECT * FROM {name})" for name in names)  # noqa: S608
+        return _CompiledTogether(sql=f"WITH {queries} SELECT {keys}", compiler=compiled[0].compiler)
+
+
+@dataclass(frozen=True)
+class _CompiledPage:
+    sql: str
+    params: tuple
+    compiler: object
+    converters: dict
+
+
+class CompiledPages(_CompiledPerConnection):
+    """`page(offset, limit)`: `limit` rows from `offset` of the `values_list()` queryset
+    `queryset_for()`, and how many rows all of it has, from one statement compiled once per process
+    and database (the count as COUNT(*) OVER (), LIMIT and OFFSET as parameters)."""
+
+    def __init__(self, queryset_for: Callable[[], models.QuerySet]):
+        super().__init__()
+        self._queryset_for = queryset_for
+        self._model = queryset_for().model
+
+    def page(self, offset: int, limit: int) -> tuple[list[Sequence], int | None]:
+        """(rows, total rows); the total is None when there is no row at `offset`."""
+        alias = router.db_for_read(self._model)
+        compiled = self._compiled(alias)
+        with connections[alias].cursor() as cursor:
+            cursor.execute(compiled.sql, [*compiled.params, limit, offset])
+            rows = cursor.fetchall()
+        if not rows:
+            return [], None
+        total = rows[0][-1]
+        if compiled.converters:
+            rows = compiled.compiler.apply_converters(rows, compiled.converters)
+        return [row[:-1] for row in rows], total
+
+    def _compile(self, alias: str) -> _CompiledPage:
+        queryset = self._queryset_for().annotate(_total_rows=models.Window(models.Count("pk")))
+        compiler = queryset.query.get_compiler(using=alias)
+        sql, params = compiler.as_sql()
+        selected = [column[0] for column in compiler.select[: compiler.col_count]]
+        # LIMIT and OFFSET as parameters, which SQLite and PostgreSQL both take.
+        return _CompiledPage(
+            sql=f"{sql} LIMIT %s OFFSET %s",
+            params=tuple(params),
+            compiler=compiler,
+            converters=compiler.get_converters(selected),
         )
 
 
@@ -212,22 +332,29 @@ def _client_with_scope_names(client_id: str) -> models.QuerySet:
 
 
 def _access_token_with_client(token_checksum: str) -> models.QuerySet:
-    # What DOT's OAuth2Validator._load_access_token selects.
+    # What DOT's OAuth2Validator._load_access_token selects but the user: client credentials tokens
+    # have none (token.user is then None without a query; a token with a user would load it).
     return (
         get_access_token_model()
-        .objects.select_related("application", "user")
+        .objects.select_related("application")
         .filter(token_checksum=token_checksum)[:1]
     )
 
 
 _AUDIT_EVENTS = CompiledInsert(AuditEvent)
+_ISSUED_TOKENS = CompiledInsertsTogether(get_access_token_model(), AuditEvent)
 _CLIENT_WITH_SCOPE_NAMES = CompiledLookup(_client_with_scope_names)
 _ACCESS_TOKEN_WITH_CLIENT = CompiledLookup(_access_token_with_client)
 
 
-def create_audit_event(**values) -> AuditEvent:
-    """AuditEvent.objects.create(**values), one per token issued."""
-    return _AUDIT_EVENTS.create(**values)
+def insert_audit_event(event: AuditEvent) -> AuditEvent:
+    """event.save() for a new AuditEvent."""
+    return _AUDIT_EVENTS.insert(event)
+
+
+def insert_issued_token(access_token, event: AuditEvent) -> None:
+    """A new AccessToken and its audit event, saved all or none."""
+    _ISSUED_TOKENS.insert(access_token, event)
 
 
 def client_with_scope_names(client_id: str) -> Application | None:
@@ -236,7 +363,7 @@ def client_with_scope_names(client_id: str) -> Application | None:
 
 
 def access_token_with_client(token_checksum: str):
-    """The AccessToken with this checksum, with its application (and user) in the same query."""
+    """The AccessToken with this checksum, with its application in the same query."""
     return _ACCESS_TOKEN_WITH_CLIENT.get(token_checksum)
 
 

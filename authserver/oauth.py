@@ -5,18 +5,21 @@
 - Validator (OAUTH2_VALIDATOR_CLASS): per-client scopes, enabled/disabled clients, fast secret
   hashes with upgrade of legacy ones, audit events, one authentication method per request.
 - OAuthLibCore (OAUTH2_BACKEND_CLASS): keeps repeated parameters so oauthlib can reject them, and
-  answers failed client authentication with a Basic challenge (RFC 6749 5.2).
+  answers failed client authentication with a Basic challenge (RFC 6749 5.2); `oauthlib_core()`
+  is the one instance of it a process needs.
 """
 
 import base64
 import binascii
+import functools
 import hashlib
 import secrets
 import string
 from urllib.parse import unquote_plus
 
 from django.contrib.auth.hashers import identify_hasher, make_password
-from django.db import router
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from oauth2_provider import oauth2_backends
 from oauth2_provider.models import get_access_token_model
 from oauth2_provider.oauth2_validators import OAuth2Validator
@@ -177,14 +180,12 @@ class Validator(OAuth2Validator):
         return super().validate_scopes(client_id, requested, client, request, *args, **kwargs)
 
     def save_bearer_token(self, token, request, *args, **kwargs):
-        # On SQLite, token writers take turns without sleeping (authserver/hotpath.py).
-        with hotpath.queued_writes(router.db_for_write(AccessToken)):
-            return super().save_bearer_token(token, request, *args, **kwargs)
-
-    def _save_bearer_token(self, token, request, *args, **kwargs):
-        # Runs inside DOT's transaction: the token row and its audit event commit together.
-        super()._save_bearer_token(token, request, *args, **kwargs)
-        services.record_event(
+        # DOT runs _save_bearer_token in a transaction of its own. Here _save_bearer_token only
+        # builds the access token (_create_access_token); the token and its audit event are then
+        # written together: one statement on PostgreSQL, one short queued transaction on SQLite
+        # (authserver/hotpath.py). Both rows or neither.
+        self._save_bearer_token(token, request, *args, **kwargs)
+        event = services.audit_event(
             kind=AuditEvent.Kind.TOKEN_ISSUED,
             application=request.client,
             # services.issue_token_for_owner names who asked on the client's behalf.
@@ -192,6 +193,21 @@ class Validator(OAuth2Validator):
             remote_addr=throttling.client_address(request.headers),
             detail={"scope": token["scope"], "expires_in": token["expires_in"]},
         )
+        hotpath.insert_issued_token(request.unsaved_access_token, event)
+
+    def _create_access_token(self, expires, request, token, source_refresh_token=None):
+        # The AccessToken DOT builds for a client credentials grant (the only grant this server
+        # runs: no ID token, no refresh token), left for save_bearer_token to write.
+        access_token = AccessToken(
+            user=request.user,
+            scope=token["scope"],
+            expires=expires,
+            application=request.client,
+            resource=getattr(request, "resource", []),  # RFC 8707
+        )
+        self._set_token_value(access_token, token["access_token"])
+        request.unsaved_access_token = access_token
+        return access_token
 
     def revoke_token(self, token, token_type_hint, request, *args, **kwargs):
         services.revoke_presented_token(
@@ -202,8 +218,48 @@ class Validator(OAuth2Validator):
         )
 
 
+def oauthlib_core() -> "OAuthLibCore":
+    """DOT's get_oauthlib_core(), built once per process as DOT's views keep theirs
+    (OAuthLibMixin.get_oauthlib_core), not on every API request as DOT's DRF authentication does:
+    the backend, the oauthlib server and the validator hold no per-request state.
+    ALWAYS_RELOAD_OAUTHLIB_CORE builds a new one every time, as it does for DOT's views."""
+    if oauth2_settings.ALWAYS_RELOAD_OAUTHLIB_CORE:
+        return oauth2_backends.get_oauthlib_core()
+    return _process_oauthlib_core()
+
+
+@functools.cache
+def _process_oauthlib_core() -> "OAuthLibCore":
+    return oauth2_backends.get_oauthlib_core()
+
+
+@receiver(setting_changed)
+def _forget_oauthlib_core(setting, **kwargs) -> None:
+    if setting == "OAUTH2_PROVIDER":  # DOT reloads its settings then (oauth2_provider.settings)
+        _process_oauthlib_core.cache_clear()
+
+
+# What DOT's extract_headers adds for oauthlib, and the CGI variables besides HTTP_* that the
+# validator reads (the caller's address, the body's type).
+_OAUTHLIB_HEADERS = frozenset(
+    {"Authorization", "Content-Type", "Origin", "X_DJANGO_OAUTH_TOOLKIT_SECURE"}
+    | {"CONTENT_TYPE", "CONTENT_LENGTH", "REMOTE_ADDR"}
+)
+
+
 class OAuthLibCore(oauth2_backends.OAuthLibCore):
+    def extract_headers(self, request):
+        # oauthlib decodes every entry it is given, on every request; META's server and WSGI
+        # variables (wsgi.*, SERVER_*, the socket...) are no request headers and nothing reads them.
+        return {
+            name: value
+            for name, value in super().extract_headers(request).items()
+            if name.startswith("HTTP_") or name in _OAUTHLIB_HEADERS
+        }
+
     def extract_body(self, request):
+        if request.method in ("GET", "HEAD"):
+            return []  # a bearer token is never read from a GET body (RFC 6750 2.2)
         # Every value of every parameter: oauthlib rejects repeated ones (RFC 6749 3.1, 3.2).
         return [(key, value) for key, values in request.POST.lists() for value in values]
 

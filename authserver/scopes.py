@@ -1,6 +1,7 @@
 """Scopes as data: DOT's SCOPES_BACKEND_CLASS reading authserver.Scope rows."""
 
 import logging
+import time
 
 from django.core.cache import cache
 from oauth2_provider.scopes import BaseScopes
@@ -10,12 +11,27 @@ from authserver.models import Scope
 log = logging.getLogger(__name__)
 
 CATALOGUE_CACHE_KEY = "authserver:scope-catalogue"
-# Scope descriptions and visibility change rarely; with a per-process cache (no REDIS_URL) an
-# edit reaches the other workers within this time. What a client may be granted is never cached.
+# Scope descriptions and visibility change rarely; an edit reaches every worker within this time
+# (and CATALOGUE_PROCESS_SECONDS). What a client may be granted is never cached.
 CATALOGUE_CACHE_SECONDS = 60
 
 
+# Every API request reads the catalogue (DOT fills request.scopes from it); each process keeps the
+# shared cache's copy this long, so a request does not cost a cache round trip either.
+CATALOGUE_PROCESS_SECONDS = 5
+_in_process: tuple[float, list[dict]] | None = None
+
+
 def scope_catalogue() -> list[dict]:
+    global _in_process
+    if _in_process is not None and _in_process[0] > time.monotonic():
+        return _in_process[1]
+    catalogue = _shared_scope_catalogue()
+    _in_process = (time.monotonic() + CATALOGUE_PROCESS_SECONDS, catalogue)
+    return catalogue
+
+
+def _shared_scope_catalogue() -> list[dict]:
     # The cache only saves a query: with Redis down, read the database (README "What the server promises").
     try:
         catalogue = cache.get(CATALOGUE_CACHE_KEY)
@@ -36,6 +52,8 @@ def _catalogue_from_database() -> list[dict]:
 
 
 def forget_scope_catalogue(**kwargs) -> None:
+    global _in_process
+    _in_process = None
     try:
         cache.delete(CATALOGUE_CACHE_KEY)
     except Exception:  # noqa: BLE001 (a stale entry expires within CATALOGUE_CACHE_SECONDS)

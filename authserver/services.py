@@ -50,7 +50,12 @@ class NewClient:
     client_secret: str
 
 
-def record_event(
+def record_event(**what) -> AuditEvent:
+    """Write one audit event (see audit_event for what it holds)."""
+    return hotpath.insert_audit_event(audit_event(**what))
+
+
+def audit_event(
     *,
     kind: str,
     actor: str,
@@ -59,10 +64,10 @@ def record_event(
     remote_addr: str | None = None,
     detail: dict | None = None,
 ) -> AuditEvent:
-    """Write one audit event. Text a client supplied (a presented client id) is stored as given,
-    except NUL characters, which PostgreSQL cannot store, and cut to the column's length."""
+    """An audit event, not saved yet. Text a client supplied (a presented client id) is stored as
+    given, except NUL characters, which PostgreSQL cannot store, and cut to the column's length."""
     client_id = client_id or (application.client_id if application else "")
-    return hotpath.create_audit_event(
+    return AuditEvent(
         kind=kind,
         application=application,
         client_id=client_id.replace("\x00", "")[:255],

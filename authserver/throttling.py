@@ -46,15 +46,7 @@ class Limit:
 
     def retry_after(self, *parts: str) -> int:
         """Seconds to wait when the limit is already used up for `parts`; 0 when it is not."""
-        if not settings.THROTTLE_ENABLED:
-            return 0
-        window, remaining = self._window()
-        try:
-            used = cache.get(self._key(parts, window), 0)
-        except Exception:  # noqa: BLE001 (fail open, see the module docstring)
-            log.warning("Throttle %s: cache unreachable; not limiting", self.name)
-            return 0
-        return remaining if used >= self.count else 0
+        return longest_wait((self, parts))
 
     def record(self, *parts: str) -> int:
         """Count one event; returns seconds to wait if this event went over the limit, else 0."""
@@ -63,21 +55,51 @@ class Limit:
         window, remaining = self._window()
         key = self._key(parts, window)
         try:
-            cache.add(key, 0, timeout=self.seconds + 1)
-            used = cache.incr(key)
-        except ValueError:  # expired between add and incr
-            used = 1
-            cache.set(key, used, timeout=self.seconds + 1)
+            used = self._count(key)
         except Exception:  # noqa: BLE001 (fail open)
             log.warning("Throttle %s: cache unreachable; not limiting", self.name)
             return 0
         return remaining if used > self.count else 0
+
+    def _count(self, key: str) -> int:
+        # The window's counter usually exists: one increment. The first event of a window creates it
+        # (add), unless another worker just did, or it expired in between (then start again at 1).
+        try:
+            return cache.incr(key)
+        except ValueError:
+            pass
+        if cache.add(key, 1, timeout=self.seconds + 1):
+            return 1
+        try:
+            return cache.incr(key)
+        except ValueError:
+            cache.set(key, 1, timeout=self.seconds + 1)
+            return 1
 
     def reset(self, *parts: str) -> None:
         try:
             cache.delete(self._key(parts, self._window()[0]))
         except Exception:  # noqa: BLE001 (fail open)
             log.warning("Throttle %s: cache unreachable; counter not reset", self.name)
+
+
+def longest_wait(*checks: tuple[Limit, tuple[str, ...]]) -> int:
+    """max(limit.retry_after(*parts) for each (limit, parts)), from one cache read."""
+    if not settings.THROTTLE_ENABLED:
+        return 0
+    windows = [limit._window() for limit, _ in checks]
+    keys = [limit._key(parts, window) for (limit, parts), (window, _) in zip(checks, windows, strict=True)]
+    try:
+        used = cache.get_many(keys)
+    except Exception:  # noqa: BLE001 (fail open, see the module docstring)
+        log.warning(
+            "Throttle %s: cache unreachable; not limiting", ", ".join(limit.name for limit, _ in checks)
+        )
+        return 0
+    return max(
+        remaining if used.get(key, 0) >= limit.count else 0
+        for (limit, _), (_, remaining), key in zip(checks, windows, keys, strict=True)
+    )
 
 
 def client_address(meta) -> str:
@@ -115,9 +137,9 @@ SIGNUPS_PER_ADDRESS = Limit.from_setting("signups_per_address")
 
 def client_auth_retry_after(client_id: str, address: str) -> int:
     """Seconds a client id must wait at this address after too many failed authentications."""
-    return max(
-        CLIENT_AUTH_FAILURES_PER_CLIENT_AND_ADDRESS.retry_after(client_id, address),
-        CLIENT_AUTH_FAILURES_PER_ADDRESS.retry_after(address),
+    return longest_wait(
+        (CLIENT_AUTH_FAILURES_PER_CLIENT_AND_ADDRESS, (client_id, address)),
+        (CLIENT_AUTH_FAILURES_PER_ADDRESS, (address,)),
     )
 
 
@@ -135,9 +157,9 @@ class LoginThrottleMixin:
     def post(self, request, *args, **kwargs):
         username = request.POST.get("username", "").strip().lower()
         address = client_address(request.META)
-        wait = max(
-            LOGIN_FAILURES_PER_USER_AND_ADDRESS.retry_after(username, address),
-            LOGIN_FAILURES_PER_ADDRESS.retry_after(address),
+        wait = longest_wait(
+            (LOGIN_FAILURES_PER_USER_AND_ADDRESS, (username, address)),
+            (LOGIN_FAILURES_PER_ADDRESS, (address,)),
         )
         if wait:
             return too_many_attempts(request, wait)

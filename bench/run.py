@@ -8,6 +8,8 @@ server of DATABASE_URL: your own data is never touched), provisions it with the 
 worker per core, plain HTTP on 127.0.0.1, rate limits raised so they never refuse the load but
 still count every request), and drives each row with wrk (or bench/loadgen.py when wrk is absent).
 The floor is GET /healthz: a Django JSON view through the same middleware, no OAuth, no database.
+It is measured before the first row and again after each row, and each row's ratio is to the floor
+runs just before and after it (a shared machine's speed drifts during a run).
 """
 
 import argparse
@@ -65,6 +67,7 @@ class Row:
     ratio: float | None = None
     cpu_ms: float | None = None  # server CPU (all gunicorn processes) per request
     cpu_ratio: float | None = None  # floor's CPU per request / this row's: the ratio on idle cores
+    floor_around: tuple[float, float] = (0.0, 0.0)  # the floor's req/s just before and after this row
 
 
 # --- the machine ---------------------------------------------------------------------------------
@@ -378,17 +381,36 @@ def measure(base_url, kind, connections, options, server_cpu: ServerCPU) -> Row:
 
 
 def measure_rows(base_url, kinds, options, server_cpu, progress) -> list[Row]:
+    """Each row, with the floor measured before the first and again after every row: the speed of
+    a shared machine drifts during a run, so a row's ratio is to the floor just around it (the
+    mean of the floor runs before and after it). The floor's own row is the median of its runs."""
+    floor_kind = next(kind for kind in kinds if kind.name == "floor")
     rows = []
     for connections in options.connections:
-        floor = None
-        for kind in kinds:
+
+        def run(kind: RequestKind, connections: int = connections) -> Row:
             progress(f"  {kind.label} at {connections} connections ...")
-            row = measure(base_url, kind, connections, options, server_cpu)
-            if kind.name == "floor":
-                floor = row
-            row.ratio = row.requests_per_second / floor.requests_per_second
-            row.cpu_ratio = floor.cpu_ms / row.cpu_ms if row.cpu_ms else None
-            rows.append(row)
+            return measure(base_url, kind, connections, options, server_cpu)
+
+        floors, measured = [run(floor_kind)], []
+        for kind in kinds:
+            if kind is floor_kind:
+                continue
+            row = run(kind)
+            floors.append(run(floor_kind))
+            around = floors[-2:]
+            row.floor_around = tuple(floor.requests_per_second for floor in around)
+            row.ratio = row.requests_per_second / statistics.mean(row.floor_around)
+            floor_cpu_ms = statistics.mean(floor.cpu_ms for floor in around)
+            row.cpu_ratio = floor_cpu_ms / row.cpu_ms if row.cpu_ms else None
+            measured.append(row)
+        floor = sorted(floors, key=lambda run: run.requests_per_second)[len(floors) // 2]
+        rates = [run.requests_per_second for run in floors]
+        floor.spread, floor.floor_around = (min(rates), max(rates)), (min(rates), max(rates))
+        floor.ratio, floor.cpu_ratio = 1.0, 1.0
+        floor.requests = sum(run.requests for run in floors)
+        floor.errors = sum(run.errors for run in floors)
+        rows += [floor, *measured]
     return rows
 
 
@@ -418,6 +440,7 @@ def rows_table(rows: list[Row], engine: str, repeat: int) -> str:
         "p99 ms",
         "errors",
         "× floor",
+        "floor around",
         "target",
         "CPU ms/req",
         "CPU × floor",
@@ -434,6 +457,7 @@ def rows_table(rows: list[Row], engine: str, repeat: int) -> str:
             f"{row.p99_ms:.1f}",
             str(row.errors),
             f"{row.ratio:.2f}" if row.ratio is not None else "",
+            "–".join(f"{rate:,.0f}" for rate in row.floor_around) if row.floor_around[0] else "",
             verdict(row, engine),
             f"{row.cpu_ms:.2f}" if row.cpu_ms else "",
             f"{row.cpu_ratio:.2f}" if row.cpu_ratio else "",

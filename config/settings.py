@@ -84,6 +84,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     # Fail fast when the database is unreachable instead of hanging the worker.
     DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env_int("DATABASE_CONNECT_TIMEOUT", 3)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Django's backend, without a health-check round trip on every request under load.
+    DATABASES["default"]["ENGINE"] = "config.postgresql"
+    if env_bool("DATABASE_PREPARED_STATEMENTS", True):
+        # Parameters bound by the server and statements run five times prepared: PostgreSQL then
+        # no longer parses and plans the hot path's few statements on every request (half its CPU,
+        # docs/benchmarks.md). Off behind a pooler that cannot keep prepared statements
+        # (PgBouncer in transaction mode before 1.21).
+        DATABASES["default"]["OPTIONS"].update(server_side_binding=True, prepare_threshold=5)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -262,6 +271,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["authserver.permissions.TokenHasRequiredScopes"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "authserver.negotiation.JSONFirstNegotiation",
     "EXCEPTION_HANDLER": "authserver.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.cache import cache
 
 from authserver import services
+from authserver.scopes import forget_scope_catalogue
 from tests import helpers
 
 
@@ -37,9 +38,12 @@ def transactional_db(transactional_db):
 
 @pytest.fixture(autouse=True)
 def _empty_cache():
+    # The shared cache and the scope catalogue each process keeps (rolled-back rows send no signal).
     cache.clear()
+    forget_scope_catalogue()
     yield
     cache.clear()
+    forget_scope_catalogue()
 
 
 @pytest.fixture

@@ -85,6 +85,69 @@ def test_a_page_past_the_last_is_404(client, reader_token, catalogue):
     assert_api_error(client.get("/api/v1/products?page=2", **bearer(reader_token)), 404, "not_found")
 
 
+def drf_list_view_answer(path: str) -> dict:
+    """What DRF's own ListAPIView, paginator and ProductSerializer answer for `path`."""
+    from django.test import RequestFactory
+    from rest_framework import generics
+
+    from fooapi.serializers import ProductSerializer
+    from fooapi.views import Pages
+
+    reference = generics.ListAPIView.as_view(
+        queryset=Product.objects.all(),
+        serializer_class=ProductSerializer,
+        pagination_class=Pages,
+        authentication_classes=[],
+        permission_classes=[],
+    )
+    response = reference(RequestFactory().get(path, secure=True))
+    response.render()
+    return json.loads(response.content) if response.status_code == 200 else {"status": response.status_code}
+
+
+def test_catalogue_pages_are_what_the_drf_serializer_and_paginator_give(client, reader_token, catalogue):
+    # The list is served from one compiled statement and fields built once (fooapi/views.py);
+    # every page, and the one past the last, must still be exactly what ListAPIView answers.
+    Product.objects.create(sku="ODD-1", name="Ünïcode ✓", price=Decimal("0.5"), available=False)
+    count = Product.objects.count()
+    for size in (1, 3, 4, 100):
+        for number in range(1, -(-count // size) + 2):  # and one past the last page
+            path = f"/api/v1/products?page_size={size}&page={number}"
+            response = client.get(path, **bearer(reader_token))
+            expected = drf_list_view_answer(path)
+            if "status" in expected:
+                assert expected["status"] == 404 and number > 1
+                assert_api_error(response, 404, "not_found")
+            else:
+                assert response.status_code == 200
+                assert response.json() == expected, (size, number)
+
+
+def test_an_empty_catalogue_has_one_empty_page(client, db):
+    token = issue_token(client, make_client(scopes=["products:read"]))
+
+    response = client.get("/api/v1/products", **bearer(token))
+
+    assert response.status_code == 200
+    assert response.json() == {"count": 0, "next": None, "previous": None, "results": []}
+    assert_api_error(client.get("/api/v1/products?page=2", **bearer(token)), 404, "not_found")
+
+
+def test_a_catalogue_change_shows_at_the_next_request(client, reader_token, catalogue):
+    client.get("/api/v1/products", **bearer(reader_token))  # compiled and run once already
+    camera = catalogue["FOO-CAM-01"]
+    camera.price, camera.name = Decimal("79.00"), "Foo Camera 2"
+    camera.save()
+    catalogue["FOO-CABLE-USB"].delete()
+
+    body = client.get("/api/v1/products", **bearer(reader_token)).json()
+
+    assert body["count"] == len(DEMO_CATALOGUE) - 1
+    listed = {item["sku"]: item for item in body["results"]}
+    assert "FOO-CABLE-USB" not in listed
+    assert (listed["FOO-CAM-01"]["price"], listed["FOO-CAM-01"]["name"]) == ("79.00", "Foo Camera 2")
+
+
 def test_one_product(client, reader_token, catalogue):
     camera = catalogue["FOO-CAM-01"]
     response = client.get(f"/api/v1/products/{camera.pk}", **bearer(reader_token))
