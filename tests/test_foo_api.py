@@ -187,6 +187,28 @@ def test_html_is_never_the_answer(client, reader_token):
     assert browser_like["Content-Type"] == "application/json"
 
 
+@pytest.mark.parametrize(
+    ("accept", "query", "status"),
+    [
+        (None, "", 200),  # what machine clients send: answered without parsing (authserver/negotiation.py)
+        ("*/*", "", 200),
+        ("application/json", "", 200),
+        ("application/json; indent=2", "", 200),  # everything else: DRF's own negotiation
+        ("application/*;q=0.5, text/html", "", 200),
+        ("text/html", "", 406),
+        (None, "format=json", 200),
+        (None, "format=xml", 404),  # DRF: no renderer for that format
+        ("*/*", "format=xml", 404),
+    ],
+)
+def test_content_negotiation_is_drfs_for_every_accept_header(client, reader_token, accept, query, status):
+    headers = {"HTTP_ACCEPT": accept} if accept else {}
+    response = client.get(f"/api/v1/products?{query}", **headers, **bearer(reader_token))
+
+    assert response.status_code == status, response.content
+    assert response["Content-Type"] == "application/json"
+
+
 # --- RFC 6750: no token, bad token, too few scopes ---------------------------------------------
 
 
