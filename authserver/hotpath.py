@@ -372,9 +372,13 @@ _writer_locks = threading.local()  # one open file per thread: flock excludes op
 
 @contextmanager
 def queued_writes(using: str = "default") -> Iterator[None]:
-    """Around a write transaction: on SQLite, wait in an OS queue for the other writers to finish."""
+    """Around a write transaction: on SQLite, wait in an OS queue for the other writers to finish.
+
+    Not inside a transaction that is already open (the portal issues its test token inside the
+    transaction that registers the client): that one holds SQLite's write lock since it began, and
+    queueing behind a writer that waits for that lock would stall both for SQLite's busy timeout."""
     connection = connections[using]
-    if connection.vendor != "sqlite" or connection.is_in_memory_db():
+    if connection.vendor != "sqlite" or connection.is_in_memory_db() or connection.in_atomic_block:
         yield
         return
     path = str(connection.settings_dict["NAME"])

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from django.core.management import call_command
-from django.db import IntegrityError, connection
+from django.db import IntegrityError, connection, transaction
 from django.db.models.signals import post_save
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -316,6 +316,33 @@ def test_token_writers_on_sqlite_take_turns(transactional_db):
         assert not second_in.wait(0.3)  # queued behind the first
     assert second_in.wait(5)
     other.join()
+
+
+@pytest.mark.skipif(
+    os.environ.get("DATABASE_URL", "").startswith("postgres"), reason="SQLite's single writer only"
+)
+def test_a_writer_already_in_a_transaction_does_not_queue(transactional_db):
+    # It holds SQLite's write lock already (the portal issues a token inside its own transaction):
+    # waiting behind a queued writer, who waits for that lock, would stall both.
+    holder_in, release = threading.Event(), threading.Event()
+
+    def holder():
+        with hotpath.queued_writes():
+            holder_in.set()
+            release.wait(5)
+        connection.close()
+
+    other = threading.Thread(target=holder)
+    other.start()
+    assert holder_in.wait(5)
+    try:
+        started = time.monotonic()
+        with transaction.atomic(), hotpath.queued_writes():
+            pass
+        assert time.monotonic() - started < 0.3
+    finally:
+        release.set()
+        other.join()
 
 
 def make_tokens(application, *, count: int, expires) -> list[AccessToken]:
