@@ -10,6 +10,7 @@ import hashlib
 import ipaddress
 import logging
 import time
+from contextlib import suppress
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -64,10 +65,8 @@ class Limit:
     def _count(self, key: str) -> int:
         # The window's counter usually exists: one increment. The first event of a window creates it
         # (add), unless another worker just did, or it expired in between (then start again at 1).
-        try:
+        with suppress(ValueError):
             return cache.incr(key)
-        except ValueError:
-            pass
         if cache.add(key, 1, timeout=self.seconds + 1):
             return 1
         try:

@@ -185,6 +185,40 @@ def test_throttling_can_be_switched_off(client, new_client, settings):
     assert token_request(client, client_id, new_client.client_secret, ATTACKER).status_code == 200
 
 
+class RacingCache:
+    """A cache where another worker creates, or the window expires, the counter between our calls."""
+
+    def __init__(self, *, counter_created_by_another: bool):
+        self.values, self.another = {}, counter_created_by_another
+
+    def incr(self, key):
+        if key not in self.values:
+            raise ValueError(key)
+        self.values[key] += 1
+        return self.values[key]
+
+    def add(self, key, value, timeout):
+        # Too late: the other worker's counter exists now (or it expired again right after).
+        if self.another:
+            self.values[key] = 4
+        return False
+
+    def set(self, key, value, timeout):
+        self.values[key] = value
+
+
+@pytest.mark.parametrize(("counter_created_by_another", "counted"), [(True, 5), (False, 1)])
+def test_counting_survives_another_worker_creating_the_counter(
+    monkeypatch, counter_created_by_another, counted
+):
+    racing = RacingCache(counter_created_by_another=counter_created_by_another)
+    monkeypatch.setattr(throttling, "cache", racing)
+    limit = throttling.Limit("race", count=10, seconds=60)
+
+    assert limit.record("198.51.100.7") == 0
+    assert list(racing.values.values()) == [counted]
+
+
 def test_a_client_id_of_any_text_is_counted(client, db):
     """Counter keys are hashed: spaces, control characters or kilobytes in a client id count like any."""
     odd_id = "a client id\twith spaces\x01and " + "x" * 3000
