@@ -1,7 +1,11 @@
 """Clients discover the server: RFC 8414 authorization server metadata, RFC 9728 resource metadata."""
 
-import pytest
+import time
 
+import pytest
+from django.core.cache import cache
+
+from authserver import scopes
 from authserver.models import Scope
 
 
@@ -29,6 +33,23 @@ def test_scopes_supported_lists_the_public_scopes_only(client, db):
     Scope.objects.create(name="catalogue:admin", description="Edit the catalogue", public=False)
     scopes = client.get("/.well-known/oauth-authorization-server").json()["scopes_supported"]
     assert scopes == ["orders:read", "orders:write", "products:read"]
+
+
+def test_a_scope_edit_shows_at_once_here_and_within_seconds_in_other_workers(client, db, monkeypatch):
+    def scopes_supported() -> list[str]:
+        return client.get("/.well-known/oauth-authorization-server").json()["scopes_supported"]
+
+    assert "catalogue:admin" not in scopes_supported()
+    scope = Scope.objects.create(name="catalogue:admin", description="Edit the catalogue", public=True)
+    assert "catalogue:admin" in scopes_supported()  # saving forgets this process's copy
+
+    # Another worker's edit (no signal here): this process's copy and the shared cache's age out.
+    Scope.objects.filter(pk=scope.pk).update(public=False)
+    assert "catalogue:admin" in scopes_supported()
+    cache.clear()  # the shared cache's 60 s passed
+    later = time.monotonic() + scopes.CATALOGUE_PROCESS_SECONDS + 1
+    monkeypatch.setattr(scopes.time, "monotonic", lambda: later)
+    assert "catalogue:admin" not in scopes_supported()
 
 
 def test_the_issuer_follows_the_setting(client, db, settings):
