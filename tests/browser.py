@@ -4,6 +4,8 @@ Chromium is launched by path (no browser download); `.ci/run` installs the `chro
 Without it, browser tests skip with that reason. Screenshots go to test-output/screenshots/.
 """
 
+import base64
+import hashlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -11,6 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-output" / "screenshots"
@@ -30,17 +34,30 @@ def require_chromium() -> None:
         pytest.skip(f"no Chromium at {CHROMIUM}: install Debian's chromium package (.ci/run does)")
 
 
+def trust_certificate_argument() -> str:
+    """Chromium's switch that trusts var/tls's self-signed certificate (by its public key) and no
+    other: every handshake then succeeds at once. Ignoring certificate errors per context instead
+    makes Chromium fail each new connection and retry it, which under load ends in
+    ERR_TOO_MANY_RETRIES on some static file."""
+    from tests.servers import ensure_certificate
+
+    certificate = x509.load_pem_x509_certificate(ensure_certificate().read_bytes())
+    public_key = certificate.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    fingerprint = base64.b64encode(hashlib.sha256(public_key).digest()).decode()
+    return f"--ignore-certificate-errors-spki-list={fingerprint}"
+
+
 @contextmanager
-def chromium_page(*, ignore_https_errors: bool = True) -> Iterator["object"]:
-    """A fresh browser context and page; the self-signed certificate of var/tls is accepted."""
+def chromium_page() -> Iterator["object"]:
+    """A fresh browser context and page, trusting the self-signed certificate of var/tls."""
     require_chromium()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        arguments = [*CHROMIUM_ARGS, trust_certificate_argument()]
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=arguments)
         try:
             context = browser.new_context(
-                ignore_https_errors=ignore_https_errors,
                 accept_downloads=True,
                 viewport={"width": 1280, "height": 860},
             )
