@@ -8,11 +8,27 @@ class AuthServerConfig(AppConfig):
     verbose_name = "Authorization server"
 
     def ready(self) -> None:
-        from authserver.models import Scope
+        from oauth2_provider.models import get_access_token_model
+
+        from authserver import validity
+        from authserver.models import Application, Scope
         from authserver.scopes import forget_scope_catalogue
 
         post_save.connect(forget_scope_catalogue, sender=Scope, dispatch_uid="forget-scopes-on-save")
         post_delete.connect(forget_scope_catalogue, sender=Scope, dispatch_uid="forget-scopes-on-delete")
+        # What workers remember of tokens and clients (hotpath.RememberedLookup) is forgotten
+        # whenever one is changed or deleted, by whatever path. Not on a token's save: the token
+        # endpoint inserts without save signals (hotpath.CompiledInsert) and a new token
+        # invalidates nothing.
+        post_save.connect(validity.client_saved, sender=Application, dispatch_uid="epoch-client-saved")
+        post_delete.connect(
+            validity.tokens_or_clients_changed, sender=Application, dispatch_uid="epoch-client-deleted"
+        )
+        post_delete.connect(
+            validity.tokens_or_clients_changed,
+            sender=get_access_token_model(),
+            dispatch_uid="epoch-token-deleted",
+        )
 
 
 class ConsoleAdminConfig(admin_apps.AdminConfig):

@@ -7,9 +7,12 @@ building costs several times more than the database answering (bench/profile.py,
 docs/benchmarks.md). Each statement here is an ordinary queryset or model INSERT, compiled by the
 ORM once per process and database; each call runs that SQL with the new values and turns rows into
 model instances with the same compiler (converters, select_related): the same SQL and the same
-objects as the ORM, without compiling again. Only SQL text is kept between calls: every call reads
-the database, so a revoked token, a disabled client or a changed scope takes effect at once in
-every worker.
+objects as the ORM, without compiling again.
+
+Remembered. The two lookups (a token with its client, a client with its scopes) keep their rows in
+each worker while the validity epoch stays the same (authserver/validity.py): every revocation,
+disabled client, new secret or changed scope changes it after committing, so it takes effect at
+once in every worker. With TOKEN_CACHE=off only SQL text is kept and every call reads the database.
 
 Written together. A token and its audit event are saved all or none. On PostgreSQL that is one
 statement (both INSERTs as data-modifying WITH queries, atomic by itself: one round trip instead of
@@ -21,6 +24,7 @@ Token writes are queued on an OS lock instead (flock on the database file, which
 fcntl locks ignore): a waiting worker wakes the moment the previous writer commits.
 """
 
+import copy
 import fcntl
 import os
 import threading
@@ -35,6 +39,7 @@ from django.db.models.query import get_related_populators
 from django.db.models.sql import InsertQuery
 from oauth2_provider.models import get_access_token_model
 
+from authserver import validity
 from authserver.models import Application, AuditEvent, ClientScope
 
 # Stands for the looked-up value while compiling; found again among the compiled parameters.
@@ -99,16 +104,24 @@ class CompiledLookup(_CompiledPerConnection):
 
     def get(self, value: str) -> models.Model | None:
         alias = router.db_for_read(self._model)
+        row = self._row(alias, value)
+        return None if row is None else self._instance(alias, row)
+
+    def _row(self, alias: str, value: str) -> tuple | None:
+        """The row for `value`, its values converted as the ORM converts them."""
         compiled = self._compiled(alias)
         params = list(compiled.params)
         params[compiled.value_position] = value
         with connections[alias].cursor() as cursor:
             cursor.execute(compiled.sql, params)
             row = cursor.fetchone()
-        if row is None:
-            return None
-        if compiled.converters:
+        if row is not None and compiled.converters:
             row = next(compiled.compiler.apply_converters([row], compiled.converters))
+        return None if row is None else tuple(row)
+
+    def _instance(self, alias: str, row: tuple) -> models.Model:
+        """New model instances from a converted row."""
+        compiled = self._compiled(alias)
         instance = compiled.model.from_db(
             alias, compiled.init_list, row[compiled.fields_start : compiled.fields_end]
         )
@@ -140,6 +153,53 @@ class CompiledLookup(_CompiledPerConnection):
             related_populators=get_related_populators(klass_info, select, alias),
             annotation_col_map=dict(compiler.annotation_col_map),
         )
+
+
+class RememberedLookup(CompiledLookup):
+    """A CompiledLookup whose rows each worker remembers while the validity epoch stays the same
+    (authserver/validity.py): a revocation, a disabled client or a new secret changes the epoch, and
+    the next lookup in every worker reads the database again. Without an epoch (TOKEN_CACHE=off),
+    and inside a transaction, every lookup reads the database.
+
+    Every call returns new instances (callers may change them); values a caller could change in
+    place (JSON lists and dicts) are copied. Rows found missing are not remembered, and at most
+    `size` rows are, the oldest forgotten first."""
+
+    def __init__(self, queryset_for: Callable[[str], models.QuerySet], *, size: int = 4096):
+        super().__init__(queryset_for)
+        self.size = size
+        self._memory = threading.local()
+
+    def get(self, value: str) -> models.Model | None:
+        alias = router.db_for_read(self._model)
+        epoch = validity.current(alias)
+        if epoch is None or connections[alias].in_atomic_block:
+            # Inside a transaction the database may already differ from what every worker sees
+            # (a revocation not yet committed, hence no new epoch): read it.
+            return super().get(value)
+        memory = self._memory.__dict__
+        if memory.get("epoch") != (alias, epoch):
+            memory["epoch"], memory["rows"] = (alias, epoch), {}  # read before the lookups it covers
+        rows = memory["rows"]
+        remembered = rows.get(value)
+        if remembered is None:
+            row = self._row(alias, value)
+            if row is None:
+                return None
+            mutable = tuple(position for position, cell in enumerate(row) if isinstance(cell, list | dict))
+            if len(rows) >= self.size:
+                del rows[next(iter(rows))]
+            remembered = rows[value] = (row, mutable)
+        row, mutable = remembered
+        if mutable:
+            row = list(row)
+            for position in mutable:
+                row[position] = copy.deepcopy(row[position])
+        return self._instance(alias, row)
+
+    def forget(self) -> None:
+        """Forget this thread's rows (tests)."""
+        self._memory.__dict__.clear()
 
 
 @dataclass(frozen=True)
@@ -343,8 +403,14 @@ def _access_token_with_client(token_checksum: str) -> models.QuerySet:
 
 _AUDIT_EVENTS = CompiledInsert(AuditEvent)
 _ISSUED_TOKENS = CompiledInsertsTogether(get_access_token_model(), AuditEvent)
-_CLIENT_WITH_SCOPE_NAMES = CompiledLookup(_client_with_scope_names)
-_ACCESS_TOKEN_WITH_CLIENT = CompiledLookup(_access_token_with_client)
+_CLIENT_WITH_SCOPE_NAMES = RememberedLookup(_client_with_scope_names)
+_ACCESS_TOKEN_WITH_CLIENT = RememberedLookup(_access_token_with_client)
+
+
+def forget_remembered_rows() -> None:
+    """Forget the rows this thread remembers (tests whose database is emptied under them)."""
+    _CLIENT_WITH_SCOPE_NAMES.forget()
+    _ACCESS_TOKEN_WITH_CLIENT.forget()
 
 
 def insert_audit_event(event: AuditEvent) -> AuditEvent:

@@ -29,7 +29,7 @@ from oauthlib.oauth2 import BackendApplicationServer
 from oauthlib.oauth2.rfc6749 import errors
 
 from authserver import errors as protocol_errors
-from authserver import hotpath, services, throttling
+from authserver import hotpath, services, throttling, validity
 from authserver.models import Application, AuditEvent
 
 AccessToken = get_access_token_model()
@@ -171,6 +171,7 @@ class Validator(OAuth2Validator):
         Application.objects.filter(pk=application.pk, client_secret=stored).update(
             client_secret=make_password(client_secret, hasher=wanted)
         )
+        validity.tokens_or_clients_changed()  # workers remember the client with its old hash
 
     def validate_scopes(self, client_id, scopes, client, request, *args, **kwargs):
         requested = list(dict.fromkeys(scopes))  # a scope asked for twice is granted once

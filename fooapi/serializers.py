@@ -20,16 +20,31 @@ class ProductSerializer(serializers.ModelSerializer):
         fields = _readable_fields(cls)
         return [
             {
-                name: None if value is None else field.to_representation(value)
-                for (name, field), value in zip(fields, row, strict=True)
+                name: value if value is None or type(value) is same else field.to_representation(value)
+                for (name, field, same), value in zip(fields, row, strict=True)
             }
             for row in rows
         ]
 
 
+# Fields whose representation of a value of this exact type is the value itself.
+_REPRESENTED_AS_IS = {
+    serializers.CharField: str,
+    serializers.IntegerField: int,
+    serializers.BooleanField: bool,
+}
+
+
 @functools.cache
-def _readable_fields(serializer_class: type[serializers.Serializer]) -> list[tuple[str, serializers.Field]]:
-    return [(name, field) for name, field in serializer_class().fields.items() if not field.write_only]
+def _readable_fields(
+    serializer_class: type[serializers.Serializer],
+) -> list[tuple[str, serializers.Field, type]]:
+    """(name, field, the type of value it represents as is, if any) for each readable field."""
+    return [
+        (name, field, _REPRESENTED_AS_IS.get(type(field)))
+        for name, field in serializer_class().fields.items()
+        if not field.write_only
+    ]
 
 
 class OrderLineSerializer(serializers.ModelSerializer):

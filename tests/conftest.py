@@ -10,7 +10,7 @@ import pytest
 from django.conf import settings
 from django.core.cache import cache
 
-from authserver import services
+from authserver import hotpath, services
 from authserver.scopes import forget_scope_catalogue
 from tests import helpers
 
@@ -38,12 +38,15 @@ def transactional_db(transactional_db):
 
 @pytest.fixture(autouse=True)
 def _empty_cache():
-    # The shared cache and the scope catalogue each process keeps (rolled-back rows send no signal).
+    # The shared cache, the scope catalogue and the token and client rows each process keeps
+    # (rolled-back and flushed rows send no signal).
     cache.clear()
     forget_scope_catalogue()
+    hotpath.forget_remembered_rows()
     yield
     cache.clear()
     forget_scope_catalogue()
+    hotpath.forget_remembered_rows()
 
 
 @pytest.fixture

@@ -1,0 +1,272 @@
+"""Workers remember the tokens and clients they looked up, and forget them the moment one is revoked,
+disabled or changed: in this process, in another one, and in every worker of a live server."""
+
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+from oauth2_provider.models import AccessToken
+
+from authserver import hotpath, services, validity
+from authserver.validity import EpochFile
+from tests.helpers import HttpsClient, basic, bearer, issue_token, make_client, post_form, request_token
+from tests.servers import LiveServer
+
+
+@pytest.fixture
+def remembering(settings, transactional_db):
+    """Workers remember (the default on SQLite; PostgreSQL's default is off): outside a test
+    transaction, so that commits happen and advance the epoch."""
+    settings.TOKEN_CACHE = "local"
+
+
+def checksum(token: str) -> str:
+    """What is stored of a token: its SHA-256."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def lookup_queries(stored: str) -> tuple[object, int]:
+    with CaptureQueriesContext(connection) as captured:
+        loaded = hotpath.access_token_with_client(stored)
+    return loaded, len(captured.captured_queries)
+
+
+# --- in one process -------------------------------------------------------------------------------
+
+
+def test_a_token_looked_up_again_is_remembered_as_new_instances(remembering):
+    new_client = make_client(scopes=["products:read"])
+    stored = checksum(issue_token(HttpsClient(), new_client))
+
+    first, first_queries = lookup_queries(stored)
+    first.scope = "changed by a caller"
+    first.resource.append("https://changed.example")
+    first.application.name = "changed by a caller"
+    second, second_queries = lookup_queries(stored)
+
+    assert (first_queries, second_queries) == (1, 0)
+    assert second is not first and second.application is not first.application
+    assert second.scope == "products:read" and second.resource == []
+    assert second.application.name == new_client.application.name
+
+
+def revoke(token, client):
+    services.revoke_token(token=token, actor="tests")
+
+
+def revoke_all(token, client):
+    services.revoke_client_tokens(application=client, actor="tests")
+
+
+def disable(token, client):
+    services.set_client_enabled(application=client, enabled=False, actor="tests")
+
+
+def delete(token, client):
+    services.delete_client(application=client, actor="tests")
+
+
+@pytest.mark.parametrize("invalidate", [revoke, revoke_all, disable, delete])
+def test_a_remembered_token_stops_working_at_the_next_request(remembering, invalidate):
+    http = HttpsClient()
+    new_client = make_client(scopes=["products:read"])
+    token = issue_token(http, new_client)
+    assert http.get("/api/v1/products", **bearer(token)).status_code == 200
+    _, queries = lookup_queries(checksum(token))
+    assert queries == 0  # remembered
+
+    invalidate(AccessToken.objects.get(token_checksum=checksum(token)), new_client.application)
+
+    response = http.get("/api/v1/products", **bearer(token))
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_token"
+
+
+def test_introspection_sees_a_disabled_client_at_once(remembering):
+    http = HttpsClient()
+    resource_server = make_client(scopes=["introspection"], name="resource server")
+    new_client = make_client(scopes=["products:read"])
+    token = issue_token(http, new_client)
+    credentials = basic(resource_server.application.client_id, resource_server.client_secret)
+    assert post_form(http, "/oauth2/introspect", {"token": token}, **credentials).json()["active"] is True
+
+    services.set_client_enabled(application=new_client.application, enabled=False, actor="tests")
+
+    assert post_form(http, "/oauth2/introspect", {"token": token}, **credentials).json() == {"active": False}
+
+
+def test_a_rotated_secret_is_refused_at_the_next_request(remembering):
+    http = HttpsClient()
+    new_client = make_client(scopes=["products:read"])
+    assert request_token(http, new_client).status_code == 200  # the client is remembered
+
+    services.rotate_secret(application=new_client.application, actor="tests")
+
+    response = request_token(http, new_client)
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_client"
+
+
+def test_a_scope_taken_from_a_remembered_client_is_refused(remembering):
+    http = HttpsClient()
+    new_client = make_client(scopes=["products:read", "orders:read"])
+    assert request_token(http, new_client, scope="orders:read").status_code == 200
+
+    services.update_client(
+        application=new_client.application, actor="tests", changed_fields=[], scopes=["products:read"]
+    )
+
+    assert request_token(http, new_client, scope="orders:read").json()["error"] == "invalid_scope"
+
+
+def test_nothing_is_forgotten_before_the_change_commits(remembering):
+    new_client = make_client(scopes=["products:read"])
+    stored = checksum(issue_token(HttpsClient(), new_client))
+    lookup_queries(stored)
+    before = validity.current()
+
+    with transaction.atomic():
+        services.revoke_token(token=AccessToken.objects.get(token_checksum=stored), actor="tests")
+        assert validity.current() == before  # other workers still see the committed token
+        assert hotpath.access_token_with_client(stored) is None  # inside the transaction: the database
+
+    assert validity.current() != before
+    assert lookup_queries(stored) == (None, 1)
+
+
+def test_one_transaction_deleting_many_tokens_changes_the_epoch_once(remembering):
+    http = HttpsClient()
+    new_client = make_client(scopes=["products:read"])
+    for _ in range(3):
+        issue_token(http, new_client)
+    _, before = validity.current()
+
+    assert services.revoke_client_tokens(application=new_client.application, actor="tests") == 3
+
+    _, after = validity.current()
+    assert after == (before + 1) % 2**64
+
+
+def test_with_the_cache_off_every_lookup_reads_the_database(settings, transactional_db):
+    settings.TOKEN_CACHE = "off"
+    new_client = make_client(scopes=["products:read"])
+    stored = checksum(issue_token(HttpsClient(), new_client))
+
+    assert validity.current() is None
+    assert [lookup_queries(stored)[1] for _ in range(3)] == [1, 1, 1]
+
+
+def test_missing_tokens_are_not_remembered(remembering):
+    assert [lookup_queries("0" * 64) for _ in range(2)] == [(None, 1), (None, 1)]
+
+
+# --- the epoch file shared by processes -----------------------------------------------------------
+
+
+def test_an_advance_in_one_process_is_seen_by_another(tmp_path):
+    path = tmp_path / "epoch"
+    here, elsewhere = EpochFile(path), EpochFile(path)  # two processes mapping the same file
+    before = here.read()
+
+    elsewhere.advance()
+
+    assert here.read() != before
+    assert here.read() == elsewhere.read()
+
+
+def test_a_new_file_starts_from_a_random_value(tmp_path):
+    assert EpochFile(tmp_path / "one").read()[1] != EpochFile(tmp_path / "two").read()[1]
+
+
+def test_a_file_replaced_under_a_worker_is_noticed(tmp_path):
+    path = tmp_path / "epoch"
+    worker = EpochFile(path)
+    before = worker.read()
+    os.unlink(path)
+    EpochFile(path).advance()  # var/ cleaned, then a revocation in another process
+
+    assert worker.read() != before
+    assert worker.read() == EpochFile(path).read()
+
+
+# --- every worker of a live server ----------------------------------------------------------------
+
+
+@pytest.fixture
+def server(django_db_setup, django_db_blocker, remembering):
+    with django_db_blocker.unblock(), LiveServer(workers=2, TOKEN_CACHE="local") as live:
+        yield live
+
+
+def statuses(server, token: str, count: int = 32) -> set[int]:
+    """The statuses of `count` catalogue requests from 8 threads: served by both workers."""
+
+    def fetch(_):
+        response = requests.get(
+            f"{server.url}/api/v1/products",
+            headers={"Authorization": f"Bearer {token}"},
+            verify=server.verify,
+            timeout=30,
+        )
+        return response.status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        return set(pool.map(fetch, range(count)))
+
+
+def new_token(server, new_client) -> str:
+    return requests.post(
+        f"{server.url}/oauth2/token",
+        data={"grant_type": "client_credentials"},
+        auth=(new_client.application.client_id, new_client.client_secret),
+        verify=server.verify,
+        timeout=30,
+    ).json()["access_token"]
+
+
+@pytest.mark.live
+def test_every_worker_remembers_a_token_until_the_epoch_changes(server):
+    new_client = make_client(scopes=["products:read"])
+    token = new_token(server, new_client)
+    assert statuses(server, token) == {200}
+
+    # Deleted behind the services' back (no signal): the workers still remember it...
+    AccessToken.objects.filter(token_checksum=checksum(token))._raw_delete(connection.alias)
+    assert statuses(server, token) == {200}
+
+    # ...until anything that invalidates tokens commits: then no worker accepts it.
+    validity.tokens_or_clients_changed()
+    assert statuses(server, token) == {401}
+
+
+@pytest.mark.live
+def test_a_token_revoked_through_one_worker_is_refused_by_every_worker_at_once(server):
+    new_client = make_client(scopes=["products:read"])
+    token = new_token(server, new_client)
+    assert statuses(server, token) == {200}
+
+    revoked = requests.post(
+        f"{server.url}/oauth2/revoke",
+        data={"token": token},
+        auth=(new_client.application.client_id, new_client.client_secret),
+        verify=server.verify,
+        timeout=30,
+    )
+
+    assert revoked.status_code == 200
+    assert statuses(server, token) == {401}
+
+
+@pytest.mark.live
+def test_a_client_disabled_by_an_operator_loses_its_tokens_in_every_worker(server):
+    new_client = make_client(scopes=["products:read"])
+    token = new_token(server, new_client)
+    assert statuses(server, token) == {200}
+
+    services.set_client_enabled(application=new_client.application, enabled=False, actor="tests")
+
+    assert statuses(server, token) == {401}
