@@ -1,6 +1,6 @@
 from django.apps import AppConfig
 from django.contrib.admin import apps as admin_apps
-from django.db.models.signals import post_delete, post_save
+from django.db.models.signals import m2m_changed, post_delete, post_save
 
 
 class AuthServerConfig(AppConfig):
@@ -11,7 +11,7 @@ class AuthServerConfig(AppConfig):
         from oauth2_provider.models import get_access_token_model
 
         from authserver import validity
-        from authserver.models import Application, Scope
+        from authserver.models import Application, ClientScope, Scope
         from authserver.scopes import forget_scope_catalogue
 
         post_save.connect(forget_scope_catalogue, sender=Scope, dispatch_uid="forget-scopes-on-save")
@@ -28,6 +28,14 @@ class AuthServerConfig(AppConfig):
             validity.tokens_or_clients_changed,
             sender=get_access_token_model(),
             dispatch_uid="epoch-token-deleted",
+        )
+        # A client's scopes: rows of ClientScope, or the allowed_scopes relation's bulk changes.
+        for signal in (post_save, post_delete):
+            signal.connect(
+                validity.tokens_or_clients_changed, sender=ClientScope, dispatch_uid="epoch-scopes"
+            )
+        m2m_changed.connect(
+            validity.client_scopes_changed, sender=ClientScope, dispatch_uid="epoch-scopes-m2m"
         )
 
 

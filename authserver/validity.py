@@ -144,3 +144,9 @@ def client_saved(sender, instance, created: bool, using: str, **signal_arguments
     """post_save of a client: a new one invalidates nothing; a changed one may have been disabled."""
     if not created:
         tokens_or_clients_changed(using)
+
+
+def client_scopes_changed(sender, action: str, using: str, **signal_arguments) -> None:
+    """m2m_changed of clients' scopes: after scopes were added, removed or cleared."""
+    if action in ("post_add", "post_remove", "post_clear"):
+        tokens_or_clients_changed(using)

@@ -120,7 +120,7 @@ def bench_database(base_url: str, name: str) -> tuple[str, str]:
 def drop_database(url: str, admin_url: str | None = None) -> None:
     if url.startswith("sqlite"):
         path = url.removeprefix("sqlite:///")
-        for suffix in ("", "-wal", "-shm"):
+        for suffix in ("", "-wal", "-shm", "-epoch"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
         return
     with postgres_admin(admin_url or url) as admin:

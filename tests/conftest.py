@@ -5,6 +5,7 @@ that every test starts with the default scopes bootstrap seeds.
 """
 
 import os
+from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -24,6 +25,9 @@ def django_db_modify_db_settings():
     else:
         name = f"test_{database['NAME']}_{os.getpid()}"
     database.setdefault("TEST", {})["NAME"] = name
+    yield
+    # Beside a SQLite test database: the validity epoch its processes shared (authserver/validity.py).
+    Path(f"{name}-epoch").unlink(missing_ok=True)
 
 
 @pytest.fixture

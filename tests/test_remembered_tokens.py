@@ -12,6 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from oauth2_provider.models import AccessToken
 
 from authserver import hotpath, services, validity
+from authserver.models import ClientScope, Scope
 from authserver.validity import EpochFile
 from tests.helpers import HttpsClient, basic, bearer, issue_token, make_client, post_form, request_token
 from tests.servers import LiveServer
@@ -121,6 +122,21 @@ def test_a_scope_taken_from_a_remembered_client_is_refused(remembering):
     )
 
     assert request_token(http, new_client, scope="orders:read").json()["error"] == "invalid_scope"
+
+
+@pytest.mark.parametrize("grant", ["relation", "row"])
+def test_a_scope_given_to_a_remembered_client_outside_the_services_is_granted(remembering, grant):
+    http = HttpsClient()
+    new_client = make_client(scopes=["products:read"])
+    assert request_token(http, new_client, scope="orders:read").json()["error"] == "invalid_scope"
+
+    application, orders = new_client.application, Scope.objects.get(name="orders:read")
+    if grant == "relation":
+        application.allowed_scopes.add(orders)
+    else:
+        ClientScope.objects.create(application=application, scope=orders)
+
+    assert request_token(http, new_client, scope="orders:read").status_code == 200
 
 
 def test_nothing_is_forgotten_before_the_change_commits(remembering):
