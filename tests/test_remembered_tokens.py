@@ -180,6 +180,20 @@ def test_missing_tokens_are_not_remembered(remembering):
     assert [lookup_queries("0" * 64) for _ in range(2)] == [(None, 1), (None, 1)]
 
 
+def test_a_worker_remembers_at_most_size_rows_forgetting_the_oldest_first(remembering):
+    http, new_client = HttpsClient(), make_client(scopes=["products:read"])
+    first, second, third = (checksum(issue_token(http, new_client)) for _ in range(3))
+    lookup = hotpath.RememberedLookup(hotpath._access_token_with_client, size=2)
+
+    def queries(stored: str) -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert lookup.get(stored).token_checksum == stored
+        return len(captured.captured_queries)
+
+    assert [queries(first), queries(second), queries(third)] == [1, 1, 1]  # the third pushes out the first
+    assert [queries(third), queries(second), queries(first)] == [0, 0, 1]
+
+
 # --- the epoch file shared by processes -----------------------------------------------------------
 
 
