@@ -9,7 +9,9 @@ Why it is safe. A worker keeps a looked-up row together with the epoch it read *
 (hotpath.RememberedLookup) and forgets everything as soon as the epoch differs. The epoch changes
 only after the change has committed. So a row read before the commit is forgotten at the next
 lookup, and a row read after it is already the new one: a revocation takes effect at once in every
-worker, and no worker ever accepts a revoked token from memory.
+worker, and no worker ever accepts a revoked token from memory. (The one gap: a process killed
+between its COMMIT and the advance right after it, microseconds in which Django runs the commit's
+callbacks. Its change is then not seen by workers that remember the old row until the next advance.)
 
 Where it lives (settings.TOKEN_CACHE):
 - "local": 8 bytes in a file, mapped into the memory of every process that opens it, so reading it
