@@ -2,7 +2,6 @@
 metadata views (RFC 8414, RFC 9728) find and advertise them."""
 
 from django.urls import re_path
-from oauth2_provider.views import OAuthProtectedResourceMetadataView, OAuthServerMetadataView
 
 from authserver import views
 
@@ -25,11 +24,13 @@ urlpatterns = [
         "dcr-register-management",
     ),
     endpoint(
-        r"\.well-known/oauth-authorization-server", OAuthServerMetadataView.as_view(), "oauth-server-metadata"
+        r"\.well-known/oauth-authorization-server",
+        views.ServerMetadataView.as_view(),
+        "oauth-server-metadata",
     ),
     endpoint(
         r"\.well-known/oauth-protected-resource",
-        OAuthProtectedResourceMetadataView.as_view(),
+        views.ProtectedResourceMetadataView.as_view(),
         "oauth-resource-metadata",
     ),
 ]

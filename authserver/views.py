@@ -41,7 +41,18 @@ def remote_addr(request) -> str:
     return throttling.client_address(request.META)
 
 
-class FormPostEndpointMixin:
+class BareOptionsMixin:
+    """OPTIONS answers with what the endpoint allows and nothing else (RFC 9110 9.3.7): 204, Allow,
+    no body and so no Content-Type, where Django's View answers with an empty text/html page."""
+
+    def options(self, request, *args, **kwargs):
+        response = HttpResponse(status=status.HTTP_204_NO_CONTENT)
+        response.headers["Allow"] = ", ".join(self._allowed_methods())
+        del response.headers["Content-Type"]
+        return response
+
+
+class FormPostEndpointMixin(BareOptionsMixin):
     """OAuth endpoints take POSTed form bodies (RFC 6749 3.2, RFC 7009 2.1)."""
 
     http_method_names = ["post", "options"]
@@ -78,6 +89,14 @@ class TokenView(FormPostEndpointMixin, dot_views.TokenView):
 
 class RevokeView(FormPostEndpointMixin, dot_views.RevokeTokenView):
     """POST /oauth2/revoke (RFC 7009): a client revokes one of its own tokens."""
+
+
+class ServerMetadataView(BareOptionsMixin, dot_views.OAuthServerMetadataView):
+    """GET /.well-known/oauth-authorization-server (RFC 8414): DOT's."""
+
+
+class ProtectedResourceMetadataView(BareOptionsMixin, dot_views.OAuthProtectedResourceMetadataView):
+    """GET /.well-known/oauth-protected-resource (RFC 9728): DOT's."""
 
 
 class IntrospectView(APIView):

@@ -80,3 +80,21 @@ def test_metadata_is_read_only(client, db, path):
     response = client.post(path)
     assert response.status_code == 405
     assert response.json()["error"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [
+        ("/.well-known/oauth-authorization-server", "GET, HEAD, OPTIONS"),
+        ("/.well-known/oauth-protected-resource", "GET, HEAD, OPTIONS"),
+        ("/oauth2/token", "POST, OPTIONS"),
+        ("/oauth2/revoke", "POST, OPTIONS"),
+    ],
+)
+def test_options_says_what_is_allowed_and_nothing_more(client, db, path, allowed):
+    response = client.options(path)
+
+    assert response.status_code == 204
+    assert response["Allow"] == allowed
+    assert response.content == b""
+    assert "Content-Type" not in response
