@@ -26,6 +26,7 @@ import fcntl
 import mmap
 import os
 import secrets
+from contextlib import suppress
 from pathlib import Path
 
 from django.conf import settings
@@ -84,9 +85,8 @@ class EpochFile:
         with open(draft, "xb") as handle:
             handle.write(secrets.token_bytes(_SIZE))
         try:
-            os.link(draft, self.path)
-        except FileExistsError:
-            pass
+            with suppress(FileExistsError):  # another process's file won: that one is the epoch
+                os.link(draft, self.path)
         finally:
             draft.unlink()
 
