@@ -16,6 +16,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from tests.servers import ensure_certificate
+
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-output" / "screenshots"
 CHROMIUM_ARGS = [
@@ -39,8 +41,6 @@ def trust_certificate_argument() -> str:
     other: every handshake then succeeds at once. Ignoring certificate errors per context instead
     makes Chromium fail each new connection and retry it, which under load ends in
     ERR_TOO_MANY_RETRIES on some static file."""
-    from tests.servers import ensure_certificate
-
     certificate = x509.load_pem_x509_certificate(ensure_certificate().read_bytes())
     public_key = certificate.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
     fingerprint = base64.b64encode(hashlib.sha256(public_key).digest()).decode()

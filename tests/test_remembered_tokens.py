@@ -248,21 +248,25 @@ def statuses(server, token: str, count: int = 32) -> set[int]:
         return set(pool.map(fetch, range(count)))
 
 
-def new_token(server, new_client) -> str:
-    return requests.post(
-        f"{server.url}/oauth2/token",
-        data={"grant_type": "client_credentials"},
-        auth=(new_client.application.client_id, new_client.client_secret),
-        verify=server.verify,
-        timeout=30,
-    ).json()["access_token"]
+def post_as(server, new_client, path: str, data: dict) -> requests.Response:
+    """A form POST to the live server with the client's id and secret (HTTP Basic)."""
+    credentials = (new_client.application.client_id, new_client.client_secret)
+    return requests.post(f"{server.url}{path}", data=data, auth=credentials, verify=server.verify, timeout=30)
+
+
+@pytest.fixture
+def client_and_token(server) -> tuple:
+    """A client and a token of it that every worker of `server` has accepted (and remembers)."""
+    new_client = make_client(scopes=["products:read"])
+    issued = post_as(server, new_client, "/oauth2/token", {"grant_type": "client_credentials"})
+    token = issued.json()["access_token"]
+    assert statuses(server, token) == {200}
+    return new_client, token
 
 
 @pytest.mark.live
-def test_every_worker_remembers_a_token_until_the_epoch_changes(server):
-    new_client = make_client(scopes=["products:read"])
-    token = new_token(server, new_client)
-    assert statuses(server, token) == {200}
+def test_every_worker_remembers_a_token_until_the_epoch_changes(server, client_and_token):
+    _, token = client_and_token
 
     # Deleted behind the services' back (no signal): the workers still remember it...
     AccessToken.objects.filter(token_checksum=checksum(token))._raw_delete(connection.alias)
@@ -274,28 +278,18 @@ def test_every_worker_remembers_a_token_until_the_epoch_changes(server):
 
 
 @pytest.mark.live
-def test_a_token_revoked_through_one_worker_is_refused_by_every_worker_at_once(server):
-    new_client = make_client(scopes=["products:read"])
-    token = new_token(server, new_client)
-    assert statuses(server, token) == {200}
+def test_a_token_revoked_through_one_worker_is_refused_by_every_worker_at_once(server, client_and_token):
+    new_client, token = client_and_token
 
-    revoked = requests.post(
-        f"{server.url}/oauth2/revoke",
-        data={"token": token},
-        auth=(new_client.application.client_id, new_client.client_secret),
-        verify=server.verify,
-        timeout=30,
-    )
+    revoked = post_as(server, new_client, "/oauth2/revoke", {"token": token})
 
     assert revoked.status_code == 200
     assert statuses(server, token) == {401}
 
 
 @pytest.mark.live
-def test_a_client_disabled_by_an_operator_loses_its_tokens_in_every_worker(server):
-    new_client = make_client(scopes=["products:read"])
-    token = new_token(server, new_client)
-    assert statuses(server, token) == {200}
+def test_a_client_disabled_by_an_operator_loses_its_tokens_in_every_worker(server, client_and_token):
+    new_client, token = client_and_token
 
     services.set_client_enabled(application=new_client.application, enabled=False, actor="tests")
 
