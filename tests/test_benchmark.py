@@ -253,6 +253,96 @@ def test_no_token_is_stored_when_its_audit_event_cannot_be(client, transactional
     assert not AuditEvent.objects.filter(kind=AuditEvent.Kind.TOKEN_ISSUED).exists()
 
 
+sqlite_only = pytest.mark.skipif(
+    os.environ.get("DATABASE_URL", "").startswith("postgres"), reason="SQLite's write path"
+)
+
+
+def token_and_event(application, *, raw_token: str, issued) -> tuple[AccessToken, AuditEvent]:
+    access_token = AccessToken(
+        scope="products:read", expires=issued + timedelta(hours=1), application=application
+    )
+    access_token._raw_token = raw_token  # DOT's set_token_value, hashed at rest
+    event = services.audit_event(kind=AuditEvent.Kind.TOKEN_ISSUED, actor="tests", application=application)
+    event.created, event.detail = issued, {"scope": "products:read", "expires_in": 3600}
+    return access_token, event
+
+
+def stored_rows(model, *primary_keys) -> list[tuple]:
+    # Each column as an SQL literal of what SQLite holds (timestamps: their text), id left out.
+    columns = ", ".join(
+        f'quote("{field.column}")' for field in model._meta.local_concrete_fields if not field.primary_key
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'SELECT {columns} FROM "{model._meta.db_table}" WHERE id IN (%s, %s) ORDER BY id',  # noqa: S608
+            primary_keys,
+        )
+        return cursor.fetchall()
+
+
+@sqlite_only
+def test_on_sqlite_a_token_is_written_on_the_driver_as_the_orm_writes_it(transactional_db, monkeypatch):
+    # Outside a transaction, with no query log (every request of a server): sqlite3's own cursor,
+    # BEGIN IMMEDIATE, INSERT, INSERT, COMMIT. The rows are the ones save() writes, column by column.
+    new_client = make_client(scopes=["products:read"])
+    issued = timezone.now()
+    monkeypatch.setattr(timezone, "now", lambda: issued)  # created, updated: auto_now fields
+    assert hotpath._runs_on_the_driver(connection)
+    fast = token_and_event(new_client.application, raw_token="driver-" + "x" * 23, issued=issued)
+    hotpath.insert_issued_token(*fast)
+    assert not connection.in_atomic_block and not connection.connection.in_transaction
+    orm = token_and_event(new_client.application, raw_token="orm-" + "x" * 26, issued=issued)
+    orm[0].save()
+    orm[1].save()
+
+    names = [field.name for field in AccessToken._meta.local_concrete_fields if not field.primary_key]
+    fast_token, orm_token = (
+        dict(zip(names, row, strict=True)) for row in stored_rows(AccessToken, fast[0].pk, orm[0].pk)
+    )
+    assert fast_token.pop("token_checksum") == f"'{hashlib.sha256(b'driver-' + b'x' * 23).hexdigest()}'"
+    orm_token.pop("token_checksum")
+    assert fast_token == orm_token  # user, application, expires, scope, resource, created...: the same text
+    assert fast_token["expires"] == f"'{issued.replace(tzinfo=None) + timedelta(hours=1)}'"
+    fast_event, orm_event = stored_rows(AuditEvent, fast[1].pk, orm[1].pk)
+    assert fast_event == orm_event
+    assert AccessToken.objects.get(pk=fast[0].pk).expires == issued + timedelta(hours=1)
+
+
+@sqlite_only
+def test_on_sqlite_the_driver_path_runs_the_statements_the_query_log_shows(transactional_db):
+    new_client = make_client(scopes=["products:read"])
+    with CaptureQueriesContext(connection) as captured:  # logged: through Django's cursor and atomic()
+        assert not hotpath._runs_on_the_driver(connection)
+        hotpath.insert_issued_token(
+            *token_and_event(new_client.application, raw_token="l" * 30, issued=timezone.now())
+        )
+    assert [query["sql"].split()[0] for query in captured.captured_queries] == [
+        "BEGIN",
+        "INSERT",
+        "INSERT",
+        "COMMIT",
+    ]
+    with transaction.atomic():  # the portal's test token: inside the registration's transaction
+        assert not hotpath._runs_on_the_driver(connection)
+
+
+@sqlite_only
+def test_on_sqlite_a_failed_write_rolls_back_and_leaves_the_connection_usable(transactional_db):
+    new_client = make_client(scopes=["products:read"])
+    access_token, event = token_and_event(new_client.application, raw_token="f" * 30, issued=timezone.now())
+    event.application_id = 10**12  # a foreign key violation, found at COMMIT
+    with pytest.raises(IntegrityError):  # Django's error, translated from sqlite3's
+        hotpath.insert_issued_token(access_token, event)
+    assert not connection.connection.in_transaction
+    assert not AccessToken.objects.filter(application=new_client.application).exists()
+
+    hotpath.insert_issued_token(
+        *token_and_event(new_client.application, raw_token="g" * 30, issued=timezone.now())
+    )
+    assert AccessToken.objects.filter(application=new_client.application).count() == 1
+
+
 def test_a_token_and_its_event_written_together_are_saved_instances(new_client):
     access_token = AccessToken(
         scope="products:read", expires=timezone.now() + timedelta(hours=1), application=new_client.application

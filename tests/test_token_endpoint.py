@@ -2,14 +2,19 @@
 
 import base64
 import hashlib
+import inspect
 
 import pytest
 from django.contrib.auth.hashers import identify_hasher, make_password
+from django.views import View
+from django.views.debug import SafeExceptionReporterFilter
+from oauth2_provider import views as dot_views
 from oauth2_provider.models import AccessToken
 
 from authserver import services
 from authserver.models import Application, AuditEvent
-from tests.helpers import FORM, basic, form, make_client, post_form, request_token
+from authserver.views import RevokeView, TokenView
+from tests.helpers import FORM, HttpsClient, basic, form, make_client, post_form, request_token
 
 
 def assert_oauth_error(response, status: int, error: str):
@@ -348,3 +353,34 @@ def test_odd_client_ids_are_invalid_client_and_audited(client, db, client_id):
     params = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": "x"}
     assert_oauth_error(post_form(client, "/oauth2/token", params), 401, "invalid_client")
     assert AuditEvent.objects.filter(kind=AuditEvent.Kind.AUTH_FAILED).count() == 1
+
+
+# --- the view: no CSRF token (RFC 6749 clients have no session), secrets out of error reports ---
+
+
+def test_token_and_revocation_need_no_csrf_token(new_client):
+    browser_like = HttpsClient(enforce_csrf_checks=True)  # CSRF checked as a live server checks it
+    token = request_token(browser_like, new_client).json()["access_token"]
+    credentials = basic(new_client.application.client_id, new_client.client_secret)
+    assert post_form(browser_like, "/oauth2/revoke", {"token": token}, **credentials).status_code == 200
+
+
+@pytest.mark.parametrize("dot_view", [dot_views.TokenView, dot_views.RevokeTokenView])
+def test_the_endpoints_skip_only_dots_dispatch_decorators(dot_view):
+    # FormPostEndpointMixin calls View.dispatch itself: DOT's dispatch must be nothing more than
+    # View.dispatch under decorators, whose attributes the view keeps.
+    assert inspect.unwrap(dot_view.dispatch) is View.dispatch
+    view = {dot_views.TokenView: TokenView, dot_views.RevokeTokenView: RevokeView}[dot_view].as_view()
+    assert view.csrf_exempt is True and view.login_required is False
+
+
+def test_an_error_report_of_a_token_request_hides_the_client_secret(new_client, rf):
+    request = rf.post(
+        "/oauth2/token",
+        form({"grant_type": "client_credentials", "client_id": "someone", "client_secret": "s3cret"}),
+        content_type=FORM,
+        REMOTE_ADDR="127.0.0.1",
+    )
+    TokenView.as_view()(request)
+    shown = SafeExceptionReporterFilter().get_post_parameters(request)
+    assert shown["client_secret"] != "s3cret" and shown["client_id"] == "someone"
