@@ -1,5 +1,6 @@
 from django.apps import AppConfig
 from django.contrib.admin import apps as admin_apps
+from django.core.signals import request_finished, request_started
 from django.db.models.signals import m2m_changed, post_delete, post_save
 
 
@@ -37,6 +38,9 @@ class AuthServerConfig(AppConfig):
         m2m_changed.connect(
             validity.client_scopes_changed, sender=ClientScope, dispatch_uid="epoch-scopes-m2m"
         )
+        # TOKEN_CACHE=shared: the epoch is read from the database once per request.
+        request_started.connect(validity.request_started, dispatch_uid="epoch-request-started")
+        request_finished.connect(validity.request_finished, dispatch_uid="epoch-request-finished")
 
 
 class ConsoleAdminConfig(admin_apps.AdminConfig):

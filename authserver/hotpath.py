@@ -11,12 +11,14 @@ objects as the ORM, without compiling again.
 
 Remembered. The two lookups (a token with its client, a client with its scopes) keep their rows in
 each worker while the validity epoch stays the same (authserver/validity.py): every revocation,
-disabled client, new secret or changed scope changes it after committing, so it takes effect at
-once in every worker. With TOKEN_CACHE=off only SQL text is kept and every call reads the database.
+disabled client, new secret or changed scope changes it as it commits, so it takes effect at once
+in every worker. With TOKEN_CACHE=off only SQL text is kept and every call reads the database.
 
 Written together. A token and its audit event are saved all or none. On PostgreSQL that is one
 statement (both INSERTs as data-modifying WITH queries, atomic by itself: one round trip instead of
-BEGIN, INSERT, INSERT, COMMIT); elsewhere one transaction. Parameters are prepared before it starts.
+BEGIN, INSERT, INSERT, COMMIT); on SQLite one transaction, run on sqlite3's own cursor when nothing
+watches Django's (BEGIN IMMEDIATE, INSERT, INSERT, COMMIT, without atomic()'s bookkeeping).
+Parameters are prepared before it starts.
 
 Writers. SQLite has one writer at a time; a worker that finds the write lock taken sleeps and
 retries (1, 2, 5, 10 ms...), so under load workers sleep while the lock is already free again.
@@ -33,7 +35,7 @@ import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
 from django.db import connections, models, router, transaction
@@ -175,10 +177,12 @@ class RememberedLookup(CompiledLookup):
 
     def get(self, value: str) -> models.Model | None:
         alias = router.db_for_read(self._model)
-        epoch = validity.current(alias)
-        if epoch is None or connections[alias].in_atomic_block:
+        if connections[alias].in_atomic_block:
             # Inside a transaction the database may already differ from what every worker sees
             # (a revocation not yet committed, hence no new epoch): read it.
+            return super().get(value)
+        epoch = validity.current(alias)
+        if epoch is None:
             return super().get(value)
         memory = self._memory.__dict__
         if memory.get("epoch") != (alias, epoch):
@@ -372,12 +376,13 @@ class CompiledInsertsTogether(_CompiledPerConnection):
 def _runs_on_the_driver(connection) -> bool:
     """Whether a token's two INSERTs can run on SQLite's own cursor (`_insert_on_the_driver`):
     outside any transaction (every request; the portal's test token is written inside the
-    registration's transaction) and while Django is not logging queries (DEBUG,
-    CaptureQueriesContext: the bench's and the tests' query counts see the same statements
-    through Django's cursor and atomic())."""
+    registration's transaction) and while nothing watches Django's cursor (its query log under
+    DEBUG or CaptureQueriesContext, execute wrappers): the bench's and the tests' query counts see
+    the same statements through Django's cursor and atomic())."""
     return (
         connection.vendor == "sqlite"
         and not connection.queries_logged
+        and not connection.execute_wrappers  # connection.execute_wrapper() instrumentation sees them
         and not connection.in_atomic_block
         and connection.get_autocommit()
         and connection.features.can_return_columns_from_insert
@@ -399,14 +404,18 @@ def _insert_on_the_driver(connection, statements: list[tuple[str, list]]) -> lis
             primary_keys = [cursor.execute(sql, params).fetchone()[0] for sql, params in driver_statements]
             cursor.execute("COMMIT")
         except BaseException:
+            # Nothing half-written: a failed INSERT or COMMIT (a foreign key checked at commit)
+            # leaves the transaction open; a failed BEGIN opened none.
             if driver.in_transaction:
                 try:
                     cursor.execute("ROLLBACK")
                 except connection.Database.Error:
+                    cursor.close()
                     connection.close()  # as atomic() does when its rollback fails
             raise
         finally:
-            cursor.close()
+            with suppress(connection.Database.Error):
+                cursor.close()
     return primary_keys
 
 

@@ -141,3 +141,14 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} {self.client_id} at {self.created:%Y-%m-%d %H:%M:%S}"
+
+
+class ValidityEpoch(models.Model):
+    """The validity epoch where every app server reads it (TOKEN_CACHE=shared): one row, changed in
+    the transaction of every change that can make a stored token or client invalid
+    (authserver/validity.py)."""
+
+    value = models.BigIntegerField()
+
+    def __str__(self) -> str:
+        return f"validity epoch {self.value}"

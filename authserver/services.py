@@ -4,6 +4,7 @@ The admin, the management commands, the registration endpoint, the OAuth validat
 portal all call these; none of them writes clients, secrets, tokens or audit events by hand.
 """
 
+import functools
 import hashlib
 import time
 from collections.abc import Callable, Collection
@@ -26,7 +27,7 @@ from oauth2_provider.oauth2_backends import get_oauthlib_core
 from oauth2_provider.settings import oauth2_settings
 from oauthlib.common import Request as OauthlibRequest
 
-from authserver import hotpath
+from authserver import hotpath, validity
 from authserver.models import Application, AuditEvent, Scope
 
 AccessToken = get_access_token_model()
@@ -40,6 +41,21 @@ SEED_SCOPES = [
     ("introspection", "Introspect access tokens (for resource servers)", False, False),
     ("registration", "Register clients dynamically (initial access tokens)", False, False),
 ]
+
+
+def changes_validity(service: Callable) -> Callable:
+    """A service whose transaction can make tokens or clients invalid: atomic, and it takes the
+    validity epoch before anything else (authserver/validity.py; with TOKEN_CACHE=shared a row
+    lock). Every such transaction then locks the epoch first, so two of them never wait for each
+    other's rows in opposite orders (a client deleted while an operator saves it)."""
+
+    @functools.wraps(service)
+    @transaction.atomic
+    def in_a_transaction(*args, **kwargs):
+        validity.tokens_or_clients_changed()
+        return service(*args, **kwargs)
+
+    return in_a_transaction
 
 
 @dataclass(frozen=True)
@@ -141,7 +157,7 @@ def register_client(
     return NewClient(application=application, client_secret=client_secret)
 
 
-@transaction.atomic
+@changes_validity
 def update_client(
     *,
     application: Application,
@@ -181,7 +197,7 @@ def set_client_enabled(
     )
 
 
-@transaction.atomic
+@changes_validity
 def rotate_secret(*, application: Application, actor: str, remote_addr: str | None = None) -> str:
     """A new secret, returned once; the old one stops working when this commits."""
     client_secret = generate_client_secret()
@@ -193,7 +209,7 @@ def rotate_secret(*, application: Application, actor: str, remote_addr: str | No
     return client_secret
 
 
-@transaction.atomic
+@changes_validity
 def delete_client(*, application: Application, actor: str, remote_addr: str | None = None) -> None:
     record_event(
         kind=AuditEvent.Kind.CLIENT_DELETED,
@@ -205,7 +221,7 @@ def delete_client(*, application: Application, actor: str, remote_addr: str | No
     application.delete()  # its tokens go with it (CASCADE)
 
 
-@transaction.atomic
+@changes_validity
 def revoke_token(*, token, actor: str, remote_addr: str | None = None) -> None:
     record_event(
         kind=AuditEvent.Kind.TOKEN_REVOKED,
@@ -227,7 +243,7 @@ def revoke_presented_token(*, token: str, application: Application, actor: str, 
     return True
 
 
-@transaction.atomic
+@changes_validity
 def revoke_client_tokens(*, application: Application, actor: str, remote_addr: str | None = None) -> int:
     _, deleted = AccessToken.objects.filter(application=application).delete()
     revoked = deleted.get(AccessToken._meta.label, 0)

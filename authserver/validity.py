@@ -18,19 +18,28 @@ Where it lives (settings.TOKEN_CACHE):
   is a stat() and a memory read. Correct when every process that serves or changes tokens runs on
   this machine: always so with SQLite, whose file sits next to the database's own -wal and -shm.
   With PostgreSQL, only when every app server runs on this one machine (the operator says so).
-- "off": nothing is remembered; every lookup reads the database. The default with PostgreSQL, whose
-  app servers may run on several machines.
+- "shared": a row of the database itself (ValidityEpoch), which every app server on every machine
+  reads: once per request, one primary-key read, before the request's first lookup. It is changed
+  by an UPDATE inside the very transaction that makes the change, so both commit together (no gap
+  at all, where the change runs in a transaction, as the services' do). The default with
+  PostgreSQL: an introspection then costs one round trip instead of two, and a client's
+  authentication a primary-key read instead of the client with its scopes.
+- "off": nothing is remembered; every lookup reads the database.
 """
 
 import fcntl
 import mmap
 import os
 import secrets
+import threading
 from contextlib import suppress
 from pathlib import Path
 
 from django.conf import settings
 from django.db import connections, transaction
+from django.db.models import F
+
+from authserver.models import ValidityEpoch
 
 _SIZE = 8
 
@@ -97,49 +106,130 @@ class EpochFile:
         self._map = self._descriptor = self._inode = None
 
 
-_files: dict[tuple, EpochFile | None] = {}
+class SharedEpoch:
+    """The epoch as the one row of ValidityEpoch in the database `using` (TOKEN_CACHE=shared)."""
+
+    def __init__(self, using: str):
+        self.using = using
+
+    def read(self) -> tuple[str, int]:
+        """The epoch: read from the database once per request (`request_started`), and on every
+        call outside requests (commands, shell)."""
+        epochs = _request.__dict__.get("epochs")
+        if epochs is not None and self.using in epochs:
+            return epochs[self.using]
+        epoch = ("shared", self._value())
+        if epochs is not None:
+            epochs[self.using] = epoch
+        return epoch
+
+    def changing(self) -> None:
+        """Inside the transaction of a change: the new epoch commits with it."""
+        rows = ValidityEpoch.objects.using(self.using).filter(pk=1).update(value=F("value") + 1)
+        if not rows:
+            self._create()
+
+    def committed(self) -> None:
+        """After the change committed: this request's next lookup reads the epoch again."""
+        epochs = _request.__dict__.get("epochs")
+        if epochs is not None:
+            epochs.pop(self.using, None)
+
+    def _value(self) -> int:
+        connection = connections[self.using]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _SELECT_EPOCH.format(table=connection.ops.quote_name(ValidityEpoch._meta.db_table)), [1]
+            )
+            row = cursor.fetchone()
+        if row is None:  # the table was emptied (manage.py flush): a new, random value
+            self._create()
+            return self._value()
+        return row[0]
+
+    def _create(self) -> None:
+        ValidityEpoch.objects.using(self.using).get_or_create(
+            pk=1, defaults={"value": secrets.randbelow(2**62)}
+        )
 
 
-def _epoch_file(using: str) -> EpochFile | None:
+_SELECT_EPOCH = 'SELECT "value" FROM {table} WHERE "id" = %s'
+_request = threading.local()
+
+
+def request_started(**signal_arguments) -> None:
+    """A request begins (signal receiver): each shared epoch is read once for all of it. A change
+    committed meanwhile by another worker is seen by the next request, as if this one had been
+    served a moment earlier; one committed by this request is seen at its next lookup."""
+    _request.epochs = {}
+
+
+def request_finished(**signal_arguments) -> None:
+    _request.__dict__.pop("epochs", None)
+
+
+class _LocalEpoch:
+    """The epoch file's part in a change: advanced once the change has committed."""
+
+    def __init__(self, epoch_file: EpochFile):
+        self.epoch_file = epoch_file
+
+    def read(self) -> tuple[int, int]:
+        return self.epoch_file.read()
+
+    def changing(self) -> None:
+        """Nothing before the commit: other workers must not forget before the change is visible."""
+
+    def committed(self) -> None:
+        self.epoch_file.advance()
+
+
+_epochs: dict[tuple, "_LocalEpoch | SharedEpoch | None"] = {}
+
+
+def _epoch(using: str) -> "_LocalEpoch | SharedEpoch | None":
     # On every lookup: found by what decides it (the setting and the database), built once.
     key = (settings.TOKEN_CACHE, using, connections[using].settings_dict["NAME"])
     try:
-        return _files[key]
+        return _epochs[key]
     except KeyError:
-        epoch_file = _files[key] = _new_epoch_file(*key)
-        return epoch_file
+        epoch = _epochs[key] = _new_epoch(*key)
+        return epoch
 
 
-def _new_epoch_file(token_cache: str, using: str, name) -> EpochFile | None:
+def _new_epoch(token_cache: str, using: str, name) -> "_LocalEpoch | SharedEpoch | None":
+    if token_cache == "shared":
+        return SharedEpoch(using)
     if token_cache != "local":
         return None
     if connections[using].vendor == "sqlite":
         name = str(name)
         if name == ":memory:" or name.startswith("file:"):
             return None  # one process's own database: nothing to share, nothing to remember
-        return EpochFile(Path(f"{name}-epoch"))
-    return EpochFile(settings.VAR_DIR / "validity-epoch")
+        return _LocalEpoch(EpochFile(Path(f"{name}-epoch")))
+    return _LocalEpoch(EpochFile(settings.VAR_DIR / "validity-epoch"))
 
 
-def current(using: str = "default") -> tuple[int, int] | None:
+def current(using: str = "default") -> tuple | None:
     """The epoch now, or None when workers remember nothing (TOKEN_CACHE=off)."""
-    epoch_file = _epoch_file(using)
-    return None if epoch_file is None else epoch_file.read()
+    epoch = _epoch(using)
+    return None if epoch is None else epoch.read()
 
 
 def tokens_or_clients_changed(using: str = "default", **signal_arguments) -> None:
     """A token or client may have become invalid: every worker forgets what it remembers, once the
     current transaction commits (at once outside one). Also a signal receiver."""
-    epoch_file = _epoch_file(using)
-    if epoch_file is None:
+    epoch = _epoch(using)
+    if epoch is None:
         return
     connection = connections[using]
     # Once per transaction, however many tokens it deletes (each sends post_delete).
-    pending = connection.in_atomic_block and any(
-        callback == epoch_file.advance for _, callback, _ in connection.run_on_commit
-    )
-    if not pending:
-        transaction.on_commit(epoch_file.advance, using=using)
+    if connection.in_atomic_block and any(
+        callback == epoch.committed for _, callback, _ in connection.run_on_commit
+    ):
+        return
+    epoch.changing()
+    transaction.on_commit(epoch.committed, using=using)
 
 
 def client_saved(sender, instance, created: bool, using: str, **signal_arguments) -> None:

@@ -98,10 +98,12 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Workers remember looked-up tokens and clients until one is revoked, disabled or changed
 # (authserver/validity.py): "local" shares that epoch through a file on this machine, which every
-# process using a SQLite database shares; with PostgreSQL only when every app server runs here.
-TOKEN_CACHE = env_str("TOKEN_CACHE", "local" if DATABASES["default"]["ENGINE"].endswith("sqlite3") else "off")
-if TOKEN_CACHE not in ("local", "off"):
-    raise ValueError(f"TOKEN_CACHE={TOKEN_CACHE!r}: expected local or off")
+# process using a SQLite database shares (with PostgreSQL only when every app server runs here);
+# "shared" keeps it in the database, read once per request by app servers on any machine.
+_ON_SQLITE = DATABASES["default"]["ENGINE"].endswith("sqlite3")
+TOKEN_CACHE = env_str("TOKEN_CACHE", "local" if _ON_SQLITE else "shared")
+if TOKEN_CACHE not in ("local", "shared", "off"):
+    raise ValueError(f"TOKEN_CACHE={TOKEN_CACHE!r}: expected local, shared or off")
 
 # --- Cache: Redis shared by every app node when REDIS_URL is set ---------------------------------
 REDIS_URL = env_str("REDIS_URL", "")

@@ -12,17 +12,19 @@ from django.test.utils import CaptureQueriesContext
 from oauth2_provider.models import AccessToken
 
 from authserver import hotpath, services, validity
-from authserver.models import ClientScope, Scope
+from authserver.models import ClientScope, Scope, ValidityEpoch
 from authserver.validity import EpochFile
 from tests.helpers import HttpsClient, basic, bearer, issue_token, make_client, post_form, request_token
 from tests.servers import LiveServer
 
 
-@pytest.fixture
-def remembering(settings, transactional_db):
-    """Workers remember (the default on SQLite; PostgreSQL's default is off): outside a test
-    transaction, so that commits happen and advance the epoch."""
-    settings.TOKEN_CACHE = "local"
+@pytest.fixture(params=["local", "shared"])
+def remembering(request, settings, transactional_db):
+    """Workers remember, with the epoch in a file on this machine (SQLite's default) or in the
+    database (PostgreSQL's): outside a test transaction, so that commits happen."""
+    settings.TOKEN_CACHE = request.param
+    validity.current()  # the shared epoch's row, made again after the last test emptied the tables
+    return request.param
 
 
 def checksum(token: str) -> str:
@@ -31,9 +33,28 @@ def checksum(token: str) -> str:
 
 
 def lookup_queries(stored: str) -> tuple[object, int]:
+    """The token looked up, and how many times its row was read (a shared epoch's own read, once
+    per request or, as here outside one, per lookup, is not counted)."""
     with CaptureQueriesContext(connection) as captured:
         loaded = hotpath.access_token_with_client(stored)
-    return loaded, len(captured.captured_queries)
+    return loaded, len(rows_read(captured))
+
+
+def rows_read(captured) -> list[dict]:
+    return [query for query in captured.captured_queries if "authserver_validityepoch" not in query["sql"]]
+
+
+def epoch_in_another_worker():
+    """validity.current() as another worker sees it: another thread, with its own connection."""
+
+    def read():
+        try:
+            return validity.current()
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(1) as other:
+        return other.submit(read).result()
 
 
 # --- in one process -------------------------------------------------------------------------------
@@ -143,13 +164,14 @@ def test_nothing_is_forgotten_before_the_change_commits(remembering):
     new_client = make_client(scopes=["products:read"])
     stored = checksum(issue_token(HttpsClient(), new_client))
     lookup_queries(stored)
-    before = validity.current()
+    before = epoch_in_another_worker()
 
     with transaction.atomic():
         services.revoke_token(token=AccessToken.objects.get(token_checksum=stored), actor="tests")
-        assert validity.current() == before  # other workers still see the committed token
+        assert epoch_in_another_worker() == before  # other workers still see the committed token
         assert hotpath.access_token_with_client(stored) is None  # inside the transaction: the database
 
+    assert epoch_in_another_worker() != before
     assert validity.current() != before
     assert lookup_queries(stored) == (None, 1)
 
@@ -165,6 +187,87 @@ def test_one_transaction_deleting_many_tokens_changes_the_epoch_once(remembering
 
     _, after = validity.current()
     assert after == (before + 1) % 2**64
+
+
+def test_a_change_rolled_back_changes_no_epoch(remembering):
+    new_client = make_client(scopes=["products:read"])
+    before = validity.current()
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        services.set_client_enabled(application=new_client.application, enabled=False, actor="tests")
+        raise RuntimeError("rolled back")
+
+    assert validity.current() == epoch_in_another_worker() == before
+
+
+# --- the epoch in the database (TOKEN_CACHE=shared) -----------------------------------------------
+
+
+@pytest.fixture
+def shared(settings, transactional_db):
+    settings.TOKEN_CACHE = "shared"
+    validity.current()
+
+
+def test_a_shared_epoch_is_read_once_per_request(shared):
+    http = HttpsClient()
+    resource_server = make_client(scopes=["introspection"], name="resource server")
+    token = issue_token(http, make_client(scopes=["products:read"]))
+    credentials = basic(resource_server.application.client_id, resource_server.client_secret)
+    post_form(http, "/oauth2/introspect", {"token": token}, **credentials)  # both rows remembered
+
+    with CaptureQueriesContext(connection) as captured:
+        response = post_form(http, "/oauth2/introspect", {"token": token}, **credentials)
+
+    assert response.json()["active"] is True
+    # Two lookups (the resource server, the token), one statement: the epoch.
+    [statement] = [query["sql"] for query in captured.captured_queries]
+    assert statement.startswith('SELECT "value" FROM "authserver_validityepoch"')
+
+
+def test_a_request_sees_its_own_change_at_its_next_lookup(shared):
+    validity.request_started()
+    try:
+        before = validity.current()
+        with CaptureQueriesContext(connection) as captured:
+            assert validity.current() == before
+        assert captured.captured_queries == []  # read once for the request
+
+        validity.tokens_or_clients_changed()  # committed at once: outside a transaction
+
+        assert validity.current() != before
+    finally:
+        validity.request_finished()
+
+
+@pytest.mark.parametrize("invalidate", [revoke, revoke_all, disable, delete, "rotate"])
+def test_every_change_locks_the_shared_epoch_before_anything_else(shared, invalidate):
+    # The same lock first in every such transaction: two of them cannot deadlock on the epoch.
+    new_client = make_client(scopes=["products:read"])
+    token = AccessToken.objects.get(token_checksum=checksum(issue_token(HttpsClient(), new_client)))
+    with CaptureQueriesContext(connection) as captured:
+        if invalidate == "rotate":
+            services.rotate_secret(application=new_client.application, actor="tests")
+        else:
+            invalidate(token, new_client.application)
+
+    statements = [
+        query["sql"]
+        for query in captured.captured_queries
+        if not query["sql"].startswith(("BEGIN", "SAVEPOINT"))
+    ]
+    assert statements[0].startswith('UPDATE "authserver_validityepoch"')
+    assert sum("authserver_validityepoch" in statement for statement in statements) == 1  # once
+
+
+def test_a_shared_epoch_emptied_away_comes_back_as_another_value(shared):
+    before = validity.current()
+    ValidityEpoch.objects.all().delete()  # manage.py flush
+    assert validity.current() != before
+
+    ValidityEpoch.objects.all().delete()
+    validity.tokens_or_clients_changed()  # an advance that finds no row makes one
+    assert ValidityEpoch.objects.count() == 1
 
 
 def test_with_the_cache_off_every_lookup_reads_the_database(settings, transactional_db):
@@ -188,7 +291,7 @@ def test_a_worker_remembers_at_most_size_rows_forgetting_the_oldest_first(rememb
     def queries(stored: str) -> int:
         with CaptureQueriesContext(connection) as captured:
             assert lookup.get(stored).token_checksum == stored
-        return len(captured.captured_queries)
+        return len(rows_read(captured))
 
     assert [queries(first), queries(second), queries(third)] == [1, 1, 1]  # the third pushes out the first
     assert [queries(third), queries(second), queries(first)] == [0, 0, 1]
@@ -228,7 +331,7 @@ def test_a_file_replaced_under_a_worker_is_noticed(tmp_path):
 
 @pytest.fixture
 def server(django_db_setup, django_db_blocker, remembering):
-    with django_db_blocker.unblock(), LiveServer(workers=2, TOKEN_CACHE="local") as live:
+    with django_db_blocker.unblock(), LiveServer(workers=2, TOKEN_CACHE=remembering) as live:
         yield live
 
 
