@@ -1,5 +1,5 @@
 """The validity epoch: a value every worker reads before trusting what it remembers about tokens and
-clients, changed after every commit that can make a stored token or client invalid.
+clients, changed by every commit that can make a stored token or client invalid.
 
 What changes it: a token revoked or deleted, a client changed (disabled, its scopes, its secret) or
 deleted (`tokens_or_clients_changed()`, called by the services and by the models' delete and save
@@ -7,11 +7,13 @@ signals, authserver/apps.py). Issuing a token does not: a new row invalidates no
 
 Why it is safe. A worker keeps a looked-up row together with the epoch it read *before* the lookup
 (hotpath.RememberedLookup) and forgets everything as soon as the epoch differs. The epoch changes
-only after the change has committed. So a row read before the commit is forgotten at the next
-lookup, and a row read after it is already the new one: a revocation takes effect at once in every
-worker, and no worker ever accepts a revoked token from memory. (The one gap: a process killed
-between its COMMIT and the advance right after it, microseconds in which Django runs the commit's
-callbacks. Its change is then not seen by workers that remember the old row until the next advance.)
+when the change commits, never before: in the same transaction (shared) or right after it (local).
+So a row read before the commit is forgotten at the next lookup, and a row read after it is
+already the new one: a revocation takes effect at once in every worker, and no worker ever accepts
+a revoked token from memory. (The one gap, with "local": a process killed between its COMMIT and
+the advance right after it, microseconds in which Django runs the commit's callbacks. Its change is
+then not seen by workers that remember the old row until the next advance. With "shared", a change
+made outside any transaction, by hand in a shell, commits a moment before its epoch does.)
 
 Where it lives (settings.TOKEN_CACHE):
 - "local": 8 bytes in a file, mapped into the memory of every process that opens it, so reading it
