@@ -213,32 +213,33 @@ class RememberedLookup(CompiledLookup):
 class _CompiledInsert:
     sql: str
     compiler: object
-    fields: list
     returning_params: tuple
     preparers: list  # per field: instance -> the INSERT's parameter
 
 
+# What Django's backends make of a timezone-aware datetime in UTC (adapt_datetimefield_value):
+# SQLite stores the UTC wall time as text, PostgreSQL takes the value itself.
+_UTC_DATETIME_AS_STORED = {
+    "sqlite": lambda value: str(value.replace(tzinfo=None)),
+    "postgresql": lambda value: value,
+}
+
+
 def _preparer(compiler, field: models.Field) -> Callable[[models.Model], object]:
     """The parameter the compiler makes of `field` of a new instance (pre_save(), then
-    get_db_prep_save()). For a timezone-aware datetime in UTC (timezone.now(), DOT's expiry) it is
-    what the backend would make of it, without the conversions around it: Django's SQLite backend
-    stores the UTC wall time as text (adapt_datetimefield_value), PostgreSQL's passes it through."""
+    get_db_prep_save()). A timezone-aware datetime in UTC (timezone.now(), DOT's expiry) goes
+    straight to what the backend would make of it, without the conversions around it."""
 
     def prepare(instance):
         return compiler.prepare_value(field, field.pre_save(instance, True))
 
     connection = compiler.connection
-    if not (isinstance(field, models.DateTimeField) and connection.timezone is datetime.UTC):
-        return prepare
-    if connection.vendor == "sqlite":
-
-        def stored(value):
-            return str(value.replace(tzinfo=None))
-    elif connection.vendor == "postgresql":
-
-        def stored(value):
-            return value
-    else:
+    stored = _UTC_DATETIME_AS_STORED.get(connection.vendor)
+    if (
+        stored is None
+        or not isinstance(field, models.DateTimeField)
+        or connection.timezone is not datetime.UTC
+    ):
         return prepare
 
     def prepare_datetime(instance):
@@ -307,7 +308,6 @@ class CompiledInsert(_CompiledPerConnection):
         return _CompiledInsert(
             sql=sql,
             compiler=compiler,
-            fields=fields,
             returning_params=tuple(getattr(compiler, "returning_params", ())),
             preparers=[_preparer(compiler, field) for field in fields],
         )
