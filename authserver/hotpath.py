@@ -45,7 +45,7 @@ from django.db.models.sql import InsertQuery
 from oauth2_provider.models import get_access_token_model
 
 from authserver import validity
-from authserver.models import Application, AuditEvent, ClientScope
+from authserver.models import Application, AuditEvent, ClientScope, ValidityEpoch
 
 # Stands for the looked-up value while compiling; found again among the compiled parameters.
 _PLACEHOLDER = "\x1f authserver.hotpath placeholder \x1f"
@@ -77,6 +77,12 @@ class _Compiled:
     annotation_col_map: dict
 
 
+def _cursor(connection):
+    """The cursor for a hot statement: one kept by the connection where its backend keeps one
+    (config.postgresql: psycopg builds every new cursor's loaders anew), else a new one."""
+    return getattr(connection, "kept_cursor", connection.cursor)()
+
+
 class _CompiledPerConnection(ABC):
     """SQL compiled once per thread and database: a compiler holds the connection it was compiled
     for, and Django's connections are per thread. Subclasses say what `_compile(alias, ...)` keeps."""
@@ -84,11 +90,12 @@ class _CompiledPerConnection(ABC):
     def __init__(self):
         self._local = threading.local()
 
-    def _compiled(self, alias: str, *compile_arguments):
-        by_alias = self._local.__dict__.setdefault("by_alias", {})
-        compiled = by_alias.get(alias)
+    def _compiled(self, alias: str, *compile_arguments, variant: bool = False):
+        """What `_compile(alias, *compile_arguments)` made, once per thread, database and variant."""
+        by_key = self._local.__dict__.setdefault("by_key", {})
+        compiled = by_key.get((alias, variant))
         if compiled is None or compiled.compiler.connection is not connections[alias]:
-            compiled = by_alias[alias] = self._compile(alias, *compile_arguments)
+            compiled = by_key[(alias, variant)] = self._compile(alias, *compile_arguments)
         return compiled
 
     @abstractmethod
@@ -117,7 +124,7 @@ class CompiledLookup(_CompiledPerConnection):
         compiled = self._compiled(alias)
         params = list(compiled.params)
         params[compiled.value_position] = value
-        with connections[alias].cursor() as cursor:
+        with _cursor(connections[alias]) as cursor:
             cursor.execute(compiled.sql, params)
             row = cursor.fetchone()
         if row is not None and compiled.converters:
@@ -349,7 +356,7 @@ class CompiledInsertsTogether(_CompiledPerConnection):
         statements = [insert.prepare(alias, instance) for insert, instance in pairs]
         if connection.vendor == "postgresql":
             together = self._compiled(alias)
-            with connection.cursor() as cursor:
+            with _cursor(connection) as cursor:
                 cursor.execute(together.sql, [param for _, params in statements for param in params])
                 primary_keys = cursor.fetchone()
         elif _runs_on_the_driver(connection):
@@ -434,12 +441,17 @@ class _CompiledPage:
     params: tuple
     compiler: object
     converters: dict
+    width: int  # the values_list()'s columns, before the count (and the epoch)
 
 
 class CompiledPages(_CompiledPerConnection):
     """`page(offset, limit)`: `limit` rows from `offset` of the `values_list()` queryset
     `queryset_for()`, and how many rows all of it has, from one statement compiled once per process
-    and database (the count as COUNT(*) OVER (), LIMIT and OFFSET as parameters)."""
+    and database (the count as COUNT(*) OVER (), LIMIT and OFFSET as parameters).
+
+    `page_and_epoch(offset, limit)`: the same, also reading the request's shared validity epoch
+    (TOKEN_CACHE=shared) in that statement, so that a remembered token is checked without a round
+    trip of its own."""
 
     def __init__(self, queryset_for: Callable[[], models.QuerySet]):
         super().__init__()
@@ -449,28 +461,60 @@ class CompiledPages(_CompiledPerConnection):
     def page(self, offset: int, limit: int) -> tuple[list[Sequence], int | None]:
         """(rows, total rows); the total is None when there is no row at `offset`."""
         alias = router.db_for_read(self._model)
-        compiled = self._compiled(alias)
-        with connections[alias].cursor() as cursor:
+        rows, total, _ = self._page(alias, offset, limit, with_epoch=False)
+        return rows, total
+
+    def page_and_epoch(self, offset: int, limit: int) -> tuple[list[Sequence], int] | None:
+        """page(), read before the request's token is checked, in the statement that reads the
+        epoch the check needs: one round trip instead of two. The caller answers with the rows only
+        once the token is accepted. None, having read nothing, when the epoch is not shared, this
+        request has read it already, or a transaction is open (where lookups read the database and
+        an uncommitted epoch must not stand for the request's); None also when there is no row at
+        `offset` (the epoch is then read by the check, the page again by page())."""
+        alias = router.db_for_read(self._model)
+        epoch = validity.unread_shared_epoch(alias)
+        if epoch is None or connections[alias].in_atomic_block:
+            return None
+        rows, total, epoch_value = self._page(alias, offset, limit, with_epoch=True)
+        if not rows:
+            return None
+        epoch.read_along(epoch_value)
+        return rows, total
+
+    def _page(self, alias: str, offset: int, limit: int, with_epoch: bool) -> tuple[list, int | None, int]:
+        compiled = self._compiled(alias, with_epoch, variant=with_epoch)
+        with _cursor(connections[alias]) as cursor:
             cursor.execute(compiled.sql, [*compiled.params, limit, offset])
             rows = cursor.fetchall()
         if not rows:
-            return [], None
-        total = rows[0][-1]
+            return [], None, None
+        total, epoch = rows[0][compiled.width], rows[0][-1]
         if compiled.converters:
             rows = compiled.compiler.apply_converters(rows, compiled.converters)
-        return [row[:-1] for row in rows], total
+        return [row[: compiled.width] for row in rows], total, epoch
 
-    def _compile(self, alias: str) -> _CompiledPage:
-        queryset = self._queryset_for().annotate(_total_rows=models.Window(models.Count("pk")))
+    def _compile(self, alias: str, with_epoch: bool) -> _CompiledPage:
+        queryset = self._queryset_for()
+        width = len(queryset.query.values_select)
+        queryset = queryset.annotate(_total_rows=models.Window(models.Count("pk")))
+        if with_epoch:
+            epoch = ValidityEpoch.objects.using(alias).filter(pk=ValidityEpoch.ROW).values("value")
+            queryset = queryset.annotate(_validity_epoch=Subquery(epoch))
         compiler = queryset.query.get_compiler(using=alias)
         sql, params = compiler.as_sql()
         selected = [column[0] for column in compiler.select[: compiler.col_count]]
+        # The count and the epoch are read from the first row as the driver gives them (integers):
+        # only the values_list()'s own columns are converted, on every row.
+        converters = {
+            position: each for position, each in compiler.get_converters(selected).items() if position < width
+        }
         # LIMIT and OFFSET as parameters, which SQLite and PostgreSQL both take.
         return _CompiledPage(
             sql=f"{sql} LIMIT %s OFFSET %s",
             params=tuple(params),
             compiler=compiler,
-            converters=compiler.get_converters(selected),
+            converters=converters,
+            width=width,
         )
 
 

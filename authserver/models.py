@@ -148,6 +148,8 @@ class ValidityEpoch(models.Model):
     the transaction of every change that can make a stored token or client invalid
     (authserver/validity.py)."""
 
+    ROW = 1  # the primary key of the one row
+
     value = models.BigIntegerField()
 
     def __str__(self) -> str:

@@ -127,7 +127,8 @@ class SharedEpoch:
 
     def changing(self) -> None:
         """Inside the transaction of a change: the new epoch commits with it."""
-        rows = ValidityEpoch.objects.using(self.using).filter(pk=1).update(value=F("value") + 1)
+        the_row = ValidityEpoch.objects.using(self.using).filter(pk=ValidityEpoch.ROW)
+        rows = the_row.update(value=F("value") + 1)
         if not rows:
             self._create()
 
@@ -137,11 +138,26 @@ class SharedEpoch:
         if epochs is not None:
             epochs.pop(self.using, None)
 
+    def unread(self) -> bool:
+        """Whether this request has yet to read the epoch (False outside requests)."""
+        epochs = _request.__dict__.get("epochs")
+        return epochs is not None and self.using not in epochs
+
+    def read_along(self, value: int | None) -> None:
+        """The epoch as another statement of this request read it, outside any transaction and
+        before any lookup (`hotpath.CompiledPages.page_and_epoch`): it stands for this request's
+        read. None (no row: the table was emptied) leaves the read to the first lookup."""
+        epochs = _request.__dict__.get("epochs")
+        if value is not None and epochs is not None:
+            epochs.setdefault(self.using, ("shared", value))
+
     def _value(self) -> int:
         connection = connections[self.using]
-        with connection.cursor() as cursor:
+        # A cursor kept for hot statements where the backend keeps one (config.postgresql).
+        with getattr(connection, "kept_cursor", connection.cursor)() as cursor:
             cursor.execute(
-                _SELECT_EPOCH.format(table=connection.ops.quote_name(ValidityEpoch._meta.db_table)), [1]
+                _SELECT_EPOCH.format(table=connection.ops.quote_name(ValidityEpoch._meta.db_table)),
+                [ValidityEpoch.ROW],
             )
             row = cursor.fetchone()
         if row is None:  # the table was emptied (manage.py flush): a new, random value
@@ -151,7 +167,7 @@ class SharedEpoch:
 
     def _create(self) -> None:
         ValidityEpoch.objects.using(self.using).get_or_create(
-            pk=1, defaults={"value": secrets.randbelow(2**62)}
+            pk=ValidityEpoch.ROW, defaults={"value": secrets.randbelow(2**62)}
         )
 
 
@@ -216,6 +232,12 @@ def current(using: str = "default") -> tuple | None:
     """The epoch now, or None when workers remember nothing (TOKEN_CACHE=off)."""
     epoch = _epoch(using)
     return None if epoch is None else epoch.read()
+
+
+def unread_shared_epoch(using: str = "default") -> SharedEpoch | None:
+    """The shared epoch (TOKEN_CACHE=shared) when this request has yet to read it, else None."""
+    epoch = _epoch(using)
+    return epoch if isinstance(epoch, SharedEpoch) and epoch.unread() else None
 
 
 def tokens_or_clients_changed(using: str = "default", **signal_arguments) -> None:

@@ -3,13 +3,15 @@ from django.urls import include, path
 
 from authserver.views import HealthView, ReadinessView
 
+# Django tries the patterns in order, one regular expression each: the most requested first (the load
+# balancer's probes, the OAuth endpoints, the API), the browser's pages last.
 urlpatterns = [
-    path("", include("authserver.urls")),
-    path("admin/", admin.site.urls),
-    path("", include("fooapi.urls")),
-    path("", include("sdkportal.urls")),
     path("healthz", HealthView.as_view(), name="healthz"),
     path("readyz", ReadinessView.as_view(), name="readyz"),
+    path("", include("authserver.urls")),
+    path("", include("fooapi.urls")),
+    path("admin/", admin.site.urls),
+    path("", include("sdkportal.urls")),
 ]
 
 handler400 = "authserver.errors.bad_request"

@@ -1,7 +1,9 @@
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from decimal import Decimal
 
 from rest_framework import serializers
+from rest_framework.settings import api_settings
 
 from fooapi.models import MAX_QUANTITY, Order, OrderLine, Product
 
@@ -20,8 +22,8 @@ class ProductSerializer(serializers.ModelSerializer):
         fields = _readable_fields(cls)
         return [
             {
-                name: value if value is None or type(value) is same else field.to_representation(value)
-                for (name, field, same), value in zip(fields, row, strict=True)
+                name: value if value is None or type(value) is same else represent(value)
+                for (name, represent, same), value in zip(fields, row, strict=True)
             }
             for row in rows
         ]
@@ -38,13 +40,39 @@ _REPRESENTED_AS_IS = {
 @functools.cache
 def _readable_fields(
     serializer_class: type[serializers.Serializer],
-) -> list[tuple[str, serializers.Field, type]]:
-    """(name, field, the type of value it represents as is, if any) for each readable field."""
+) -> list[tuple[str, Callable[[object], object], type | None]]:
+    """(name, its to_representation, the type of value it represents as is, if any) for each
+    readable field."""
     return [
-        (name, field, _REPRESENTED_AS_IS.get(type(field)))
+        (name, _to_representation(field), _REPRESENTED_AS_IS.get(type(field)))
         for name, field in serializer_class().fields.items()
         if not field.write_only
     ]
+
+
+def _to_representation(field: serializers.Field) -> Callable[[object], object]:
+    """field.to_representation; for a DecimalField shown as plain text, one that gives the text of a
+    Decimal already at the field's places (as the database returns them) directly: DRF's quantize()
+    would copy the decimal context and give back an equal value."""
+    plain_text = (
+        type(field) is serializers.DecimalField
+        and field.decimal_places is not None
+        and getattr(field, "coerce_to_string", api_settings.COERCE_DECIMAL_TO_STRING)
+        and not field.localize
+        and not field.normalize_output
+    )
+    if not plain_text:
+        return field.to_representation
+    places, max_digits = field.decimal_places, field.max_digits
+
+    def decimal_text(value):
+        if type(value) is Decimal and value.is_finite():
+            _, digits, exponent = value.as_tuple()
+            if exponent == -places and (max_digits is None or len(digits) <= max_digits):
+                return f"{value:f}"
+        return field.to_representation(value)
+
+    return decimal_text
 
 
 class OrderLineSerializer(serializers.ModelSerializer):

@@ -13,6 +13,7 @@ from oauth2_provider.models import AccessToken
 
 from authserver import services
 from fooapi.models import Order, Product
+from fooapi.serializers import ProductSerializer
 from fooapi.services import DEMO_CATALOGUE, seed_demo_catalogue
 from tests.helpers import bearer, issue_token, make_client
 
@@ -121,6 +122,18 @@ def test_catalogue_pages_are_what_the_drf_serializer_and_paginator_give(client, 
             else:
                 assert response.status_code == 200
                 assert response.json() == expected, (size, number)
+
+
+@pytest.mark.parametrize(
+    "price",
+    ["24.90", "0.5", "10", "-3.25", "0.00", "-0.00", "1.005", "1.015", "1E+2", "12345678.90", "0.10"],
+)
+def test_a_price_is_represented_as_drfs_decimal_field_represents_it(price):
+    # The catalogue's prices skip DRF's quantize() when already at two places (fooapi/serializers.py).
+    product = Product(id=1, sku="P", name="P", description="", price=Decimal(price), available=True)
+    row = [getattr(product, name) for name in ProductSerializer.Meta.fields]
+
+    assert ProductSerializer.represent([row]) == [ProductSerializer(product).data]
 
 
 def test_an_empty_catalogue_has_one_empty_page(client, db):

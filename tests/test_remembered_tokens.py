@@ -14,6 +14,8 @@ from oauth2_provider.models import AccessToken
 from authserver import hotpath, services, validity
 from authserver.models import ClientScope, Scope, ValidityEpoch
 from authserver.validity import EpochFile
+from fooapi.services import seed_demo_catalogue
+from fooapi.views import ProductList
 from tests.helpers import HttpsClient, basic, bearer, issue_token, make_client, post_form, request_token
 from tests.servers import LiveServer
 
@@ -268,6 +270,110 @@ def test_a_shared_epoch_emptied_away_comes_back_as_another_value(shared):
     ValidityEpoch.objects.all().delete()
     validity.tokens_or_clients_changed()  # an advance that finds no row makes one
     assert ValidityEpoch.objects.count() == 1
+
+
+# The catalogue page reads the request's epoch in its own statement, before the token is checked.
+
+
+@pytest.fixture
+def catalogue_reader(shared) -> str:
+    seed_demo_catalogue()
+    return issue_token(HttpsClient(), make_client(scopes=["products:read"]))
+
+
+def catalogue_statements(http, path: str = "/api/v1/products", **headers) -> tuple[object, list[str]]:
+    with CaptureQueriesContext(connection) as captured:
+        response = http.get(path, **headers)
+    return response, [query["sql"] for query in captured.captured_queries]
+
+
+def test_the_catalogue_page_reads_the_epoch_in_the_same_statement(catalogue_reader):
+    http = HttpsClient()
+    expected = http.get("/api/v1/products", **bearer(catalogue_reader)).json()  # the token remembered
+
+    response, [statement] = catalogue_statements(http, **bearer(catalogue_reader))
+
+    assert response.status_code == 200 and response.json() == expected
+    assert '"fooapi_product"' in statement and '"authserver_validityepoch"' in statement
+    assert expected["count"] == len(expected["results"]) > 0
+
+
+def test_a_page_read_before_the_check_is_not_answered_to_a_revoked_token(catalogue_reader):
+    http = HttpsClient()
+    assert http.get("/api/v1/products", **bearer(catalogue_reader)).status_code == 200
+    # Revoked in another worker: this process still remembers the token.
+    with ThreadPoolExecutor(1) as other:
+        other.submit(revoke_elsewhere, checksum(catalogue_reader)).result()
+
+    response, statements = catalogue_statements(http, **bearer(catalogue_reader))
+
+    assert response.status_code == 401 and response.json()["error"] == "invalid_token"
+    assert "results" not in response.json()
+    # The page with the new epoch, then the token read again (forgotten), nothing more.
+    assert len(statements) == 2 and '"authserver_validityepoch"' in statements[0]
+
+
+def revoke_elsewhere(stored: str) -> None:
+    try:
+        services.revoke_token(token=AccessToken.objects.get(token_checksum=stored), actor="tests")
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "status"),
+    [
+        ("/api/v1/products", {}, 401),  # no token: nothing to check, nothing read ahead
+        ("/api/v1/products?page=0", None, 400),  # the 400 after the token's check, as before
+    ],
+)
+def test_no_page_is_read_ahead_where_the_request_fails_anyway(catalogue_reader, path, headers, status):
+    response, statements = catalogue_statements(
+        HttpsClient(), path, **(bearer(catalogue_reader) if headers is None else headers)
+    )
+
+    assert response.status_code == status
+    assert not [statement for statement in statements if '"fooapi_product"' in statement]
+
+
+def test_past_the_last_page_the_empty_read_ahead_leaves_the_epoch_to_the_check(catalogue_reader):
+    http = HttpsClient()
+    assert http.get("/api/v1/products", **bearer(catalogue_reader)).status_code == 200  # remembered
+    past_the_end = "/api/v1/products?page=99"
+    response, statements = catalogue_statements(http, past_the_end, **bearer(catalogue_reader))
+
+    assert response.status_code == 404
+    # Ahead: no row, so no epoch either; the check reads it; the page is read again, as without it.
+    ahead, epoch, page = statements
+    assert '"fooapi_product"' in ahead and '"authserver_validityepoch"' in ahead
+    assert epoch.startswith('SELECT "value" FROM "authserver_validityepoch"')
+    assert '"fooapi_product"' in page and '"authserver_validityepoch"' not in page
+
+
+def test_a_page_is_read_ahead_only_while_the_request_has_yet_to_read_its_epoch(catalogue_reader):
+    pages = ProductList.catalogue
+    assert pages.page_and_epoch(0, 10) is None  # outside a request: nothing to stand for
+    validity.request_started()
+    try:
+        with transaction.atomic():
+            assert pages.page_and_epoch(0, 10) is None  # an uncommitted epoch must not stand
+        rows, total = pages.page_and_epoch(0, 10)
+        assert (rows, total) == pages.page(0, 10)
+        assert pages.page_and_epoch(0, 10) is None  # read: the request's epoch stays the one read
+        with CaptureQueriesContext(connection) as captured:
+            validity.current()
+        assert captured.captured_queries == []
+    finally:
+        validity.request_finished()
+
+
+def test_a_page_read_ahead_with_the_epoch_row_gone_leaves_the_read_to_the_check(catalogue_reader):
+    ValidityEpoch.objects.all().delete()  # manage.py flush
+
+    response = HttpsClient().get("/api/v1/products", **bearer(catalogue_reader))
+
+    assert response.status_code == 200
+    assert ValidityEpoch.objects.count() == 1  # made again by the check's own read
 
 
 def test_with_the_cache_off_every_lookup_reads_the_database(settings, transactional_db):

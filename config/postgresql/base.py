@@ -1,5 +1,5 @@
 """Django's PostgreSQL backend (ENGINE "config.postgresql"), with health checks that skip a
-connection which has just worked.
+connection which has just worked, and a cursor kept for the hot path's statements.
 
 CONN_HEALTH_CHECKS pings a persistent connection (SELECT 1) before the first query of every
 request, so that a connection the database dropped while the worker was idle is replaced instead of
@@ -9,9 +9,15 @@ HEALTH_CHECK_BYPASS_SECONDS is not pinged: a busy worker skips the ping, an idle
 before its first query (the alive-bypass window of HikariCP, the JDBC pool). A connection that
 breaks inside that window fails one request with a 503 and is replaced at its end, as Django does
 without health checks.
+
+psycopg builds each new cursor's adapters and its loaders for every result column anew: 25-40 us of
+CPU, a fifth of what a one-row statement costs a worker. `kept_cursor()` hands authserver.hotpath's
+statements (the remembered lookups, the validity epoch, the catalogue page, a token's INSERT) one
+cursor kept per connection, which keeps them (docs/benchmarks.md).
 """
 
 import time
+from contextlib import contextmanager
 
 from django.db.backends.postgresql import base
 
@@ -20,11 +26,35 @@ HEALTH_CHECK_BYPASS_SECONDS = 1.0
 
 class DatabaseWrapper(base.DatabaseWrapper):
     _cursor_opened_at = float("-inf")
+    _kept_cursor = None
 
     def _cursor(self, name=None):
         cursor = super()._cursor(name)
         self._cursor_opened_at = time.monotonic()
         return cursor
+
+    @contextmanager
+    def kept_cursor(self):
+        """As `with connection.cursor() as cursor`, but the cursor is not closed afterwards: the next
+        call on this connection gets it again, with the same health check and connection set-up
+        first. While queries are logged (DEBUG, CaptureQueriesContext) a new cursor every time, the
+        debug cursor that logs them. Callers fetch all of a statement's rows before leaving."""
+        if self.queries_logged:
+            with self.cursor() as cursor:
+                yield cursor
+            return
+        kept = self._kept_cursor
+        self.close_if_health_check_failed()
+        self.ensure_connection()
+        if kept is None or kept.cursor.closed or kept.cursor.connection is not self.connection:
+            kept = self._kept_cursor = self.cursor()
+        else:
+            self._cursor_opened_at = time.monotonic()
+        yield kept
+
+    def _close(self):
+        self._kept_cursor = None
+        super()._close()
 
     def close_if_health_check_failed(self):
         recently_fine = time.monotonic() - self._cursor_opened_at < HEALTH_CHECK_BYPASS_SECONDS
