@@ -46,7 +46,9 @@ class Pages(PageNumberPagination):
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 100
-    read_early: tuple[list[Sequence], int] | None = None  # by read_ahead()
+    # By read_ahead(): the page number and size it validated, the page it read.
+    requested: tuple[int, int] | None = None
+    read_early: tuple[list[Sequence], int] | None = None
 
     def paginate_queryset(self, queryset, request, view=None):
         self.validate_page_parameters(request)
@@ -63,14 +65,17 @@ class Pages(PageNumberPagination):
             self.validate_page_parameters(request)
         except serializers.ValidationError:
             return
-        number, size = self._requested(request)
+        self.requested = self._requested(request)
+        number, size = self.requested
         self.read_early = pages.page_and_epoch(offset=(number - 1) * size, limit=size)
 
     def paginate_rows(self, pages: hotpath.CompiledPages, request) -> list[Sequence]:
         """The requested page of `pages`, whose statement also counts all rows (no COUNT query)."""
         self.request = request
-        self.validate_page_parameters(request)
-        number, size = self._requested(request)
+        if self.requested is None:  # not validated by read_ahead()
+            self.validate_page_parameters(request)
+            self.requested = self._requested(request)
+        number, size = self.requested
         rows, total = self.read_early or pages.page(offset=(number - 1) * size, limit=size)
         paginator = self.django_paginator_class(rows, size)
         paginator.count = total or 0  # none: past the last row (or an empty first page)

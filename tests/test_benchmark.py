@@ -24,7 +24,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from oauth2_provider.models import AccessToken, RefreshToken
 
-from authserver import hotpath, services
+from authserver import hotpath, oauth, services
 from authserver.models import Application, AuditEvent
 from authserver.oauth import TOKEN_CHARACTERS, generate_access_token
 from bench.run import parse_wrk_output, server_environment
@@ -439,6 +439,16 @@ def test_access_tokens_keep_oauthlibs_format_and_never_repeat():
     assert len(tokens) == 2000
     assert all(len(token) == 30 and set(token) <= set(TOKEN_CHARACTERS) for token in tokens)
     assert set("".join(tokens)) == set(TOKEN_CHARACTERS)  # every character is drawn
+
+
+def test_every_token_character_is_equally_likely_and_short_draws_are_topped_up(monkeypatch):
+    # Each character stands for exactly 4 of the 248 bytes kept; the 8 bytes above are dropped.
+    kept = bytes(range(256)).translate(oauth._BYTE_TO_CHARACTER, oauth._BIASED_BYTES).decode()
+    assert len(kept) == 248 and {kept.count(character) for character in TOKEN_CHARACTERS} == {4}
+    # A draw of mostly dropped bytes is topped up by another draw.
+    draws = iter([bytes([255] * 50 + list(range(10))), bytes(range(60))])
+    monkeypatch.setattr(oauth.secrets, "token_bytes", lambda size: next(draws))
+    assert generate_access_token(None) == (TOKEN_CHARACTERS[:10] + TOKEN_CHARACTERS[:20])
 
 
 @pytest.mark.skipif(

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 from django.db import connection, transaction
+from django.db.models.signals import post_init
 from django.test.utils import CaptureQueriesContext
 from oauth2_provider.models import AccessToken
 
@@ -76,6 +77,46 @@ def test_a_token_looked_up_again_is_remembered_as_new_instances(remembering):
     assert second is not first and second.application is not first.application
     assert second.scope == "products:read" and second.resource == []
     assert second.application.name == new_client.application.name
+
+
+def test_a_remembered_token_is_what_the_orm_builds(remembering):
+    stored = checksum(issue_token(HttpsClient(), make_client(scopes=["products:read"])))
+    lookup_queries(stored)
+
+    remembered, queries = lookup_queries(stored)
+    built = AccessToken.objects.select_related("application").get(token_checksum=stored)
+
+    assert queries == 0
+    for instance, expected in [(remembered, built), (remembered.application, built.application)]:
+        assert type(instance) is type(expected)
+        fields = expected._meta.concrete_fields
+        assert [getattr(instance, field.attname) for field in fields] == [
+            getattr(expected, field.attname) for field in fields
+        ]
+        assert (instance._state.db, instance._state.adding) == ("default", False)
+    with CaptureQueriesContext(connection) as captured:
+        assert remembered.user is None and remembered.application.client_id == built.application.client_id
+    assert captured.captured_queries == []
+
+
+def test_instances_are_built_by_from_db_while_anything_listens_to_their_init(remembering):
+    stored = checksum(issue_token(HttpsClient(), make_client(scopes=["products:read"])))
+    lookup_queries(stored)
+    initialized = []
+
+    def seen(sender, instance, **kwargs):
+        initialized.append(type(instance).__name__)
+
+    post_init.connect(seen, sender=AccessToken)
+    try:
+        remembered, queries = lookup_queries(stored)
+    finally:
+        post_init.disconnect(seen, sender=AccessToken)
+
+    assert queries == 0 and initialized == ["AccessToken"]
+    remembered.resource.append("https://changed.example")
+    assert lookup_queries(stored)[0].resource == []  # JSON values copied on this path too
+    assert remembered.application.name == lookup_queries(stored)[0].application.name
 
 
 def revoke(token, client):
