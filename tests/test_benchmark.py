@@ -541,7 +541,7 @@ def test_the_cleanup_command_shows_progress_and_reports(new_client, capsys):
     assert not AccessToken.objects.exists()
 
 
-def test_bench_load_tokens_stores_tokens_for_a_client_of_its_own(db, capsys):
+def test_bench_load_tokens_stores_tokens_for_a_client_of_its_own(transactional_db, capsys):
     call_command("bench_load_tokens", "--count", "25", "--batch-size", "10", "--expired")
 
     application = Application.objects.get(name="benchmark: bulk-loaded tokens")
@@ -551,3 +551,17 @@ def test_bench_load_tokens_stores_tokens_for_a_client_of_its_own(db, capsys):
     assert len(set(tokens.values_list("token_checksum", flat=True))) == 25
     assert "Loaded 25 expired access tokens" in capsys.readouterr().out
     assert services.clear_expired_tokens(batch_size=10, pause=0) == 25
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's maintenance")
+def test_bench_load_tokens_leaves_the_table_vacuumed_and_analyzed(transactional_db):
+    # Otherwise autovacuum starts on the new rows in the middle of the measurement that follows.
+    call_command("bench_load_tokens", "--count", "25", "--batch-size", "10")
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT last_vacuum IS NOT NULL, last_analyze IS NOT NULL FROM pg_stat_user_tables"
+            " WHERE relname = %s",
+            [AccessToken._meta.db_table],
+        )
+        assert cursor.fetchone() == (True, True)
