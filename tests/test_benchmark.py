@@ -554,11 +554,17 @@ def test_bench_load_tokens_stores_tokens_for_a_client_of_its_own(transactional_d
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's maintenance")
-def test_bench_load_tokens_leaves_the_table_vacuumed_and_analyzed(transactional_db):
-    # Otherwise autovacuum starts on the new rows in the middle of the measurement that follows.
+def test_bench_load_tokens_leaves_the_table_vacuumed_analyzed_and_checkpointed(transactional_db):
+    # Otherwise autovacuum and the checkpointer work on the new rows during the measurement after it.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT checkpoints_req FROM pg_stat_bgwriter")
+        (checkpoints_before,) = cursor.fetchone()
+
     call_command("bench_load_tokens", "--count", "25", "--batch-size", "10")
 
     with connection.cursor() as cursor:
+        cursor.execute("SELECT checkpoints_req FROM pg_stat_bgwriter")
+        assert cursor.fetchone()[0] > checkpoints_before
         cursor.execute(
             "SELECT last_vacuum IS NOT NULL, last_analyze IS NOT NULL FROM pg_stat_user_tables"
             " WHERE relname = %s",
