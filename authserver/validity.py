@@ -21,7 +21,8 @@ Where it lives (settings.TOKEN_CACHE):
   this machine: always so with SQLite, whose file sits next to the database's own -wal and -shm.
   With PostgreSQL, only when every app server runs on this one machine (the operator says so).
 - "shared": a row of the database itself (ValidityEpoch), which every app server on every machine
-  reads: once per request, one primary-key read, before the request's first lookup. It is changed
+  reads: once per request, one primary-key read before the request's first lookup (or, for the
+  catalogue page, a subquery of the page's own statement: CompiledPages.page_and_epoch). It is changed
   by an UPDATE inside the very transaction that makes the change, so both commit together (no gap
   at all, where the change runs in a transaction, as the services' do). The default with
   PostgreSQL: an introspection then costs one round trip instead of two, and a client's
