@@ -540,7 +540,9 @@ class CompiledPages(_CompiledPerConnection):
         epoch.read_along(epoch_value)
         return rows, total
 
-    def _page(self, alias: str, offset: int, limit: int, with_epoch: bool) -> tuple[list, int | None, int]:
+    def _page(
+        self, alias: str, offset: int, limit: int, with_epoch: bool
+    ) -> tuple[list, int | None, int | None]:
         compiled = self._compiled(alias, with_epoch, variant=with_epoch)
         with _cursor(connections[alias]) as cursor:
             cursor.execute(compiled.sql, [*compiled.params, limit, offset])

@@ -43,9 +43,9 @@ class DatabaseWrapper(base.DatabaseWrapper):
             with self.cursor() as cursor:
                 yield cursor
             return
-        kept = self._kept_cursor
         self.close_if_health_check_failed()
         self.ensure_connection()
+        kept = self._kept_cursor
         if kept is None or kept.cursor.closed or kept.cursor.connection is not self.connection:
             kept = self._kept_cursor = self.cursor()
         else:
