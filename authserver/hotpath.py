@@ -393,31 +393,53 @@ class _CompiledTogether:
     compiler: object
 
 
+# INSERT INTO t (columns) VALUES (%s, ...) RETURNING ...: one row of parameters, as compiled.
+_ONE_ROW_INSERT = re.compile(
+    r"(?P<into>INSERT INTO .+?) VALUES \((?P<values>(?:%s, )*%s)\)(?P<returning> RETURNING .+)"
+)
+
+
 class CompiledInsertsTogether(_CompiledPerConnection):
     """`insert(*instances)`: one new instance of each model, saved all or none. On PostgreSQL as one
     statement (the INSERTs as data-modifying WITH queries: one round trip and atomic by itself); on
     other databases in one transaction, queued on SQLite (`queued_writes`). Either way the
-    parameters are prepared before any lock is taken."""
+    parameters are prepared before any lock is taken.
+
+    `while_epoch`: the shared validity epoch this request assumed (validity.assume_shared_epoch).
+    The rows are written only while it is still the epoch: checked and confirmed in the same
+    statement on PostgreSQL, read first elsewhere. Otherwise nothing is written: StaleEpoch."""
 
     def __init__(self, *models_in_order: type[models.Model]):
         super().__init__()
         self._inserts = [CompiledInsert(model) for model in models_in_order]
 
-    def insert(self, *instances: models.Model) -> None:
+    def insert(self, *instances: models.Model, while_epoch: int | None = None) -> None:
         alias = router.db_for_write(self._inserts[0].model)
         connection = connections[alias]
+        if while_epoch is not None and connection.vendor != "postgresql":
+            validity.confirm_shared_epoch(alias)  # a read of its own (StaleEpoch when changed)
+            while_epoch = None
         pairs = list(zip(self._inserts, instances, strict=True))
         if any(insert.goes_through_save() for insert in self._inserts):
+            validity.confirm_shared_epoch(alias)
             with transaction.atomic(using=alias):
                 for insert, instance in pairs:
                     insert.insert(instance)
             return
         statements = [insert.prepare(alias, instance) for insert, instance in pairs]
         if connection.vendor == "postgresql":
-            together = self._compiled(alias)
+            checked = while_epoch is not None
+            together = self._compiled(alias, checked, variant=checked)
+            if checked:
+                params = _params_while_epoch(statements, while_epoch)
+            else:
+                params = [param for _, row in statements for param in row]
             with _cursor(connection) as cursor:
-                cursor.execute(together.sql, [param for _, params in statements for param in params])
+                cursor.execute(together.sql, params)
                 primary_keys = cursor.fetchone()
+            if checked:
+                *primary_keys, epoch_now = primary_keys
+                validity.confirm_shared_epoch(alias, epoch_now)  # StaleEpoch: nothing was written
         elif _runs_on_the_driver(connection):
             primary_keys = _insert_on_the_driver(connection, statements)
         else:
@@ -429,14 +451,47 @@ class CompiledInsertsTogether(_CompiledPerConnection):
         for instance, primary_key in zip(instances, primary_keys, strict=True):
             saved(instance, alias, primary_key)
 
-    def _compile(self, alias: str) -> _CompiledTogether:
+    def _compile(self, alias: str, while_epoch: bool = False) -> _CompiledTogether:
         # WITH row_0 AS (INSERT ... RETURNING id), row_1 AS (...) SELECT (SELECT * FROM row_0), ...
+        # While an epoch: WITH epoch AS (SELECT "value" ... WHERE "id" = %s), row_0 AS (INSERT INTO
+        # t (...) SELECT %s, ... WHERE (SELECT "value" FROM epoch) = %s RETURNING id), ...
+        # SELECT (SELECT * FROM row_0), ..., (SELECT "value" FROM epoch): all in one snapshot.
         compiled = [insert._compiled(alias) for insert in self._inserts]
         names = [f"row_{position}" for position in range(len(compiled))]
-        queries = ", ".join(f"{name} AS ({each.sql})" for name, each in zip(names, compiled, strict=True))
-        # Only our own names and the ORM's compiled INSERTs go into the text; values are parameters.
-        keys = ", ".join(f"(SELECT * FROM {name})" for name in names)  # noqa: S608
-        return _CompiledTogether(sql=f"WITH {queries} SELECT {keys}", compiler=compiled[0].compiler)
+        inserts = [each.sql for each in compiled]
+        columns = [f"(SELECT * FROM {name})" for name in names]  # noqa: S608 (our names only)
+        ctes = []
+        if while_epoch:
+            ctes.append(f"epoch AS ({validity.select_epoch_sql(alias)})")
+            inserts = [_insert_while_epoch(sql) for sql in inserts]
+            columns.append('(SELECT "value" FROM epoch)')
+        ctes += [f"{name} AS ({sql})" for name, sql in zip(names, inserts, strict=True)]
+        # Only our own names and the ORM's compiled statements go into the text; values are parameters.
+        return _CompiledTogether(
+            sql=f"WITH {', '.join(ctes)} SELECT {', '.join(columns)}",
+            compiler=compiled[0].compiler,
+        )
+
+
+def _insert_while_epoch(sql: str) -> str:
+    """A compiled one-row INSERT ... VALUES (...) RETURNING ... as INSERT ... SELECT ... WHERE the
+    `epoch` CTE's value is one more parameter, given after the row's (PostgreSQL resolves the
+    SELECT's parameters to the columns' types, as for VALUES)."""
+    match = _ONE_ROW_INSERT.fullmatch(sql)
+    if match is None:
+        raise ValueError(f"Not a compiled one-row INSERT: {sql}")
+    condition = '(SELECT "value" FROM epoch) = %s'
+    # The ORM's compiled text rearranged, and a condition of our own: values stay parameters.
+    return f"{match['into']} SELECT {match['values']} WHERE {condition}{match['returning']}"
+
+
+def _params_while_epoch(statements: list[tuple[str, list]], epoch: int) -> list:
+    """The parameters of the statement `_compile(while_epoch=True)` makes: the epoch's row, then each
+    INSERT's row followed by the epoch it is written under."""
+    params = [ValidityEpoch.ROW]
+    for _, row in statements:
+        params += [*row, epoch]
+    return params
 
 
 def _runs_on_the_driver(connection) -> bool:
@@ -619,8 +674,10 @@ def insert_audit_event(event: AuditEvent) -> AuditEvent:
 
 
 def insert_issued_token(access_token, event: AuditEvent) -> None:
-    """A new AccessToken and its audit event, saved all or none."""
-    _ISSUED_TOKENS.insert(access_token, event)
+    """A new AccessToken and its audit event, saved all or none; with an assumed shared epoch
+    (validity.assume_shared_epoch) only while it is still the epoch, else validity.StaleEpoch."""
+    alias = router.db_for_write(access_token.__class__)
+    _ISSUED_TOKENS.insert(access_token, event, while_epoch=validity.assumed_shared_epoch(alias))
 
 
 def client_with_scope_names(client_id: str) -> Application | None:

@@ -19,6 +19,7 @@ from urllib.parse import unquote_plus
 
 from django.contrib.auth.hashers import identify_hasher, make_password
 from django.core.signals import setting_changed
+from django.db import router
 from django.dispatch import receiver
 from oauth2_provider import oauth2_backends
 from oauth2_provider.models import get_access_token_model
@@ -99,6 +100,9 @@ class Validator(OAuth2Validator):
         if authenticated:
             self._upgrade_secret_hash(request.client, client_secret)
             return True
+        # A client remembered under an epoch the token endpoint assumed may have a new secret since:
+        # no failure is recorded before the epoch is confirmed (StaleEpoch: served again).
+        validity.confirm_shared_epoch(router.db_for_read(Application))
         throttling.record_client_auth_failure(client_id, address)
         services.record_event(
             kind=AuditEvent.Kind.AUTH_FAILED,
@@ -135,6 +139,11 @@ class Validator(OAuth2Validator):
         # No client id contains NUL, and PostgreSQL (psycopg 3) raises DataError for one, which
         # DOT does not expect (it catches psycopg 2's ValueError).
         if client_id and "\x00" in client_id:
+            return None
+        if not client_id:
+            # No client named (DOT tries the body after Basic failed): what DOT ends with, without its
+            # query for a client whose client_id IS NULL.
+            request.client = None
             return None
         if not request.client and client_id:
             # The client and the scopes it may hold in one query; DOT then checks and keeps it.
@@ -265,8 +274,23 @@ class OAuthLibCore(oauth2_backends.OAuthLibCore):
         return [(key, value) for key, values in request.POST.lists() for value in values]
 
     def create_token_response(self, request):
-        uri, headers, body, status = super().create_token_response(request)
+        try:
+            uri, headers, body, status = self._token_response_on_assumed_epoch(request)
+        except validity.StaleEpoch:
+            # A token or client changed since this worker last read the epoch: nothing was written or
+            # answered on what it remembered; served again, the epoch read first.
+            uri, headers, body, status = super().create_token_response(request)
         return uri, protocol_errors.oauth_response_headers(headers, status), body, status
+
+    def _token_response_on_assumed_epoch(self, request):
+        """With TOKEN_CACHE=shared, DOT's token response on the epoch this worker last saw rather
+        than one read first (a round trip): the token's INSERT writes only while that is still the
+        epoch, and confirms it (validity.py); any other answer is given only once it is confirmed."""
+        alias = router.db_for_write(AccessToken)
+        validity.assume_shared_epoch(alias)
+        response = super().create_token_response(request)
+        validity.confirm_shared_epoch(alias)  # nothing to do once the INSERT confirmed it
+        return response
 
     def create_revocation_response(self, request):
         uri, headers, body, status = super().create_revocation_response(request)

@@ -26,7 +26,11 @@ Where it lives (settings.TOKEN_CACHE):
   by an UPDATE inside the very transaction that makes the change, so both commit together (no gap
   at all, where the change runs in a transaction, as the services' do). The default with
   PostgreSQL: an introspection then costs one round trip instead of two, and a client's
-  authentication a primary-key read instead of the client with its scopes.
+  authentication a primary-key read instead of the client with its scopes. The token endpoint
+  does not read it first: it assumes the epoch its worker last saw (`assume_shared_epoch`), and
+  confirms it in the very statement that writes the token, or by reading it before any error is
+  recorded or answered (`confirm_shared_epoch`); when it has changed meanwhile, nothing was written
+  or answered on it (StaleEpoch), and the request is served again with the epoch read.
 - "off": nothing is remembered; every lookup reads the database.
 """
 
@@ -109,11 +113,17 @@ class EpochFile:
         self._map = self._descriptor = self._inode = None
 
 
+class StaleEpoch(Exception):
+    """The shared epoch a request assumed (`assume_shared_epoch`) is no longer the epoch. Nothing was
+    written or answered on it: the request is to be served again, with the epoch read."""
+
+
 class SharedEpoch:
     """The epoch as the one row of ValidityEpoch in the database `using` (TOKEN_CACHE=shared)."""
 
     def __init__(self, using: str):
         self.using = using
+        self.last_seen: int | None = None  # by any request or command of this process
 
     def read(self) -> tuple[str, int]:
         """The epoch: read from the database once per request (`request_started`), and on every
@@ -139,6 +149,39 @@ class SharedEpoch:
         if epochs is not None:
             epochs.pop(self.using, None)
 
+    def assume(self) -> bool:
+        """Let the epoch this process last saw stand for this request's read, until `confirm()`.
+        Not inside a transaction, outside requests, or once this request has read the epoch."""
+        epochs = _request.__dict__.get("epochs")
+        if (
+            epochs is None
+            or self.using in epochs
+            or self.last_seen is None
+            or connections[self.using].in_atomic_block
+        ):
+            return False
+        epochs[self.using] = ("shared", self.last_seen)
+        _request.assumed[self.using] = self.last_seen
+        return True
+
+    def assumed(self) -> int | None:
+        """The value this request assumed and has not confirmed yet, if any."""
+        return _request.__dict__.get("assumed", {}).get(self.using)
+
+    def confirm(self, value: int | None = None) -> None:
+        """Check this request's assumed value, if any, against the epoch: `value` when another
+        statement of this request read it (None: no row), else read now. From then on the epoch
+        counts as read. StaleEpoch when it has changed."""
+        assumed = _request.__dict__.get("assumed", {}).pop(self.using, None)
+        if assumed is None:
+            return
+        if value is None:
+            value = self._value()
+        self.last_seen = value
+        _request.epochs[self.using] = ("shared", value)
+        if value != assumed:
+            raise StaleEpoch(self.using)
+
     def unread(self) -> bool:
         """Whether this request has yet to read the epoch (False outside requests)."""
         epochs = _request.__dict__.get("epochs")
@@ -151,19 +194,18 @@ class SharedEpoch:
         epochs = _request.__dict__.get("epochs")
         if value is not None and epochs is not None:
             epochs.setdefault(self.using, ("shared", value))
+            self.last_seen = value
 
     def _value(self) -> int:
         connection = connections[self.using]
         # A cursor kept for hot statements where the backend keeps one (config.postgresql).
         with getattr(connection, "kept_cursor", connection.cursor)() as cursor:
-            cursor.execute(
-                _SELECT_EPOCH.format(table=connection.ops.quote_name(ValidityEpoch._meta.db_table)),
-                [ValidityEpoch.ROW],
-            )
+            cursor.execute(select_epoch_sql(self.using), [ValidityEpoch.ROW])
             row = cursor.fetchone()
         if row is None:  # the table was emptied (manage.py flush): a new, random value
             self._create()
             return self._value()
+        self.last_seen = row[0]
         return row[0]
 
     def _create(self) -> None:
@@ -173,6 +215,13 @@ class SharedEpoch:
 
 
 _SELECT_EPOCH = 'SELECT "value" FROM {table} WHERE "id" = %s'
+
+
+def select_epoch_sql(using: str = "default") -> str:
+    """The statement that reads the epoch's row; its one parameter is ValidityEpoch.ROW."""
+    return _SELECT_EPOCH.format(table=connections[using].ops.quote_name(ValidityEpoch._meta.db_table))
+
+
 _request = threading.local()
 
 
@@ -181,10 +230,12 @@ def request_started(**signal_arguments) -> None:
     committed meanwhile by another worker is seen by the next request, as if this one had been
     served a moment earlier; one committed by this request is seen at its next lookup."""
     _request.epochs = {}
+    _request.assumed = {}
 
 
 def request_finished(**signal_arguments) -> None:
     _request.__dict__.pop("epochs", None)
+    _request.__dict__.pop("assumed", None)
 
 
 class _LocalEpoch:
@@ -239,6 +290,28 @@ def unread_shared_epoch(using: str = "default") -> SharedEpoch | None:
     """The shared epoch (TOKEN_CACHE=shared) when this request has yet to read it, else None."""
     epoch = _epoch(using)
     return epoch if isinstance(epoch, SharedEpoch) and epoch.unread() else None
+
+
+def assume_shared_epoch(using: str = "default") -> bool:
+    """With TOKEN_CACHE=shared: let the epoch this process last saw stand for this request's read
+    (no round trip), to be confirmed by `confirm_shared_epoch` before anything decided on it is
+    written or answered. Whether it was assumed."""
+    epoch = _epoch(using)
+    return isinstance(epoch, SharedEpoch) and epoch.assume()
+
+
+def assumed_shared_epoch(using: str = "default") -> int | None:
+    """The epoch this request assumed and has yet to confirm, if any."""
+    epoch = _epoch(using)
+    return epoch.assumed() if isinstance(epoch, SharedEpoch) else None
+
+
+def confirm_shared_epoch(using: str = "default", value: int | None = None) -> None:
+    """The epoch this request assumed, if any, checked (against `value`, which a statement of this
+    request read, or read now): StaleEpoch when it has changed since."""
+    epoch = _epoch(using)
+    if isinstance(epoch, SharedEpoch):
+        epoch.confirm(value)
 
 
 def tokens_or_clients_changed(using: str = "default", **signal_arguments) -> None:

@@ -1,19 +1,23 @@
 """Workers remember the tokens and clients they looked up, and forget them the moment one is revoked,
 disabled or changed: in this process, in another one, and in every worker of a live server."""
 
+import dataclasses
+import datetime
 import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 
+import psycopg
 import pytest
 import requests
 from django.db import connection, transaction
 from django.db.models.signals import post_init
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 from oauth2_provider.models import AccessToken
 
-from authserver import hotpath, services, validity
-from authserver.models import ClientScope, Scope, ValidityEpoch
+from authserver import hotpath, services, throttling, validity
+from authserver.models import Application, AuditEvent, ClientScope, Scope, ValidityEpoch
 from authserver.validity import EpochFile
 from fooapi.services import seed_demo_catalogue
 from fooapi.views import ProductList
@@ -311,6 +315,201 @@ def test_a_shared_epoch_emptied_away_comes_back_as_another_value(shared):
     ValidityEpoch.objects.all().delete()
     validity.tokens_or_clients_changed()  # an advance that finds no row makes one
     assert ValidityEpoch.objects.count() == 1
+
+
+# The token endpoint assumes the epoch its worker last saw, and confirms it before anything counts.
+
+
+def token_statements(http, new_client, **params) -> tuple[object, list[str]]:
+    with CaptureQueriesContext(connection) as captured:
+        response = request_token(http, new_client, **params)
+    return response, [query["sql"] for query in captured.captured_queries]
+
+
+def written_rows() -> tuple[int, int, int]:
+    """(access tokens, token_issued events, auth_failed events) stored."""
+    kinds = AuditEvent.objects.values_list("kind", flat=True)
+    return (
+        AccessToken.objects.count(),
+        list(kinds).count(AuditEvent.Kind.TOKEN_ISSUED),
+        list(kinds).count(AuditEvent.Kind.AUTH_FAILED),
+    )
+
+
+def in_another_worker(change) -> None:
+    """`change()` in another thread with its own connection: this process's workers have not seen
+    the epoch it commits."""
+
+    def run():
+        try:
+            change()
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(1) as other:
+        other.submit(run).result()
+
+
+def test_a_token_is_written_in_the_statement_that_confirms_the_epoch(shared):
+    http = HttpsClient()
+    new_client = make_client(scopes=["products:read"])
+    issue_token(http, new_client)  # the client remembered, the epoch seen
+
+    response, statements = token_statements(http, new_client)
+
+    assert response.status_code == 200
+    if connection.vendor == "postgresql":
+        [statement] = statements  # one round trip: no read of the epoch before
+        assert statement.startswith('WITH epoch AS (SELECT "value" FROM "authserver_validityepoch"')
+        assert statement.count('WHERE (SELECT "value" FROM epoch) = ') == 2  # the token and its event
+    else:  # read first, then the token and its event in their transaction
+        assert statements[0].startswith('SELECT "value" FROM "authserver_validityepoch"')
+        assert sum(statement.startswith("INSERT") for statement in statements) == 2
+    assert AccessToken.objects.filter(token_checksum=checksum(response.json()["access_token"])).exists()
+
+
+def take_scope(application, new_client):
+    services.update_client(
+        application=application, actor="tests", changed_fields=[], scopes=["products:read"]
+    )
+
+
+def disable_client(application, new_client):
+    services.set_client_enabled(application=application, enabled=False, actor="tests")
+
+
+@pytest.mark.parametrize(
+    ("change", "error"), [(take_scope, "invalid_scope"), (disable_client, "invalid_client")]
+)
+def test_a_client_changed_since_the_epoch_was_seen_gets_no_token_from_memory(shared, change, error):
+    http = HttpsClient()
+    new_client = make_client(scopes=["products:read", "orders:read"])
+    issue_token(http, new_client, scope="orders:read")
+    before = written_rows()
+
+    in_another_worker(lambda: change(Application.objects.get(pk=new_client.application.pk), new_client))
+    response, statements = token_statements(http, new_client, scope="orders:read")
+
+    assert response.status_code in (400, 401) and response.json()["error"] == error
+    tokens, issued, failed = written_rows()
+    assert (tokens, issued) == before[:2]  # the INSERT on the old epoch wrote nothing
+    assert failed == before[2] + (error == "invalid_client")  # recorded once, when served again
+    if connection.vendor == "postgresql":
+        assert statements[0].startswith("WITH epoch AS")  # tried on the epoch last seen first
+
+
+def test_a_new_secret_is_accepted_though_the_worker_remembers_the_old_one(shared):
+    http = HttpsClient()
+    new_client = make_client(scopes=["products:read"])
+    issue_token(http, new_client)  # remembered with the old secret's hash
+    rotated = []
+    in_another_worker(
+        lambda: rotated.append(
+            services.rotate_secret(
+                application=Application.objects.get(pk=new_client.application.pk), actor="x"
+            )
+        )
+    )
+    before = written_rows()
+
+    response = request_token(http, dataclasses.replace(new_client, client_secret=rotated[0]))
+
+    assert response.status_code == 200
+    tokens, issued, failed = written_rows()
+    assert (tokens, issued, failed) == (before[0] + 1, before[1] + 1, before[2])  # no failure recorded
+    assert throttling.client_auth_retry_after(new_client.application.client_id, "127.0.0.1") == 0
+
+
+def test_a_wrong_secret_is_refused_once_the_epoch_is_confirmed(shared):
+    http = HttpsClient()
+    new_client = make_client(scopes=["products:read"])
+    issue_token(http, new_client)
+    before = written_rows()
+
+    response, statements = token_statements(http, dataclasses.replace(new_client, client_secret="wrong"))
+
+    assert response.status_code == 401 and response.json()["error"] == "invalid_client"
+    confirmed = next(n for n, sql in enumerate(statements) if "authserver_validityepoch" in sql)
+    recorded = next(
+        n for n, sql in enumerate(statements) if sql.startswith('INSERT INTO "authserver_auditevent"')
+    )
+    assert confirmed < recorded  # the epoch read before the failure is recorded
+    assert not any('"client_id" IS NULL' in sql for sql in statements)  # no body credentials: no lookup
+    assert written_rows() == (*before[:2], before[2] + 1)
+
+
+def test_an_epoch_is_assumed_only_in_a_request_outside_transactions_once_one_was_seen(shared):
+    epoch = validity._epoch("default")
+    epoch.last_seen = None
+    assert validity.assume_shared_epoch() is False  # outside a request
+    validity.request_started()
+    try:
+        assert validity.assume_shared_epoch() is False  # nothing seen yet by this process
+        _, seen = validity.current()  # read: this request's epoch, and the one last seen
+        validity.request_finished()
+
+        validity.request_started()
+        with transaction.atomic():
+            assert validity.assume_shared_epoch() is False
+        assert validity.assume_shared_epoch() is True
+        assert validity.assumed_shared_epoch() == seen
+        assert validity.assume_shared_epoch() is False  # once per request
+        validity.confirm_shared_epoch()  # unchanged: nothing raised
+        assert validity.assumed_shared_epoch() is None
+        validity.confirm_shared_epoch()  # nothing left to confirm: no read
+    finally:
+        validity.request_finished()
+
+
+def test_an_assumed_epoch_changed_since_is_stale(shared):
+    _, seen = validity.current()
+    validity.tokens_or_clients_changed()
+    validity.request_started()
+    try:
+        assert validity.assume_shared_epoch() is True
+        assert validity.current() == ("shared", seen)  # what lookups use, unread
+        with pytest.raises(validity.StaleEpoch):
+            validity.confirm_shared_epoch()
+        assert validity.current() == ("shared", (seen + 1) % 2**64)  # read, from then on
+    finally:
+        validity.request_finished()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's one statement")
+def test_the_statement_written_while_an_epoch_binds_its_parameters_on_the_client_too(shared):
+    # DATABASE_PREPARED_STATEMENTS=off (a pooler): psycopg writes the parameters into the text.
+    new_client = make_client(scopes=["products:read"])
+    token = AccessToken(
+        application=new_client.application,
+        scope="products:read",
+        expires=timezone.now() + datetime.timedelta(hours=1),
+        token="x" * 30,
+        resource=["https://example.test/"],
+    )
+    event = services.audit_event(
+        kind=AuditEvent.Kind.TOKEN_ISSUED, application=new_client.application, actor="tests", detail={"a": 1}
+    )
+    _, seen = validity.current()
+    compiled = hotpath._ISSUED_TOKENS._compile("default", while_epoch=True)
+    statements = [
+        insert.prepare("default", each)
+        for insert, each in zip(hotpath._ISSUED_TOKENS._inserts, [token, event], strict=True)
+    ]
+    with psycopg.ClientCursor(connection.connection) as cursor:
+        for epoch, written in ((seen + 1, False), (seen, True)):
+            cursor.execute(compiled.sql, hotpath._params_while_epoch(statements, epoch))
+            *keys, epoch_now = cursor.fetchone()
+            assert epoch_now == seen
+            assert all(key is not None for key in keys) is written
+            assert AccessToken.objects.filter(token_checksum=checksum("x" * 30)).exists() is written
+
+
+def test_only_a_compiled_one_row_insert_is_rewritten():
+    with pytest.raises(ValueError, match="one-row INSERT"):
+        hotpath._insert_while_epoch('INSERT INTO "t" ("a") VALUES (%s), (%s) RETURNING "t"."id"')
+    rewritten = hotpath._insert_while_epoch('INSERT INTO "t" ("a", "b") VALUES (%s, %s) RETURNING "t"."id"')
+    condition = 'WHERE (SELECT "value" FROM epoch) = %s'
+    assert rewritten == f'INSERT INTO "t" ("a", "b") SELECT %s, %s {condition} RETURNING "t"."id"'
 
 
 # The catalogue page reads the request's epoch in its own statement, before the token is checked.
