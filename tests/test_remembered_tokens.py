@@ -743,3 +743,30 @@ def test_a_client_disabled_by_an_operator_loses_its_tokens_in_every_worker(serve
     services.set_client_enabled(application=new_client.application, enabled=False, actor="tests")
 
     assert statuses(server, token) == {401}
+
+
+def token_statuses(server, new_client, count: int = 32, **form) -> list[int]:
+    """The statuses of `count` token requests from 8 threads: served by both workers."""
+    data = {"grant_type": "client_credentials", **form}
+    with ThreadPoolExecutor(8) as pool:
+        return list(
+            pool.map(lambda _: post_as(server, new_client, "/oauth2/token", data).status_code, range(count))
+        )
+
+
+@pytest.mark.live
+def test_no_worker_issues_a_token_on_what_it_remembered_once_the_client_changed(server):
+    new_client = make_client(scopes=["products:read", "orders:read"])
+    assert set(token_statuses(server, new_client, scope="orders:read")) == {200}  # every worker remembers
+    issued = AccessToken.objects.filter(application=new_client.application).count()
+
+    services.update_client(
+        application=new_client.application, actor="tests", changed_fields=[], scopes=["products:read"]
+    )
+    assert set(token_statuses(server, new_client, scope="orders:read")) == {400}  # invalid_scope
+    services.set_client_enabled(application=new_client.application, enabled=False, actor="tests")
+    assert set(token_statuses(server, new_client, count=10)) == {401}  # 10: below the failure limit
+
+    assert AccessToken.objects.filter(application=new_client.application).count() == issued
+    failures = AuditEvent.objects.filter(application=new_client.application, kind=AuditEvent.Kind.AUTH_FAILED)
+    assert failures.count() == 10  # each refusal recorded once
