@@ -2,6 +2,7 @@
 from audit events with known timestamps."""
 
 import re
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -154,10 +155,21 @@ def console(db):
     return http
 
 
+def now_well_inside_an_hour() -> datetime:
+    """Now, at least 10 s before the next hour: the page's current hour is then the test's."""
+    now = datetime.now(UTC)
+    next_hour = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    if next_hour - now < timedelta(seconds=10):
+        time.sleep((next_hour - now).total_seconds() + 0.1)
+        now = datetime.now(UTC)
+    return now
+
+
 def test_the_dashboard_draws_the_numbers_for_all_clients_and_for_one(console, two_clients):
     alpha, beta = two_clients
-    now = datetime.now(UTC)
-    issued(now - timedelta(minutes=1), now - timedelta(minutes=2), application=alpha)
+    now = now_well_inside_an_hour()
+    this_hour = now.replace(minute=0, second=0, microsecond=0)
+    issued(now, this_hour, application=alpha)  # both in the current hour, whatever the minute
     issued(now - timedelta(hours=3), application=beta)
     issued(now - timedelta(days=3), application=beta)
     events(AuditEvent.Kind.AUTH_FAILED, now - timedelta(minutes=5), application=beta)
