@@ -416,19 +416,18 @@ class CompiledInsertsTogether(_CompiledPerConnection):
     def insert(self, *instances: models.Model, while_epoch: int | None = None) -> None:
         alias = router.db_for_write(self._inserts[0].model)
         connection = connections[alias]
-        if while_epoch is not None and connection.vendor != "postgresql":
-            validity.confirm_shared_epoch(alias)  # a read of its own (StaleEpoch when changed)
-            while_epoch = None
         pairs = list(zip(self._inserts, instances, strict=True))
-        if any(insert.goes_through_save() for insert in self._inserts):
-            validity.confirm_shared_epoch(alias)
+        through_save = any(insert.goes_through_save() for insert in self._inserts)
+        checked = while_epoch is not None and connection.vendor == "postgresql" and not through_save
+        if while_epoch is not None and not checked:
+            validity.confirm_shared_epoch(alias)  # read first (StaleEpoch when it changed)
+        if through_save:
             with transaction.atomic(using=alias):
                 for insert, instance in pairs:
                     insert.insert(instance)
             return
         statements = [insert.prepare(alias, instance) for insert, instance in pairs]
         if connection.vendor == "postgresql":
-            checked = while_epoch is not None
             together = self._compiled(alias, checked, variant=checked)
             if checked:
                 params = _params_while_epoch(statements, while_epoch)

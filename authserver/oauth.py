@@ -102,7 +102,7 @@ class Validator(OAuth2Validator):
             return True
         # A client remembered under an epoch the token endpoint assumed may have a new secret since:
         # no failure is recorded before the epoch is confirmed (StaleEpoch: served again).
-        validity.confirm_shared_epoch(router.db_for_read(Application))
+        validity.confirm_shared_epoch(_token_database())
         throttling.record_client_auth_failure(client_id, address)
         services.record_event(
             kind=AuditEvent.Kind.AUTH_FAILED,
@@ -228,6 +228,11 @@ class Validator(OAuth2Validator):
         )
 
 
+def _token_database() -> str:
+    """The database tokens are written to, whose epoch the token endpoint assumes and confirms."""
+    return router.db_for_write(AccessToken)
+
+
 def oauthlib_core() -> "OAuthLibCore":
     """DOT's get_oauthlib_core(), built once per process as DOT's views keep theirs
     (OAuthLibMixin.get_oauthlib_core), not on every API request as DOT's DRF authentication does:
@@ -286,7 +291,7 @@ class OAuthLibCore(oauth2_backends.OAuthLibCore):
         """With TOKEN_CACHE=shared, DOT's token response on the epoch this worker last saw rather
         than one read first (a round trip): the token's INSERT writes only while that is still the
         epoch, and confirms it (validity.py); any other answer is given only once it is confirmed."""
-        alias = router.db_for_write(AccessToken)
+        alias = _token_database()
         validity.assume_shared_epoch(alias)
         response = super().create_token_response(request)
         validity.confirm_shared_epoch(alias)  # nothing to do once the INSERT confirmed it

@@ -51,17 +51,23 @@ def rows_read(captured) -> list[dict]:
     return [query for query in captured.captured_queries if "authserver_validityepoch" not in query["sql"]]
 
 
-def epoch_in_another_worker():
-    """validity.current() as another worker sees it: another thread, with its own connection."""
+def in_another_worker(work):
+    """`work()` as another worker does it: another thread, with its own connection (this process's
+    workers have not seen the epoch a change there commits). What it returns."""
 
-    def read():
+    def run():
         try:
-            return validity.current()
+            return work()
         finally:
             connection.close()
 
     with ThreadPoolExecutor(1) as other:
-        return other.submit(read).result()
+        return other.submit(run).result()
+
+
+def epoch_in_another_worker():
+    """validity.current() as another worker sees it."""
+    return in_another_worker(validity.current)
 
 
 # --- in one process -------------------------------------------------------------------------------
@@ -328,26 +334,12 @@ def token_statements(http, new_client, **params) -> tuple[object, list[str]]:
 
 def written_rows() -> tuple[int, int, int]:
     """(access tokens, token_issued events, auth_failed events) stored."""
-    kinds = AuditEvent.objects.values_list("kind", flat=True)
+    kinds = list(AuditEvent.objects.values_list("kind", flat=True))
     return (
         AccessToken.objects.count(),
-        list(kinds).count(AuditEvent.Kind.TOKEN_ISSUED),
-        list(kinds).count(AuditEvent.Kind.AUTH_FAILED),
+        kinds.count(AuditEvent.Kind.TOKEN_ISSUED),
+        kinds.count(AuditEvent.Kind.AUTH_FAILED),
     )
-
-
-def in_another_worker(change) -> None:
-    """`change()` in another thread with its own connection: this process's workers have not seen
-    the epoch it commits."""
-
-    def run():
-        try:
-            change()
-        finally:
-            connection.close()
-
-    with ThreadPoolExecutor(1) as other:
-        other.submit(run).result()
 
 
 def test_a_token_is_written_in_the_statement_that_confirms_the_epoch(shared):
