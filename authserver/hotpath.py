@@ -241,7 +241,8 @@ class _Remembered:
         values = instance.__dict__
         values.update(self.instance.__dict__)
         for name in self.mutable:
-            values[name] = copy.deepcopy(values[name])
+            value = values[name]
+            values[name] = copy.deepcopy(value) if value else type(value)()  # most often []
         state = values["_state"] = ModelState()
         state.db, state.adding = self.instance._state.db, False
         if self.related:
@@ -560,7 +561,7 @@ class _CompiledPage:
 class CompiledPages(_CompiledPerConnection):
     """`page(offset, limit)`: `limit` rows from `offset` of the `values_list()` queryset
     `queryset_for()`, and how many rows all of it has, from one statement compiled once per process
-    and database (the count as COUNT(*) OVER (), LIMIT and OFFSET as parameters).
+    and database (the count as a scalar subquery, LIMIT and OFFSET as parameters).
 
     `page_and_epoch(offset, limit)`: the same, also reading the request's shared validity epoch
     (TOKEN_CACHE=shared) in that statement, so that a remembered token is checked without a round
@@ -611,7 +612,11 @@ class CompiledPages(_CompiledPerConnection):
     def _compile(self, alias: str, with_epoch: bool) -> _CompiledPage:
         queryset = self._queryset_for()
         width = len(queryset.query.values_select)
-        queryset = queryset.annotate(_total_rows=models.Window(models.Count("pk")))
+        # The count as a scalar subquery, which the database runs once (on an index where it has
+        # one): COUNT(*) OVER () would number every row and sort them again for the ORDER BY.
+        counted = queryset.order_by().annotate(_all=models.Value(1)).values("_all")
+        counted = counted.annotate(rows=models.Count("pk")).values("rows")
+        queryset = queryset.annotate(_total_rows=Subquery(counted))
         if with_epoch:
             epoch = ValidityEpoch.objects.using(alias).filter(pk=ValidityEpoch.ROW).values("value")
             queryset = queryset.annotate(_validity_epoch=Subquery(epoch))

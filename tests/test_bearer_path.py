@@ -1,0 +1,160 @@
+"""A bearer token in the Authorization header goes straight to DOT's validator (OAuthLibCore.
+verify_request); every answer is the one DOT's whole path (its parameter extraction and oauthlib's
+resource endpoint) gives for the same request, and every other request takes that path."""
+
+import hashlib
+from datetime import timedelta
+
+import pytest
+from django.test import RequestFactory
+from django.utils import timezone
+from oauth2_provider import oauth2_backends
+from oauth2_provider.models import AccessToken
+
+from authserver import services
+from authserver.oauth import OAuthLibCore, oauthlib_core
+from tests.helpers import issue_token, make_client
+
+THIS_RESOURCE = "http://testserver/api/v1/products"
+
+
+@pytest.fixture
+def tokens(client, db):
+    """Tokens in every state the validator tells apart, by name."""
+    reader = make_client(scopes=["products:read"], name="reader")
+    disabled = make_client(scopes=["products:read"], name="disabled")
+    names = ("valid", "expired", "revoked", "here", "elsewhere")
+    named = {name: issue_token(client, reader) for name in names}
+    named["disabled client"] = issue_token(client, disabled)
+    stored = {name: AccessToken.objects.get(token_checksum=_checksum(token)) for name, token in named.items()}
+    AccessToken.objects.filter(pk=stored["expired"].pk).update(expires=timezone.now() - timedelta(seconds=1))
+    AccessToken.objects.filter(pk=stored["here"].pk).update(resource=[THIS_RESOURCE])
+    AccessToken.objects.filter(pk=stored["elsewhere"].pk).update(resource=["https://elsewhere.example/api"])
+    services.revoke_token(token=stored["revoked"], actor="tests")
+    services.set_client_enabled(application=disabled.application, enabled=False, actor="tests")
+    named["unknown"] = "x" * 30
+    return named
+
+
+def _checksum(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _request(authorization: str | None, path="/api/v1/products", method="get", **extra):
+    headers = {} if authorization is None else {"HTTP_AUTHORIZATION": authorization}
+    return getattr(RequestFactory(), method)(path, **headers, **extra)
+
+
+def _outcome(valid, oauthlib_request) -> tuple:
+    """What a caller of verify_request can see: the verdict, the error, the token and client found."""
+    if oauthlib_request is None:
+        return valid, None
+    token = getattr(oauthlib_request, "access_token", None)
+    client = getattr(oauthlib_request, "client", None)
+    return (
+        valid,
+        dict(getattr(oauthlib_request, "oauth2_error", {}) or {}),
+        getattr(token, "pk", None),
+        getattr(client, "pk", None),
+        getattr(oauthlib_request, "scopes", None),
+        getattr(oauthlib_request, "token_type", None),
+    )
+
+
+def _both_paths(make_request, scopes) -> tuple[tuple, tuple]:
+    core = oauthlib_core()
+    ours = _outcome(*core.verify_request(make_request(), scopes))
+    dots = _outcome(*oauth2_backends.OAuthLibCore.verify_request(core, make_request(), scopes))
+    return ours, dots
+
+
+@pytest.mark.parametrize(
+    "name, scopes, accepted",
+    [
+        ("valid", [], True),
+        ("valid", ["products:read"], True),
+        ("valid", ["orders:write"], False),  # insufficient_scope
+        ("expired", [], False),
+        ("revoked", [], False),
+        ("disabled client", [], False),
+        ("unknown", [], False),
+        ("here", [], True),  # RFC 8707: restricted to this resource's URI
+        ("elsewhere", [], False),  # restricted to another resource
+    ],
+)
+def test_a_bearer_header_gets_what_dots_whole_path_gives(tokens, name, scopes, accepted, monkeypatch):
+    ours, dots = _both_paths(lambda: _request(f"Bearer {tokens[name]}"), scopes)
+
+    assert ours == dots
+    assert ours[0] is accepted
+    # And it went straight to the validator: DOT's extraction of every header and parameter not run.
+    monkeypatch.setattr(OAuthLibCore, "_extract_params", _not_called)
+    assert _outcome(*oauthlib_core().verify_request(_request(f"Bearer {tokens[name]}"), scopes)) == ours
+
+
+def _not_called(*arguments):
+    raise AssertionError("DOT's whole path was taken")
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    ["bearer {token}", "BEARER {token}", "Bearer  {token}", "Bearer\t{token}", " Bearer {token} "],
+)
+def test_the_header_is_read_as_oauthlib_reads_it(tokens, authorization, monkeypatch):
+    header = authorization.format(token=tokens["valid"])
+    ours, dots = _both_paths(lambda: _request(header), [])
+
+    assert ours == dots
+    assert ours[0] is True
+    monkeypatch.setattr(OAuthLibCore, "_extract_params", _not_called)
+    assert oauthlib_core().verify_request(_request(header), [])[0] is True
+
+
+@pytest.mark.parametrize(
+    "authorization, path, method, extra",
+    [
+        (None, "/api/v1/products", "get", {}),  # no credential
+        ("Basic Zm9vOmJhcg==", "/api/v1/products", "get", {}),  # another scheme
+        ("Bearer {token} more", "/api/v1/products", "get", {}),  # three parts: not a bearer header
+        ("Bearer", "/api/v1/products", "get", {}),
+        (None, "/api/v1/products?access_token={token}", "get", {}),  # RFC 9700 4.3.2: refused
+        ("Bearer {token}", "/api/v1/products?access_token={token}", "get", {}),
+        (
+            None,
+            "/api/v1/orders",
+            "post",
+            {"data": "access_token={token}", "content_type": "application/x-www-form-urlencoded"},
+        ),  # RFC 6750 2.2's form body, which oauthlib reads
+    ],
+)
+def test_any_other_request_takes_dots_whole_path(tokens, authorization, path, method, extra, monkeypatch):
+    token = tokens["valid"]
+
+    def make_request():
+        header = None if authorization is None else authorization.format(token=token)
+        arguments = {**extra, **({"data": extra["data"].format(token=token)} if "data" in extra else {})}
+        return _request(header, path.format(token=token), method, **arguments)
+
+    taken = []
+    original = oauth2_backends.OAuthLibCore._extract_params
+
+    def spy(core, request):
+        taken.append(request)
+        return original(core, request)
+
+    monkeypatch.setattr(OAuthLibCore, "_extract_params", spy)
+    ours, dots = _both_paths(make_request, [])
+    assert ours == dots
+    assert len(taken) == 2  # ours and DOT's own
+
+
+def test_the_uri_the_validator_sees_is_dots(tokens):
+    """RFC 8707's audience check compares the token's resources with the request's absolute URI,
+    its query string escaped as DOT escapes it."""
+    core = oauthlib_core()
+    path = "/api/v1/products?page=1&name=a b|c"
+    header = f"Bearer {tokens['valid']}"
+    _, ours = core.verify_request(_request(header, path), [])
+    _, dots = oauth2_backends.OAuthLibCore.verify_request(core, _request(header, path), [])
+    assert ours.uri == dots.uri
+    assert ours.uri.startswith(THIS_RESOURCE + "?")
