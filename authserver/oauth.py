@@ -28,6 +28,7 @@ from oauth2_provider.settings import oauth2_settings
 from oauthlib.common import Request as OauthlibRequest
 from oauthlib.oauth2 import BackendApplicationServer
 from oauthlib.oauth2.rfc6749 import errors
+from oauthlib.oauth2.rfc6749.tokens import get_token_from_header
 
 from authserver import errors as protocol_errors
 from authserver import hotpath, services, throttling, validity
@@ -262,15 +263,6 @@ _OAUTHLIB_HEADERS = frozenset(
 )
 
 
-def _bearer_token(authorization: str) -> str | None:
-    """The token of an `Authorization: Bearer <token>` header value, read as oauthlib reads it
-    (oauthlib.oauth2.rfc6749.tokens.get_token_from_header); None for any other value."""
-    parts = authorization.split()
-    if len(parts) == 2 and parts[0].lower() == "bearer":
-        return parts[1]
-    return None
-
-
 class OAuthLibCore(oauth2_backends.OAuthLibCore):
     def extract_headers(self, request):
         # oauthlib decodes every entry it is given, on every request; META's server and WSGI
@@ -290,17 +282,20 @@ class OAuthLibCore(oauth2_backends.OAuthLibCore):
     def verify_request(self, request, scopes):
         """DOT's verify_request. A request whose token is in an `Authorization: Bearer` header (RFC
         6750 2.1: how every API call sends it) goes to the validator's validate_bearer_token with
-        what oauthlib's resource endpoint would give it: the token as oauthlib reads it from the
-        header, the request's absolute URI (RFC 8707 audience), the scopes and the header; none of
-        DOT's and oauthlib's copying of every header and parameter (40 µs of a 600 µs catalogue
-        call, docs/benchmarks.md item 25). Any other request, a token in the query string (which
-        DOT refuses, RFC 9700 4.3.2) or no Bearer header, takes DOT's whole path."""
-        authorization = request.META.get("HTTP_AUTHORIZATION", "")
-        token = _bearer_token(authorization)
-        if token is None or "access_token" in request.GET:
+        what oauthlib's resource endpoint would give it: the token read from the header by oauthlib
+        (get_token_from_header), the request's absolute URI (RFC 8707 audience), the scopes and
+        the header; none of DOT's and oauthlib's copying of every header and parameter (40 µs of
+        a 600 µs catalogue call, docs/benchmarks.md item 25). Any other request, a token in the
+        query string (which DOT refuses, RFC 9700 4.3.2) or no Bearer header, takes DOT's whole
+        path."""
+        authorization = request.META.get("HTTP_AUTHORIZATION")
+        if authorization is None or "access_token" in request.GET:
             return super().verify_request(request, scopes)
         uri = request.build_absolute_uri(self._get_escaped_full_path(request))
         oauthlib_request = OauthlibRequest(uri, request.method, headers={"Authorization": authorization})
+        token = get_token_from_header(oauthlib_request)
+        if token is None:  # not a Bearer header: DOT's path (oauthlib's answer for it)
+            return super().verify_request(request, scopes)
         oauthlib_request.token_type = "Bearer"
         oauthlib_request.scopes = scopes
         valid = self.server.request_validator.validate_bearer_token(token, scopes, oauthlib_request)

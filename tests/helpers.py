@@ -1,9 +1,11 @@
 """Small things many tests need: clients, credentials, tokens."""
 
 import base64
+import hashlib
 from urllib.parse import quote_plus, urlencode
 
 from django.test import Client
+from oauth2_provider.models import get_access_token_model
 
 from authserver import services
 
@@ -52,3 +54,9 @@ def issue_token(http, new_client: services.NewClient, **form) -> str:
     response = request_token(http, new_client, **form)
     assert response.status_code == 200, response.content
     return response.json()["access_token"]
+
+
+def stored_token(token: str):
+    """The AccessToken row of an issued token (stored by its SHA-256 checksum, not in clear)."""
+    checksum = hashlib.sha256(token.encode()).hexdigest()
+    return get_access_token_model().objects.get(token_checksum=checksum)

@@ -1,6 +1,5 @@
 """An operator manages clients, scopes and tokens in the management console (Django admin, /admin/)."""
 
-import hashlib
 import re
 from datetime import timedelta
 
@@ -13,7 +12,15 @@ from oauth2_provider.models import AccessToken
 
 from authserver import services
 from authserver.models import Application, AuditEvent, Scope
-from tests.helpers import HttpsClient, bearer, issue_token, make_client, post_form, request_token
+from tests.helpers import (
+    HttpsClient,
+    bearer,
+    issue_token,
+    make_client,
+    post_form,
+    request_token,
+    stored_token,
+)
 
 CLIENTS = "/admin/authserver/application/"
 SCOPES = "/admin/authserver/scope/"
@@ -390,7 +397,7 @@ def test_bulk_actions_ask_first_then_act_on_the_selected_clients(console):
 def test_the_client_page_lists_active_tokens_and_revokes_one(console, new_client):
     client = new_client.application
     kept, revoked = issue_token(console, new_client), issue_token(console, new_client)
-    stored = AccessToken.objects.get(token_checksum=hashlib.sha256(revoked.encode()).hexdigest())
+    stored = stored_token(revoked)
 
     page = console.get(f"{CLIENTS}{client.pk}/change/")
     html = page.content.decode()

@@ -2,7 +2,6 @@
 verify_request); every answer is the one DOT's whole path (its parameter extraction and oauthlib's
 resource endpoint) gives for the same request, and every other request takes that path."""
 
-import hashlib
 from datetime import timedelta
 
 import pytest
@@ -13,7 +12,7 @@ from oauth2_provider.models import AccessToken
 
 from authserver import services
 from authserver.oauth import OAuthLibCore, oauthlib_core
-from tests.helpers import issue_token, make_client
+from tests.helpers import issue_token, make_client, stored_token
 
 THIS_RESOURCE = "http://testserver/api/v1/products"
 
@@ -26,7 +25,7 @@ def tokens(client, db):
     names = ("valid", "expired", "revoked", "here", "elsewhere")
     named = {name: issue_token(client, reader) for name in names}
     named["disabled client"] = issue_token(client, disabled)
-    stored = {name: AccessToken.objects.get(token_checksum=_checksum(token)) for name, token in named.items()}
+    stored = {name: stored_token(token) for name, token in named.items()}
     AccessToken.objects.filter(pk=stored["expired"].pk).update(expires=timezone.now() - timedelta(seconds=1))
     AccessToken.objects.filter(pk=stored["here"].pk).update(resource=[THIS_RESOURCE])
     AccessToken.objects.filter(pk=stored["elsewhere"].pk).update(resource=["https://elsewhere.example/api"])
@@ -34,10 +33,6 @@ def tokens(client, db):
     services.set_client_enabled(application=disabled.application, enabled=False, actor="tests")
     named["unknown"] = "x" * 30
     return named
-
-
-def _checksum(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def _request(authorization: str | None, path="/api/v1/products", method="get", **extra):

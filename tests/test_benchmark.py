@@ -28,7 +28,7 @@ from authserver import hotpath, oauth, services
 from authserver.models import Application, AuditEvent
 from authserver.oauth import TOKEN_CHARACTERS, generate_access_token
 from bench.run import parse_wrk_output, server_environment
-from tests.helpers import basic, bearer, issue_token, make_client, post_form, request_token
+from tests.helpers import basic, bearer, issue_token, make_client, post_form, request_token, stored_token
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
@@ -215,17 +215,13 @@ def test_revocation_and_disabling_take_effect_at_the_next_request(client, new_cl
     revoked, kept = issue_token(client, new_client), issue_token(client, new_client)
     assert client.get("/api/v1/products", **bearer(revoked)).status_code == 200
 
-    services.revoke_token(token=AccessToken.objects.get(token_checksum=checksum(revoked)), actor="tests")
+    services.revoke_token(token=stored_token(revoked), actor="tests")
     assert client.get("/api/v1/products", **bearer(revoked)).status_code == 401
     assert client.get("/api/v1/products", **bearer(kept)).status_code == 200
 
     services.set_client_enabled(application=new_client.application, enabled=False, actor="tests")
     assert client.get("/api/v1/products", **bearer(kept)).status_code == 401
     assert request_token(client, new_client).status_code == 401
-
-
-def checksum(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 # --- the audit event: one per token, in the token's transaction ----------------------------------
