@@ -34,7 +34,11 @@ class BearerTokenAuthentication(OAuth2Authentication):
                 raise SuspiciousOperation(error) from error
             raise
         if not valid:
-            request.oauth2_error = getattr(oauthlib_request, "oauth2_error", {})
+            # What the validator set, never a query parameter: oauthlib's Request answers
+            # getattr() with the URL's parameters too (`?oauth2_error=x` was a str here, then a
+            # 500). No request at all: a token in the query string (RFC 9700 4.3.2).
+            attributes = vars(oauthlib_request) if oauthlib_request is not None else {}
+            request.oauth2_error = attributes.get("oauth2_error", {})
             return None
         return oauthlib_request.user or AnonymousUser(), oauthlib_request.access_token
 

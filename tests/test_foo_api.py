@@ -276,6 +276,28 @@ def test_a_token_in_the_query_string_is_not_accepted(client, reader_token):
     assert both.status_code == 401
 
 
+# Names oauthlib's Request also answers as attributes (and a token in the query, refused).
+ATTRIBUTE_QUERIES = ["oauth2_error=x", "oauth2_error=1&oauth2_error=2", "user=x", "access_token"]
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer not-ours", "Basic Zm9vOmJhcg=="])
+@pytest.mark.parametrize("query", ATTRIBUTE_QUERIES)
+def test_query_parameters_named_like_oauthlibs_attributes_are_only_parameters(
+    client, reader_token, authorization, query
+):
+    """oauthlib's Request answers attribute reads with the URL's parameters too: the validator's
+    error must come from the validator, or `?oauth2_error=x` became a 500."""
+    headers = {"HTTP_AUTHORIZATION": authorization} if authorization else {}
+    response = client.get(f"/api/v1/products?{query}", **headers)
+    bearer_checked = authorization and authorization.startswith("Bearer") and "access_token" not in query
+    expected = "invalid_token" if bearer_checked else "unauthorized"
+    assert_api_error(response, 401, expected)
+    assert response["WWW-Authenticate"].startswith('Bearer realm="foo"')
+    # A valid token is still a valid token next to them (a token in the query is refused above).
+    if not query.startswith("access_token"):
+        assert client.get(f"/api/v1/products?{query}", **bearer(reader_token)).status_code == 200
+
+
 def test_a_token_without_the_scope_is_403_insufficient_scope_naming_it(client, catalogue):
     orders_only = issue_token(client, make_client(scopes=["orders:read"]))
 
