@@ -199,8 +199,10 @@ class Validator(OAuth2Validator):
         event = services.audit_event(
             kind=AuditEvent.Kind.TOKEN_ISSUED,
             application=request.client,
-            # services.issue_token_for_owner names who asked on the client's behalf.
-            actor=getattr(request, "actor", None) or f"client:{request.client.client_id}",
+            # services.issue_token_for_owner names who asked on the client's behalf. Read from the
+            # request's own attributes: oauthlib's getattr() falls back to the form's parameters,
+            # and a client's `actor=...` must not write the trail's actor (RFC 6749 3.2: ignored).
+            actor=vars(request).get("actor") or f"client:{request.client.client_id}",
             remote_addr=throttling.client_address(request.headers),
             detail={"scope": token["scope"], "expires_in": token["expires_in"]},
         )

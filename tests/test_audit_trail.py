@@ -10,7 +10,15 @@ from django.test.utils import CaptureQueriesContext
 
 from authserver import services
 from authserver.models import Application, AuditEvent, Scope
-from tests.helpers import HttpsClient, basic, issue_token, make_client, post_form, request_token
+from tests.helpers import (
+    HttpsClient,
+    basic,
+    issue_token,
+    make_client,
+    post_form,
+    request_token,
+    stored_token,
+)
 
 AUDIT = "/admin/authserver/auditevent/"
 CLIENTS = "/admin/authserver/application/"
@@ -38,6 +46,35 @@ def test_a_token_issued_is_recorded_with_client_scope_and_address(client, new_cl
     assert event.actor == f"client:{new_client.application.client_id}"
     assert event.remote_addr == "127.0.0.1"
     assert event.detail == {"scope": "products:read", "expires_in": 3600}
+
+
+@pytest.mark.parametrize("actor", ["admin:root", "developer:olivia", ""])
+def test_a_client_cannot_name_the_actor_of_its_own_token(client, new_client, actor):
+    """An unknown form parameter is ignored (RFC 6749 3.2), even one named like the request
+    attribute the portal sets for a token asked for by a developer."""
+    issue_token(client, new_client, actor=actor)
+
+    event = AuditEvent.objects.get(kind=AuditEvent.Kind.TOKEN_ISSUED)
+    assert event.actor == f"client:{new_client.application.client_id}"
+
+
+@pytest.mark.parametrize("name", ["user", "client", "unsaved_access_token", "oauth2_error", "scopes"])
+def test_other_parameters_named_like_request_attributes_are_ignored(client, new_client, name):
+    token = issue_token(client, new_client, **{name: "x"})
+
+    stored = stored_token(token)
+    assert (stored.application, stored.user) == (new_client.application, None)
+    assert stored.scope == "orders:read products:read"  # the client's scopes, none named "x"
+    assert AuditEvent.objects.get(kind=AuditEvent.Kind.TOKEN_ISSUED).application == new_client.application
+
+
+def test_a_token_asked_for_by_its_owner_names_the_owner(new_client):
+    token = services.issue_token_for_owner(
+        application=new_client.application, scopes=["products:read"], actor="developer:olivia"
+    )
+
+    assert token["access_token"]
+    assert AuditEvent.objects.get(kind=AuditEvent.Kind.TOKEN_ISSUED).actor == "developer:olivia"
 
 
 def test_issuing_a_token_writes_one_audit_row_and_nothing_else(client, new_client):
