@@ -15,6 +15,7 @@ import functools
 import hashlib
 import secrets
 import string
+from collections.abc import Callable
 from urllib.parse import unquote_plus
 
 from django.contrib.auth.hashers import identify_hasher, make_password
@@ -231,6 +232,23 @@ class Validator(OAuth2Validator):
         )
 
 
+class _BearerTokenRequest(OauthlibRequest):
+    """oauthlib's Request for checking a bearer token from the Authorization header, whose absolute
+    URI is built when first read: DOT's validate_bearer_token reads it only for a token restricted
+    to resources (RFC 8707's audience check), and building it (DOT's escaping, the host and scheme)
+    cost 25 µs of every API call (docs/benchmarks.md item 27). The URL's parameters are not among
+    its parameters: the token is never read from them (RFC 9700 4.3.2) and nothing else is."""
+
+    def __init__(self, build_uri: Callable[[], str], http_method: str, authorization: str):
+        super().__init__("", http_method, headers={"Authorization": authorization})
+        del self.uri  # the stand-in __init__ parsed; `uri` is now the property below
+        self._build_uri = build_uri
+
+    @functools.cached_property
+    def uri(self) -> str:
+        return self._build_uri()
+
+
 def _token_database() -> str:
     """The database tokens are written to, whose epoch the token endpoint assumes and confirms."""
     return router.db_for_write(AccessToken)
@@ -285,16 +303,19 @@ class OAuthLibCore(oauth2_backends.OAuthLibCore):
         """DOT's verify_request. A request whose token is in an `Authorization: Bearer` header (RFC
         6750 2.1: how every API call sends it) goes to the validator's validate_bearer_token with
         what oauthlib's resource endpoint would give it: the token read from the header by oauthlib
-        (get_token_from_header), the request's absolute URI (RFC 8707 audience), the scopes and
-        the header; none of DOT's and oauthlib's copying of every header and parameter (40 µs of
-        a 600 µs catalogue call, docs/benchmarks.md item 25). Any other request, a token in the
-        query string (which DOT refuses, RFC 9700 4.3.2) or no Bearer header, takes DOT's whole
-        path."""
+        (get_token_from_header), the request's absolute URI (RFC 8707 audience; built if read,
+        _BearerTokenRequest), the scopes and the header; none of DOT's and oauthlib's copying of
+        every header and parameter (40 µs of a 600 µs catalogue call, docs/benchmarks.md item 25).
+        Any other request, a token in the query string (which DOT refuses, RFC 9700 4.3.2) or no
+        Bearer header, takes DOT's whole path."""
         authorization = request.META.get("HTTP_AUTHORIZATION")
         if authorization is None or "access_token" in request.GET:
             return super().verify_request(request, scopes)
-        uri = request.build_absolute_uri(self._get_escaped_full_path(request))
-        oauthlib_request = OauthlibRequest(uri, request.method, headers={"Authorization": authorization})
+        oauthlib_request = _BearerTokenRequest(
+            lambda: request.build_absolute_uri(self._get_escaped_full_path(request)),
+            request.method,
+            authorization,
+        )
         token = get_token_from_header(oauthlib_request)
         if token is None:  # not a Bearer header: DOT's path (oauthlib's answer for it)
             return super().verify_request(request, scopes)

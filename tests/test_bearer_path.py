@@ -87,6 +87,31 @@ def test_a_bearer_header_gets_what_dots_whole_path_gives(tokens, name, scopes, a
     assert _outcome(*oauthlib_core().verify_request(_request(f"Bearer {tokens[name]}"), scopes)) == ours
 
 
+@pytest.mark.parametrize(
+    "name, accepted, built",
+    [("valid", True, False), ("unknown", False, False), ("here", True, True), ("elsewhere", False, True)],
+)
+def test_the_absolute_uri_is_built_only_for_a_token_restricted_to_resources(
+    tokens, name, accepted, built, monkeypatch
+):
+    """RFC 8707's audience check is the only reader of the request's URI; it is DOT's URI when read."""
+    built_for = []
+    escaped_full_path = OAuthLibCore._get_escaped_full_path
+
+    def counted(core, request):
+        built_for.append(request.path)
+        return escaped_full_path(core, request)
+
+    monkeypatch.setattr(OAuthLibCore, "_get_escaped_full_path", counted)
+    request = _request(f"Bearer {tokens[name]}", path="/api/v1/products?page=1&q=a|b")
+    valid, oauthlib_request = oauthlib_core().verify_request(request, [])
+
+    assert (valid, bool(built_for)) == (accepted, built)
+    assert oauthlib_request.uri == "http://testserver/api/v1/products?page=1&q=a%7Cb"
+    assert oauthlib_request.uri == request.build_absolute_uri(escaped_full_path(oauthlib_core(), request))
+    assert built_for == ["/api/v1/products"]  # once, however often it is read
+
+
 def _not_called(*arguments):
     raise AssertionError("DOT's whole path was taken")
 
