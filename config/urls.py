@@ -4,12 +4,13 @@ from django.urls import include, path
 from authserver.views import HealthView, ReadinessView
 
 # Django tries the patterns in order, one regular expression each: the most requested first (the load
-# balancer's probes, the OAuth endpoints, the API), the browser's pages last.
+# balancer's probes, the API, whose prefix turns every other path away at once, the OAuth endpoints:
+# a token serves many API calls), the browser's pages last.
 urlpatterns = [
     path("healthz", HealthView.as_view(), name="healthz"),
     path("readyz", ReadinessView.as_view(), name="readyz"),
+    path("api/v1/", include("fooapi.urls")),
     path("", include("authserver.urls")),
-    path("", include("fooapi.urls")),
     path("admin/", admin.site.urls),
     path("", include("sdkportal.urls")),
 ]

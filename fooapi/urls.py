@@ -19,18 +19,12 @@ slash_patterns = [path(f"{route}/", view.as_view()) for route, view, _ in resour
 schema_patterns = [path("api/v1/", include(resource_patterns))]
 schema_view = views.SchemaView.as_view()
 
+# Included under api/v1/ (config/urls.py).
 urlpatterns = [
-    path(
-        "api/v1/",
-        include(
-            [
-                *resource_patterns,
-                *slash_patterns,
-                path("schema", schema_view, name="schema"),
-                path("schema/", schema_view),
-                path("docs", views.DocsView.as_view(), name="docs"),
-                path("docs/", views.DocsView.as_view()),
-            ]
-        ),
-    ),
+    *resource_patterns,
+    *slash_patterns,
+    path("schema", schema_view, name="schema"),
+    path("schema/", schema_view),
+    path("docs", views.DocsView.as_view(), name="docs"),
+    path("docs/", views.DocsView.as_view()),
 ]

@@ -21,6 +21,7 @@ from django.core.management import call_command
 from django.db import IntegrityError, OperationalError, connection, connections, transaction
 from django.db.models.signals import post_save
 from django.test.utils import CaptureQueriesContext
+from django.urls import resolve
 from django.utils import timezone
 from oauth2_provider.models import AccessToken, RefreshToken
 
@@ -116,6 +117,20 @@ def statements(captured) -> list[str]:
         for query in captured.captured_queries
         if not query["sql"].startswith(TRANSACTION_CONTROL)
     ]
+
+
+def test_the_floor_tries_no_other_url_and_the_api_none_of_the_authorization_servers():
+    """The floor is a bare view: its URL is Django's first pattern, so it pays for no other
+    resolution (docs/benchmarks.md item 17). The API's prefix comes next, so an API call tries
+    only the probes before it, and a token request one prefix more (item 28)."""
+    assert [len(each) for each in resolve("/healthz").tried] == [1]
+    assert [str(each[0].pattern) for each in resolve("/api/v1/products").tried] == [
+        "healthz",
+        "readyz",
+        "api/v1/",
+    ]
+    tried = [" ".join(str(part.pattern) for part in each) for each in resolve("/oauth2/token").tried]
+    assert tried == ["healthz", "readyz", "api/v1/", " ^oauth2/token/?$"]
 
 
 def test_a_token_request_reads_the_client_once_and_writes_token_and_audit_event(client, new_client):
