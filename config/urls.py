@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 
 from authserver.views import HealthView, ReadinessView
+from fooapi import urls as fooapi_urls
 
 # Django tries the patterns in order, one regular expression each: the most requested first (the load
 # balancer's probes, the API, whose prefix turns every other path away at once, the OAuth endpoints:
@@ -9,7 +10,7 @@ from authserver.views import HealthView, ReadinessView
 urlpatterns = [
     path("healthz", HealthView.as_view(), name="healthz"),
     path("readyz", ReadinessView.as_view(), name="readyz"),
-    path("api/v1/", include("fooapi.urls")),
+    path(fooapi_urls.PREFIX, include(fooapi_urls)),
     path("", include("authserver.urls")),
     path("admin/", admin.site.urls),
     path("", include("sdkportal.urls")),

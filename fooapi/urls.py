@@ -3,6 +3,7 @@ from django.urls import include, path
 from fooapi import views
 
 app_name = "fooapi"
+PREFIX = "api/v1/"  # where config/urls.py includes these
 
 resources = [
     ("products", views.ProductList, "product-list"),
@@ -16,10 +17,9 @@ resource_patterns = [path(route, view.as_view(), name=name) for route, view, nam
 slash_patterns = [path(f"{route}/", view.as_view()) for route, view, _ in resources]
 
 # What the OpenAPI schema describes (fooapi.schema.FooApiSchemaGenerator).
-schema_patterns = [path("api/v1/", include(resource_patterns))]
+schema_patterns = [path(PREFIX, include(resource_patterns))]
 schema_view = views.SchemaView.as_view()
 
-# Included under api/v1/ (config/urls.py).
 urlpatterns = [
     *resource_patterns,
     *slash_patterns,
