@@ -21,7 +21,7 @@ from oauth2_provider.settings import oauth2_settings
 from oauth2_provider.signals import app_authorized
 from oauth2_provider.utils import parse_bearer_token
 from rest_framework import exceptions, status
-from rest_framework.parsers import FormParser, JSONParser
+from rest_framework.parsers import FormParser
 from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -29,6 +29,7 @@ from rest_framework.views import APIView
 from authserver import errors, services, throttling
 from authserver.authentication import BearerTokenAuthentication, ClientSecretAuthentication
 from authserver.models import Application
+from authserver.parsers import JSONParser
 from authserver.permissions import TokenHasRequiredScopes
 from authserver.serializers import SERVER_ASSIGNED_FIELDS, ClientMetadataSerializer, registration_response
 
@@ -122,6 +123,15 @@ class IntrospectView(APIView):
         return Response(services.introspect_token(tokens[0]), headers=errors.NO_STORE)
 
 
+def client_metadata(request) -> dict:
+    """The JSON object of client metadata a registration or an update sends (RFC 7591 3.1, RFC 7592
+    2.2). An empty body is none: DRF reads it as {}, which would register a client of defaults."""
+    data = request.data
+    if request.stream is None or not isinstance(data, dict):
+        raise exceptions.ParseError("The body must be a JSON object of client metadata.")
+    return data
+
+
 class RegistrationView(APIView):
     """POST /oauth2/register (RFC 7591), authorized by an initial access token with `registration`."""
 
@@ -132,7 +142,7 @@ class RegistrationView(APIView):
 
     @method_decorator(transaction.atomic)  # no client without its registration access token
     def post(self, request):
-        metadata = ClientMetadataSerializer(data=request.data)
+        metadata = ClientMetadataSerializer(data=client_metadata(request))
         metadata.is_valid(raise_exception=True)
         registrar = request.auth.application
         new_client = services.register_client(
@@ -175,8 +185,9 @@ class RegistrationManagementView(APIView):
 
     def put(self, request, client_id):
         application = request.auth.application
-        self._check_update_request(request.data, application)
-        metadata = ClientMetadataSerializer(data=request.data)
+        data = client_metadata(request)
+        self._check_update_request(data, application)
+        metadata = ClientMetadataSerializer(data=data)
         metadata.is_valid(raise_exception=True)
         renamed = application.name != metadata.validated_data["client_name"]
         application.name = metadata.validated_data["client_name"]
@@ -204,9 +215,7 @@ class RegistrationManagementView(APIView):
         return parse_bearer_token(request.META["HTTP_AUTHORIZATION"])
 
     @staticmethod
-    def _check_update_request(data, application: Application) -> None:
-        if not isinstance(data, dict):
-            raise exceptions.ParseError("The body must be a JSON object of client metadata.")
+    def _check_update_request(data: dict, application: Application) -> None:
         if data.get("client_id") != application.client_id:
             raise exceptions.ValidationError({"client_id": ["Must be this client's client_id."]})
         assigned = sorted(field for field in SERVER_ASSIGNED_FIELDS if field in data)

@@ -279,7 +279,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["authserver.authentication.BearerTokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["authserver.permissions.TokenHasRequiredScopes"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["authserver.parsers.JSONParser"],
     "DEFAULT_CONTENT_NEGOTIATION_CLASS": "authserver.negotiation.JSONFirstNegotiation",
     "EXCEPTION_HANDLER": "authserver.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",

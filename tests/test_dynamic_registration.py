@@ -22,9 +22,12 @@ def register(http, token: str, metadata) -> "object":
 
 
 def manage(http, method: str, registration: dict, body=None):
+    return manage_raw(http, method, registration, json.dumps(body) if body is not None else "")
+
+
+def manage_raw(http, method: str, registration: dict, data: str):
     path = registration["registration_client_uri"].split("://", 1)[1].split("/", 1)[1]
     extra = bearer(registration["registration_access_token"])
-    data = json.dumps(body) if body is not None else ""
     return getattr(http, method)(f"/{path}", data, content_type="application/json", **extra)
 
 
@@ -89,11 +92,42 @@ def test_metadata_beyond_a_sandbox_client_is_invalid_client_metadata(client, ini
     assert not Application.objects.filter(registration_source=Application.RegistrationSource.DCR).exists()
 
 
-@pytest.mark.parametrize("body", ["{not json", "[1, 2]", b"\xff\xfe", '"a string"'])
+NOT_ONE_JSON_OBJECT = [
+    "{not json",
+    "[1, 2]",
+    b"\xff\xfe",
+    '"a string"',
+    b"",  # no body: DRF reads it as {}, which would register a client of defaults
+    '{"client_name": "a", "client_name": "b"}',  # which one? (RFC 8259 4)
+    '{"client_name": "a", "contacts": [{"x": 1, "x": 2}]}',  # in metadata this server ignores, too
+    "[" * 5000 + "]" * 5000,  # deeper than Python's recursion limit, 10 kB
+    '{"contacts": ' + "[" * 5000 + "]" * 5000 + "}",
+]
+
+
+@pytest.mark.parametrize("body", NOT_ONE_JSON_OBJECT)
 def test_a_body_that_is_not_a_json_object_is_invalid_client_metadata(client, initial_access_token, body):
     response = register(client, initial_access_token, body)
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_client_metadata"
+    assert not Application.objects.filter(registration_source=Application.RegistrationSource.DCR).exists()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "",
+        '{"client_id": "%(id)s", "client_name": "a", "client_name": "b"}',
+        '{"client_id": "%(id)s", "client_name": "a", "contacts": [{"x": 1, "x": 2}]}',
+        '{"client_id": "%(id)s", "contacts": ' + "[" * 5000 + "]" * 5000 + "}",
+    ],
+)
+def test_an_update_that_is_not_one_json_object_is_invalid_client_metadata(client, initial_access_token, body):
+    registration = register(client, initial_access_token, {"client_name": "svc"}).json()
+    response = manage_raw(client, "put", registration, body % {"id": registration["client_id"]})
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_client_metadata"
+    assert Application.objects.get(client_id=registration["client_id"]).name == "svc"
 
 
 def test_unknown_metadata_is_ignored(client, initial_access_token):

@@ -422,13 +422,20 @@ def test_an_invalid_order_is_400_invalid_request(client, shop, catalogue, lines,
     [
         ("{not json", "application/json", 400),
         ('["lines"]', "application/json", 400),
+        # Which "lines"? (RFC 8259 4) Read as the last one, this would place an order.
+        ('{"lines": [], "lines": [{"product": %(product)s, "quantity": 1}]}', "application/json", 400),
+        ('{"lines": ' + "[" * 5000 + "]" * 5000 + "}", "application/json", 400),  # RecursionError
         ("lines=1", "application/x-www-form-urlencoded", 415),
     ],
 )
-def test_a_body_that_is_not_an_order_object_is_a_json_error(client, shop, body, content_type, status):
+def test_a_body_that_is_not_an_order_object_is_a_json_error(
+    client, shop, catalogue, body, content_type, status
+):
     _, token = shop
+    body %= {"product": catalogue["FOO-SENSOR-01"].pk}
     response = client.post("/api/v1/orders", body, content_type=content_type, **bearer(token))
     assert_api_error(response, status, "invalid_request")
+    assert not Order.objects.exists()
 
 
 # --- schema, documentation, metadata ---------------------------------------------------------

@@ -1,0 +1,42 @@
+"""The JSON bodies clients send (client registration, the Foo API's orders), parsed by DRF's
+JSONParser with two differences:
+
+- a name repeated within one object is a parse error (400), as a repeated form parameter is: JSON
+  parsers disagree on which value wins (RFC 8259 4), and a check and its use must not read
+  different ones;
+- nesting deeper than Python's recursion limit (a few kilobytes of `[[[[...`) is a parse error
+  too, where DRF lets the RecursionError through as a 500.
+"""
+
+import codecs
+import json
+
+from django.conf import settings
+from rest_framework import parsers
+from rest_framework.exceptions import ParseError
+from rest_framework.utils.json import strict_constant
+
+
+class JSONParser(parsers.JSONParser):
+    def parse(self, stream, media_type=None, parser_context=None):
+        encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
+        try:
+            text = codecs.getreader(encoding)(stream).read()
+            return json.loads(
+                text,
+                object_pairs_hook=_object_without_repeated_names,
+                parse_constant=strict_constant if self.strict else None,
+            )
+        except RecursionError:
+            raise ParseError("JSON parse error - nested too deeply.") from None
+        except ValueError as exc:  # also UnicodeDecodeError and the repeated name below
+            raise ParseError(f"JSON parse error - {exc}") from None
+
+
+def _object_without_repeated_names(pairs: list[tuple[str, object]]) -> dict:
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        seen = set()
+        repeated = next(name for name, _ in pairs if name in seen or seen.add(name))
+        raise ValueError(f"the name {json.dumps(repeated)} appears more than once in an object")
+    return document
