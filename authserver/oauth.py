@@ -24,7 +24,7 @@ from django.db import router
 from django.dispatch import receiver
 from oauth2_provider import oauth2_backends
 from oauth2_provider.models import get_access_token_model
-from oauth2_provider.oauth2_validators import OAuth2Validator
+from oauth2_provider.oauth2_validators import OAuth2Validator, validate_resource_as_url_prefix
 from oauth2_provider.settings import oauth2_settings
 from oauthlib.common import Request as OauthlibRequest
 from oauthlib.oauth2 import BackendApplicationServer
@@ -190,6 +190,19 @@ class Validator(OAuth2Validator):
         if not requested:
             return False  # a client that may hold no scope gets no token
         return super().validate_scopes(client_id, requested, client, request, *args, **kwargs)
+
+    def _validate_resource_uris(self, request, resources):
+        # RFC 8707 2: DOT rejects a resource that is no absolute URI; a resource this server does not
+        # protect is "unknown" to it, invalid_target too, rather than a token for someone else's API.
+        super()._validate_resource_uris(request, resources)
+        protected = oauth2_settings.OAUTH2_PROTECTED_RESOURCE_IDENTIFIER  # RFC 9728's `resource`
+        for resource in resources:
+            if not validate_resource_as_url_prefix(resource, [protected]):
+                raise errors.CustomOAuth2Error(
+                    error="invalid_target",
+                    description=f"This server issues tokens for {protected} and the resources under it.",
+                    request=request,
+                )
 
     def save_bearer_token(self, token, request, *args, **kwargs):
         # DOT runs _save_bearer_token in a transaction of its own. Here _save_bearer_token only

@@ -3,6 +3,7 @@
 import base64
 import hashlib
 import inspect
+from urllib.parse import urlsplit
 
 import pytest
 from django.contrib.auth.hashers import identify_hasher, make_password
@@ -10,11 +11,23 @@ from django.views import View
 from django.views.debug import SafeExceptionReporterFilter
 from oauth2_provider import views as dot_views
 from oauth2_provider.models import AccessToken
+from oauth2_provider.settings import oauth2_settings
 
 from authserver import services
 from authserver.models import Application, AuditEvent
 from authserver.views import RevokeView, TokenView
-from tests.helpers import FORM, HttpsClient, basic, form, make_client, post_form, request_token
+from tests.helpers import (
+    FORM,
+    HttpsClient,
+    basic,
+    bearer,
+    form,
+    issue_token,
+    make_client,
+    post_form,
+    request_token,
+    stored_token,
+)
 
 
 def assert_oauth_error(response, status: int, error: str):
@@ -316,6 +329,45 @@ def test_an_unknown_scope_is_invalid_scope(client, new_client):
 
 def test_a_client_without_any_scope_gets_invalid_scope(client, db):
     assert_oauth_error(request_token(client, make_client(scopes=[])), 400, "invalid_scope")
+
+
+# --- resource indicators (RFC 8707) ------------------------------------------------------------------
+
+PROTECTED = oauth2_settings.OAUTH2_PROTECTED_RESOURCE_IDENTIFIER  # the Foo API's RFC 9728 `resource`
+_HOST = urlsplit(PROTECTED).hostname
+
+
+def test_a_token_for_a_resource_here_is_restricted_to_it(client, new_client):
+    token = issue_token(client, new_client, resource=f"{PROTECTED}/api/v1/products")
+    assert stored_token(token).resource == [f"{PROTECTED}/api/v1/products"]
+
+    here = urlsplit(PROTECTED).netloc
+    assert client.get("/api/v1/products", HTTP_HOST=here, **bearer(token)).status_code == 200
+    elsewhere = client.get("/api/v1/orders", HTTP_HOST=here, **bearer(token))
+    assert elsewhere.status_code == 401
+    assert elsewhere.json()["error"] == "invalid_token"
+
+
+@pytest.mark.parametrize(
+    "resources",
+    [
+        ["https://elsewhere.example/api"],
+        [PROTECTED.replace(_HOST, f"{_HOST}.evil.example", 1) + "/api/v1"],  # a host that starts like ours
+        [PROTECTED.replace("https://", "http://", 1)],
+        [f"{PROTECTED}/api/v1", "https://elsewhere.example/api"],  # one of two
+        ["/api/v1/products"],  # no absolute URI (DOT's own check)
+    ],
+)
+def test_a_resource_this_server_does_not_protect_is_invalid_target(client, new_client, resources):
+    response = post_form(
+        client,
+        "/oauth2/token",
+        [("grant_type", "client_credentials"), *(("resource", resource) for resource in resources)],
+        **basic(new_client.application.client_id, new_client.client_secret),
+    )
+
+    assert_oauth_error(response, 400, "invalid_target")
+    assert not AccessToken.objects.exists()
 
 
 # --- secrets at rest -------------------------------------------------------------------------------
