@@ -97,6 +97,14 @@ class TokenView(FormPostEndpointMixin, dot_views.TokenView):
 class RevokeView(FormPostEndpointMixin, dot_views.RevokeTokenView):
     """POST /oauth2/revoke (RFC 7009): a client revokes one of its own tokens."""
 
+    def post(self, request, *args, **kwargs):
+        # RFC 6749 3.2: no parameter more than once. oauthlib checks the client's credentials for
+        # that, not the token: it would revoke one of two tokens sent and answer 200.
+        for parameter in ("token", "token_type_hint"):
+            if len(request.POST.getlist(parameter)) > 1:
+                return errors.error_response("invalid_request", f"Repeated {parameter} parameter.")
+        return super().post(request, *args, **kwargs)
+
 
 class ServerMetadataView(BareOptionsMixin, dot_views.OAuthServerMetadataView):
     """GET /.well-known/oauth-authorization-server (RFC 8414): DOT's."""
@@ -120,6 +128,8 @@ class IntrospectView(APIView):
         tokens = form.getlist("token") if hasattr(form, "getlist") else []
         if len(tokens) != 1 or not tokens[0]:
             raise exceptions.ParseError("Send exactly one token parameter.")
+        if len(form.getlist("token_type_hint")) > 1:  # RFC 6749 3.2: each parameter at most once
+            raise exceptions.ParseError("Repeated token_type_hint parameter.")
         return Response(services.introspect_token(tokens[0]), headers=errors.NO_STORE)
 
 

@@ -124,8 +124,16 @@ def test_no_credentials_is_401(client, new_client):
     assert "error=" not in response["WWW-Authenticate"]
 
 
-@pytest.mark.parametrize("pairs", [[], [("token", "")], [("token", "a"), ("token", "b")]])
-def test_exactly_one_token_parameter_is_required(client, resource_server, pairs):
+@pytest.mark.parametrize(
+    "pairs",
+    [
+        [],
+        [("token", "")],
+        [("token", "a"), ("token", "b")],
+        [("token", "a"), ("token_type_hint", "access_token"), ("token_type_hint", "access_token")],
+    ],
+)
+def test_exactly_one_token_and_at_most_one_hint_are_required(client, resource_server, pairs):
     credentials = basic(resource_server.application.client_id, resource_server.client_secret)
     response = post_form(client, "/oauth2/introspect", pairs, **credentials)
     assert response.status_code == 400

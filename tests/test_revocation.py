@@ -74,6 +74,36 @@ def test_a_missing_token_is_invalid_request(client, new_client):
     assert response.json()["error"] == "invalid_request"
 
 
+@pytest.mark.parametrize("repeated", ["token", "token_type_hint", "client_id", "client_secret"])
+def test_a_repeated_parameter_is_invalid_request_and_revokes_nothing(client, new_client, repeated):
+    """RFC 6749 3.2, which RFC 7009 2.1 follows: each parameter at most once."""
+    first, second = issue_token(client, new_client), issue_token(client, new_client)
+    pairs = {
+        "token": [("token", first), ("token", second)],
+        "token_type_hint": [("token", first)] + [("token_type_hint", "access_token")] * 2,
+        # client_secret_post with one of its two credentials sent twice
+        "client_id": [("token", first)] + [("client_id", new_client.application.client_id)] * 2,
+        "client_secret": [("token", first)] + [("client_secret", new_client.client_secret)] * 2,
+    }[repeated]
+    if repeated == "client_id":
+        pairs.append(("client_secret", new_client.client_secret))
+    if repeated == "client_secret":
+        pairs.append(("client_id", new_client.application.client_id))
+    credentials = (
+        {}
+        if repeated.startswith("client_")
+        else basic(new_client.application.client_id, new_client.client_secret)
+    )
+
+    response = post_form(client, "/oauth2/revoke", pairs, **credentials)
+
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
+    assert response["Cache-Control"] == "no-store"
+    assert services.introspect_token(first)["active"] is True
+    assert services.introspect_token(second)["active"] is True
+
+
 def test_refresh_tokens_are_an_unsupported_token_type(client, new_client):
     """RFC 7009 2.2.1: this server issues no refresh tokens."""
     response = revoke(client, new_client, token="x", token_type_hint="refresh_token")
