@@ -34,9 +34,9 @@ class JSONParser(parsers.JSONParser):
 
 
 def _object_without_repeated_names(pairs: list[tuple[str, object]]) -> dict:
-    document = dict(pairs)
-    if len(document) != len(pairs):
-        seen = set()
-        repeated = next(name for name, _ in pairs if name in seen or seen.add(name))
-        raise ValueError(f"the name {json.dumps(repeated)} appears more than once in an object")
+    document = {}
+    for name, value in pairs:
+        if name in document:
+            raise ValueError(f"the name {json.dumps(name)} appears more than once in an object")
+        document[name] = value
     return document
