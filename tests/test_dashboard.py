@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import connection
 
 from authserver import dashboard, services
 from authserver.models import AuditEvent
@@ -213,6 +214,38 @@ def test_the_index_page_summarises_the_last_day(console, two_clients):
         "clients": 2,
         "disabled_clients": 1,
     }
+
+
+def failed_authentications_of_a_made_up_client_id(console, alpha):
+    """The dashboard's link to one client id's failed authentications, followed: the listing."""
+    failed = AuditEvent.Kind.AUTH_FAILED
+    now = datetime.now(UTC)
+    events(failed, now - timedelta(minutes=2), now - timedelta(minutes=1), client_id="made-up-id")
+    events(failed, now - timedelta(minutes=3), application=alpha, client_id=alpha.client_id)
+    issued(now, application=alpha)
+    link = re.search(r'href="([^"]*client_id=made-up-id)"', console.get("/admin/dashboard/").content.decode())
+    return console.get(link[1].replace("&amp;", "&")).context["cl"]
+
+
+def test_the_dashboard_links_to_a_client_ids_failed_authentications(console, two_clients):
+    listing = failed_authentications_of_a_made_up_client_id(console, two_clients[0])
+
+    assert [(event.kind, event.client_id) for event in listing.result_list] == [
+        ("auth_failed", "made-up-id"),
+        ("auth_failed", "made-up-id"),
+    ]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite's planner keeps no statistics here")
+def test_the_link_is_served_by_the_index_of_failed_authentications(console, two_clients):
+    # The index for lookups by presented client id holds failed authentications only (a token issued
+    # writes no entry to it), and the link's query is one it serves.
+    listing = failed_authentications_of_a_made_up_client_id(console, two_clients[0])
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")  # a few rows: PostgreSQL would read them all
+        plan = listing.queryset.explain()
+
+    assert "auditevent_auth_failed_client" in plan
 
 
 def test_only_users_who_may_read_the_audit_trail_see_the_dashboard(db):
