@@ -1,11 +1,13 @@
 """The console's dashboard: tokens issued per hour and per day, and failed authentications, counted
 from audit events with known timestamps."""
 
+import importlib
 import re
 import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.db import connection
 
@@ -246,6 +248,21 @@ def test_the_link_is_served_by_the_index_of_failed_authentications(console, two_
         plan = listing.queryset.explain()
 
     assert "auditevent_auth_failed_client" in plan
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="CREATE INDEX CONCURRENTLY")
+def test_the_index_is_replaced_without_locking_the_audit_trail_against_writes(db):
+    # Every token issued writes an audit event: the migration builds and drops concurrently.
+    migration = importlib.import_module("authserver.migrations.0004_audit_failed_authentication_client_index")
+    replace = migration.replace_index(migration.BY_CLIENT_ID, migration.FAILED_AUTHENTICATIONS_BY_CLIENT_ID)
+    with connection.schema_editor(collect_sql=True, atomic=False) as editor:
+        replace(apps, editor)
+
+    assert editor.collected_sql == [
+        'CREATE INDEX CONCURRENTLY "auditevent_auth_failed_client" ON "authserver_auditevent" '
+        '("client_id", "created") WHERE "kind" = \'auth_failed\';',
+        'DROP INDEX CONCURRENTLY IF EXISTS "authserver__client__86759e_idx";',
+    ]
 
 
 def test_only_users_who_may_read_the_audit_trail_see_the_dashboard(db):
