@@ -34,10 +34,11 @@ import os
 import re
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import connections, models, router, transaction
 from django.db.models import OuterRef, Subquery, signals
 from django.db.models.base import ModelState
@@ -91,7 +92,7 @@ class _CompiledPerConnection(ABC):
     def __init__(self):
         self._local = threading.local()
 
-    def _compiled(self, alias: str, *compile_arguments, variant: bool = False):
+    def _compiled(self, alias: str, *compile_arguments, variant: Hashable = False):
         """What `_compile(alias, *compile_arguments)` made, once per thread, database and variant."""
         by_key = self._local.__dict__.setdefault("by_key", {})
         compiled = by_key.get((alias, variant))
@@ -408,28 +409,40 @@ class CompiledInsertsTogether(_CompiledPerConnection):
 
     `while_epoch`: the shared validity epoch this request assumed (validity.assume_shared_epoch).
     The rows are written only while it is still the epoch: checked and confirmed in the same
-    statement on PostgreSQL, read first elsewhere. Otherwise nothing is written: StaleEpoch."""
+    statement on PostgreSQL, read first elsewhere. Otherwise nothing is written: StaleEpoch.
+
+    `synchronous_commit=False`: on PostgreSQL, outside any transaction, the rows' commit does not
+    wait for its WAL to reach the disk (`synchronous_commit` off for that transaction only, as
+    SQLite's WAL with synchronous=NORMAL commits every write): they are visible and answered at
+    once, and a database crash within the WAL writer's delay may lose them, both together. Inside
+    a transaction the caller's commit decides, as ever."""
 
     def __init__(self, *models_in_order: type[models.Model]):
         super().__init__()
         self._inserts = [CompiledInsert(model) for model in models_in_order]
 
-    def insert(self, *instances: models.Model, while_epoch: int | None = None) -> None:
+    def insert(
+        self, *instances: models.Model, while_epoch: int | None = None, synchronous_commit: bool = True
+    ) -> None:
         alias = router.db_for_write(self._inserts[0].model)
         connection = connections[alias]
         pairs = list(zip(self._inserts, instances, strict=True))
         through_save = any(insert.goes_through_save() for insert in self._inserts)
         checked = while_epoch is not None and connection.vendor == "postgresql" and not through_save
+        asynchronous = not synchronous_commit and _commits_by_itself(connection)
         if while_epoch is not None and not checked:
             validity.confirm_shared_epoch(alias)  # read first (StaleEpoch when it changed)
         if through_save:
             with transaction.atomic(using=alias):
+                if asynchronous:
+                    with connection.cursor() as cursor:
+                        cursor.execute(_ASYNCHRONOUS_COMMIT)
                 for insert, instance in pairs:
                     insert.insert(instance)
             return
         statements = [insert.prepare(alias, instance) for insert, instance in pairs]
         if connection.vendor == "postgresql":
-            together = self._compiled(alias, checked, variant=checked)
+            together = self._compiled(alias, checked, asynchronous, variant=(checked, asynchronous))
             if checked:
                 params = _params_while_epoch(statements, while_epoch)
             else:
@@ -451,11 +464,15 @@ class CompiledInsertsTogether(_CompiledPerConnection):
         for instance, primary_key in zip(instances, primary_keys, strict=True):
             saved(instance, alias, primary_key)
 
-    def _compile(self, alias: str, while_epoch: bool = False) -> _CompiledTogether:
+    def _compile(
+        self, alias: str, while_epoch: bool = False, asynchronous: bool = False
+    ) -> _CompiledTogether:
         # WITH row_0 AS (INSERT ... RETURNING id), row_1 AS (...) SELECT (SELECT * FROM row_0), ...
         # While an epoch: WITH epoch AS (SELECT "value" ... WHERE "id" = %s), row_0 AS (INSERT INTO
         # t (...) SELECT %s, ... WHERE (SELECT "value" FROM epoch) = %s RETURNING id), ...
         # SELECT (SELECT * FROM row_0), ..., (SELECT "value" FROM epoch): all in one snapshot.
+        # Asynchronous: ... SELECT ... FROM (SELECT set_config('synchronous_commit', 'off', true))
+        # AS commit_setting, for this statement's own transaction.
         compiled = [insert._compiled(alias) for insert in self._inserts]
         names = [f"row_{position}" for position in range(len(compiled))]
         inserts = [each.sql for each in compiled]
@@ -467,10 +484,22 @@ class CompiledInsertsTogether(_CompiledPerConnection):
             columns.append('(SELECT "value" FROM epoch)')
         ctes += [f"{name} AS ({sql})" for name, sql in zip(names, inserts, strict=True)]
         # Only our own names and the ORM's compiled statements go into the text; values are parameters.
-        return _CompiledTogether(
-            sql=f"WITH {', '.join(ctes)} SELECT {', '.join(columns)}",
-            compiler=compiled[0].compiler,
-        )
+        sql = f"WITH {', '.join(ctes)} SELECT {', '.join(columns)}"
+        if asynchronous:
+            sql += f" FROM ({_ASYNCHRONOUS_COMMIT}) AS commit_setting"
+        return _CompiledTogether(sql=sql, compiler=compiled[0].compiler)
+
+
+# The transaction's commit does not wait for its WAL to be flushed (PostgreSQL; is_local: this
+# transaction only, then the session's own setting again).
+_ASYNCHRONOUS_COMMIT = "SELECT set_config('synchronous_commit', 'off', true)"
+
+
+def _commits_by_itself(connection) -> bool:
+    """Whether a statement on PostgreSQL would be its own transaction: autocommit, none open."""
+    return (
+        connection.vendor == "postgresql" and connection.get_autocommit() and not connection.in_atomic_block
+    )
 
 
 def _insert_while_epoch(sql: str) -> str:
@@ -679,9 +708,16 @@ def insert_audit_event(event: AuditEvent) -> AuditEvent:
 
 def insert_issued_token(access_token, event: AuditEvent) -> None:
     """A new AccessToken and its audit event, saved all or none; with an assumed shared epoch
-    (validity.assume_shared_epoch) only while it is still the epoch, else validity.StaleEpoch."""
+    (validity.assume_shared_epoch) only while it is still the epoch, else validity.StaleEpoch.
+    Committed without waiting for the disk unless TOKEN_SYNCHRONOUS_COMMIT (PostgreSQL): a token
+    lost in a database crash fails closed, and its client asks for a new one."""
     alias = router.db_for_write(access_token.__class__)
-    _ISSUED_TOKENS.insert(access_token, event, while_epoch=validity.assumed_shared_epoch(alias))
+    _ISSUED_TOKENS.insert(
+        access_token,
+        event,
+        while_epoch=validity.assumed_shared_epoch(alias),
+        synchronous_commit=settings.TOKEN_SYNCHRONOUS_COMMIT,
+    )
 
 
 def client_with_scope_names(client_id: str) -> Application | None:

@@ -3,7 +3,8 @@ clients, changed by every commit that can make a stored token or client invalid.
 
 What changes it: a token revoked or deleted, a client changed (disabled, its scopes, its secret) or
 deleted (`tokens_or_clients_changed()`, called by the services and by the models' delete and save
-signals, authserver/apps.py). Issuing a token does not: a new row invalidates nothing.
+signals, authserver/apps.py). Issuing a token does not: a new row invalidates nothing. Such a change
+is also on disk before it is answered (on SQLite its WAL is flushed after the commit).
 
 Why it is safe. A worker keeps a looked-up row together with the epoch it read *before* the lookup
 (hotpath.RememberedLookup) and forgets everything as soon as the epoch differs. The epoch changes
@@ -35,6 +36,7 @@ Where it lives (settings.TOKEN_CACHE):
 """
 
 import fcntl
+import functools
 import mmap
 import os
 import secrets
@@ -315,8 +317,10 @@ def confirm_shared_epoch(using: str = "default", value: int | None = None) -> No
 
 
 def tokens_or_clients_changed(using: str = "default", **signal_arguments) -> None:
-    """A token or client may have become invalid: every worker forgets what it remembers, once the
-    current transaction commits (at once outside one). Also a signal receiver."""
+    """A token or client may have become invalid: the change is on disk and every worker forgets
+    what it remembers, once the current transaction commits (at once outside one). Also a signal
+    receiver."""
+    _flush_when_committed(using)
     epoch = _epoch(using)
     if epoch is None:
         return
@@ -340,3 +344,36 @@ def client_scopes_changed(sender, action: str, using: str, **signal_arguments) -
     """m2m_changed of clients' scopes: after scopes were added, removed or cleared."""
     if action in ("post_add", "post_remove", "post_clear"):
         tokens_or_clients_changed(using)
+
+
+def _flush_when_committed(using: str) -> None:
+    """SQLite (WAL, synchronous=NORMAL) answers a COMMIT before its WAL reaches the disk, so a
+    power loss could undo it. A change that takes access away (a revocation, a disabled client, a
+    new secret) must not come back undone: once it commits, its WAL is flushed, as
+    synchronous=FULL would for every commit. PostgreSQL flushes every such commit itself
+    (synchronous_commit; only a token issue may skip it: settings.TOKEN_SYNCHRONOUS_COMMIT)."""
+    connection = connections[using]
+    if connection.vendor != "sqlite" or connection.is_in_memory_db():
+        return
+    flush = _wal_flush(using)
+    if connection.in_atomic_block and any(callback is flush for _, callback, _ in connection.run_on_commit):
+        return  # once per transaction
+    transaction.on_commit(flush, using=using)
+
+
+@functools.cache
+def _wal_flush(using: str):
+    """fsync of the database's write-ahead log (one function per database, found among a
+    transaction's commit callbacks by identity)."""
+
+    def flush() -> None:
+        with suppress(FileNotFoundError):  # not in WAL mode: nothing written ahead
+            descriptor = os.open(
+                f"{connections[using].settings_dict['NAME']}-wal", os.O_RDONLY | os.O_CLOEXEC
+            )
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+
+    return flush

@@ -105,6 +105,13 @@ TOKEN_CACHE = env_str("TOKEN_CACHE", "local" if _ON_SQLITE else "shared")
 if TOKEN_CACHE not in ("local", "shared", "off"):
     raise ValueError(f"TOKEN_CACHE={TOKEN_CACHE!r}: expected local, shared or off")
 
+# Whether a token issue's commit (the token with its audit event) waits until PostgreSQL has
+# flushed it to disk. Off: it is answered at once and a database crash within the WAL writer's
+# delay may lose it, both rows together: a lost token fails closed (401 invalid_token) and its
+# client gets another. Revocations, disabled clients, new secrets and every other change always
+# wait (docs/benchmarks.md). SQLite's WAL with synchronous=NORMAL commits every write so.
+TOKEN_SYNCHRONOUS_COMMIT = env_bool("TOKEN_SYNCHRONOUS_COMMIT", False)
+
 # --- Cache: Redis shared by every app node when REDIS_URL is set ---------------------------------
 REDIS_URL = env_str("REDIS_URL", "")
 if REDIS_URL:

@@ -277,6 +277,106 @@ sqlite_only = pytest.mark.skipif(
 )
 
 
+postgresql_only = pytest.mark.skipif(
+    not os.environ.get("DATABASE_URL", "").startswith("postgres"), reason="PostgreSQL's synchronous_commit"
+)
+
+
+@pytest.fixture
+def commit_settings(transactional_db):
+    """What synchronous_commit was when each access-token row's transaction committed, as
+    [(operation, setting)]: a deferred constraint trigger runs just before its transaction commits,
+    under the transaction's own settings (PostgreSQL)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TABLE test_commit_setting (id serial PRIMARY KEY, operation text, setting text);"
+            " CREATE FUNCTION test_record_commit_setting() RETURNS trigger LANGUAGE plpgsql AS $$"
+            " BEGIN INSERT INTO test_commit_setting (operation, setting)"
+            " VALUES (TG_OP, current_setting('synchronous_commit')); RETURN NULL; END $$;"
+            " CREATE CONSTRAINT TRIGGER test_record_commit_setting AFTER INSERT OR DELETE"
+            ' ON "oauth2_provider_accesstoken" DEFERRABLE INITIALLY DEFERRED FOR EACH ROW'
+            " EXECUTE FUNCTION test_record_commit_setting()"
+        )
+
+    def recorded() -> list[tuple[str, str]]:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT operation, setting FROM test_commit_setting ORDER BY id")
+            return cursor.fetchall()
+
+    yield recorded
+    with connection.cursor() as cursor:
+        cursor.execute(
+            'DROP TRIGGER test_record_commit_setting ON "oauth2_provider_accesstoken";'
+            " DROP FUNCTION test_record_commit_setting(); DROP TABLE test_commit_setting"
+        )
+
+
+def session_synchronous_commit() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        return cursor.fetchone()[0]
+
+
+@postgresql_only
+def test_on_postgresql_a_token_issue_commits_without_waiting_for_the_disk(commit_settings, client):
+    new_client = make_client(scopes=["products:read"])
+    token = issue_token(client, new_client)
+    assert commit_settings() == [("INSERT", "off")]
+    assert session_synchronous_commit() == "on"  # that transaction's only: the connection's is unchanged
+
+    # The token and its event are there at once, for every reader.
+    assert stored_token(token).application_id == new_client.application.pk
+    assert AuditEvent.objects.filter(
+        kind=AuditEvent.Kind.TOKEN_ISSUED, application=new_client.application
+    ).exists()
+    response = client.get("/api/v1/products", **bearer(token))
+    assert response.status_code == 200
+
+    # A revocation waits for the disk: a revoked token must stay revoked.
+    credentials = basic(new_client.application.client_id, new_client.client_secret)
+    assert post_form(client, "/oauth2/revoke", {"token": token}, **credentials).status_code == 200
+    assert commit_settings() == [("INSERT", "off"), ("DELETE", "on")]
+    assert client.get("/api/v1/products", **bearer(token)).status_code == 401
+
+
+@postgresql_only
+def test_on_postgresql_token_issues_wait_for_the_disk_when_configured_to(commit_settings, client, settings):
+    settings.TOKEN_SYNCHRONOUS_COMMIT = True
+    issue_token(client, make_client(scopes=["products:read"]))
+    assert commit_settings() == [("INSERT", "on")]
+
+
+@postgresql_only
+def test_on_postgresql_a_token_written_inside_a_transaction_commits_with_it(commit_settings):
+    # The portal's test token is written inside the registration's transaction: that commit decides.
+    new_client = make_client(scopes=["products:read"])
+    with transaction.atomic():
+        hotpath.insert_issued_token(
+            *token_and_event(new_client.application, raw_token="t" * 30, issued=timezone.now())
+        )
+        assert session_synchronous_commit() == "on"
+    assert commit_settings() == [("INSERT", "on")]
+
+
+@postgresql_only
+def test_on_postgresql_a_token_saved_through_save_commits_without_waiting_too(commit_settings, client):
+    heard = []
+
+    def receiver(sender, instance, **kwargs):
+        heard.append(instance)
+
+    new_client = make_client(scopes=["products:read"])
+    post_save.connect(receiver, sender=AuditEvent, weak=False, dispatch_uid="commit-test")
+    try:
+        issue_token(client, new_client)
+    finally:
+        post_save.disconnect(sender=AuditEvent, dispatch_uid="commit-test")
+    # Through atomic() and save(), not the compiled statement.
+    assert [event.kind for event in heard] == [AuditEvent.Kind.TOKEN_ISSUED]
+    assert commit_settings() == [("INSERT", "off")]
+    assert session_synchronous_commit() == "on"
+
+
 def token_and_event(application, *, raw_token: str, issued) -> tuple[AccessToken, AuditEvent]:
     access_token = AccessToken(
         scope="products:read", expires=issued + timedelta(hours=1), application=application

@@ -1,6 +1,11 @@
 """A client revokes one of its tokens at POST /oauth2/revoke (RFC 7009)."""
 
+import os
+import sqlite3
+from pathlib import Path
+
 import pytest
+from django.db import connection
 
 from authserver import services
 from authserver.models import AuditEvent
@@ -123,3 +128,35 @@ def test_a_json_body_is_invalid_request(client, new_client):
     response = client.post("/oauth2/revoke", {"token": "x"}, content_type="application/json", **credentials)
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_request"
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="PostgreSQL flushes every such commit itself")
+def test_on_sqlite_a_revocation_is_on_disk_before_it_is_answered(transactional_db, client, monkeypatch):
+    # SQLite's WAL with synchronous=NORMAL leaves a commit in the page cache, where a power loss
+    # would undo it. A revocation's WAL is flushed once it has committed, before the answer.
+    new_client = make_client(scopes=["products:read"])
+    token = issue_token(client, new_client)
+    wal = Path(f"{connection.settings_dict['NAME']}-wal").resolve()
+    real_fsync, flushed = os.fsync, []
+
+    def fsync(descriptor):
+        path = Path(os.readlink(f"/proc/self/fd/{descriptor}"))
+        if path == wal:
+            with sqlite3.connect(connection.settings_dict["NAME"]) as another:  # what is committed
+                flushed.append(
+                    another.execute("SELECT COUNT(*) FROM oauth2_provider_accesstoken").fetchone()[0]
+                )
+        return real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    issue_token(client, new_client)
+    assert flushed == []  # issuing a token takes no access away: not flushed (a lost token fails closed)
+
+    credentials = basic(new_client.application.client_id, new_client.client_secret)
+    response = post_form(client, "/oauth2/revoke", {"token": token}, **credentials)
+
+    assert response.status_code == 200
+    assert flushed == [1]  # once, after the revocation committed (one of the two tokens left)
+
+    services.set_client_enabled(application=new_client.application, enabled=False, actor="tests")
+    assert flushed == [1, 1]
