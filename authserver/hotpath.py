@@ -18,7 +18,8 @@ Written together. A token and its audit event are saved all or none. On PostgreS
 statement (both INSERTs as data-modifying WITH queries, atomic by itself: one round trip instead of
 BEGIN, INSERT, INSERT, COMMIT); on SQLite one transaction, run on sqlite3's own cursor when nothing
 watches Django's (BEGIN IMMEDIATE, INSERT, INSERT, COMMIT, without atomic()'s bookkeeping).
-Parameters are prepared before it starts.
+Parameters are prepared before it starts. On PostgreSQL that statement's commit does not wait for
+the WAL flush unless TOKEN_SYNCHRONOUS_COMMIT says so (a lost token fails closed; config/settings.py).
 
 Writers. SQLite has one writer at a time; a worker that finds the write lock taken sleeps and
 retries (1, 2, 5, 10 ms...), so under load workers sleep while the lock is already free again.
