@@ -322,16 +322,20 @@ def tokens_or_clients_changed(using: str = "default", **signal_arguments) -> Non
     receiver."""
     _flush_when_committed(using)
     epoch = _epoch(using)
-    if epoch is None:
-        return
-    connection = connections[using]
-    # Once per transaction, however many tokens it deletes (each sends post_delete).
-    if connection.in_atomic_block and any(
-        callback == epoch.committed for _, callback, _ in connection.run_on_commit
-    ):
+    if epoch is None or _awaits_commit(epoch.committed, using):
         return
     epoch.changing()
     transaction.on_commit(epoch.committed, using=using)
+
+
+def _awaits_commit(callback, using: str) -> bool:
+    """Whether `callback` already waits for the open transaction's commit: what a change does once
+    it commits is done once per transaction, however many rows it changes (each token deleted sends
+    post_delete)."""
+    connection = connections[using]
+    return connection.in_atomic_block and any(
+        registered == callback for _, registered, _ in connection.run_on_commit
+    )
 
 
 def client_saved(sender, instance, created: bool, using: str, **signal_arguments) -> None:
@@ -356,15 +360,14 @@ def _flush_when_committed(using: str) -> None:
     if connection.vendor != "sqlite" or connection.is_in_memory_db():
         return
     flush = _wal_flush(using)
-    if connection.in_atomic_block and any(callback is flush for _, callback, _ in connection.run_on_commit):
-        return  # once per transaction
-    transaction.on_commit(flush, using=using)
+    if not _awaits_commit(flush, using):
+        transaction.on_commit(flush, using=using)
 
 
 @functools.cache
 def _wal_flush(using: str):
-    """fsync of the database's write-ahead log (one function per database, found among a
-    transaction's commit callbacks by identity)."""
+    """fsync of the database's write-ahead log (one function per database, so that a transaction's
+    commit callbacks hold it once)."""
 
     def flush() -> None:
         with suppress(FileNotFoundError):  # not in WAL mode: nothing written ahead
