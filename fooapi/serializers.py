@@ -28,6 +28,16 @@ class ProductSerializer(serializers.ModelSerializer):
             for row in rows
         ]
 
+    @classmethod
+    def rows_key(cls, rows: Iterable[Sequence]) -> tuple:
+        """A hashable of `rows` (as represent() takes them) that is equal for two lists of rows only
+        if represent() gives them equal representations: the rows themselves, and the text of each
+        value that a field does not represent as is (a Decimal equal to another, 24.9 and 24.90,
+        is not shown the same)."""
+        converted = _converted_positions(cls)
+        rows = tuple(map(tuple, rows))
+        return rows, tuple(repr(row[position]) for row in rows for position in converted)
+
 
 # Fields whose representation of a value of this exact type is the value itself.
 _REPRESENTED_AS_IS = {
@@ -48,6 +58,14 @@ def _readable_fields(
         for name, field in serializer_class().fields.items()
         if not field.write_only
     ]
+
+
+@functools.cache
+def _converted_positions(serializer_class: type[serializers.Serializer]) -> tuple[int, ...]:
+    """The positions of the readable fields that do not represent any value as is."""
+    return tuple(
+        position for position, (_, _, same) in enumerate(_readable_fields(serializer_class)) if same is None
+    )
 
 
 def _to_representation(field: serializers.Field) -> Callable[[object], object]:

@@ -4,7 +4,8 @@ Authentication, scope checks and RFC 6750 errors are REST_FRAMEWORK's defaults (
 BearerTokenAuthentication, TokenHasRequiredScopes, api_exception_handler); views name their scopes.
 """
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Hashable, Sequence
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -111,6 +112,69 @@ class Pages(PageNumberPagination):
         return parameters
 
 
+class RememberedPages:
+    """The last pages answered, represented and rendered: a page made of what an earlier answer was
+    made of (equal rows, as ProductSerializer.rows_key() compares them, the same count and links),
+    in the same media type, is answered with that answer's body, neither represented nor rendered
+    again (docs/benchmarks.md item 31). Its rows are still read from the database for every call;
+    the process remembers at most `size` pages, forgetting the oldest first."""
+
+    def __init__(self, size: int = 64):
+        self.size = size
+        self._pages: dict[Hashable, tuple[object, dict]] = {}
+        self._lock = threading.Lock()
+
+    def response(
+        self, paginator: Pages, rows: list[Sequence], represent: Callable, rows_key: Hashable
+    ) -> Response:
+        """`paginator.get_paginated_response(represent(rows))`, remembered."""
+        key = (
+            rows_key,
+            paginator.page.paginator.count,
+            paginator.get_next_link(),
+            paginator.get_previous_link(),
+        )
+        remembered = self._pages.get(key)
+        if remembered is None:
+            remembered = (paginator.get_paginated_response(represent(rows)).data, {})
+            with self._lock:
+                while len(self._pages) >= self.size:
+                    del self._pages[next(iter(self._pages))]
+                self._pages[key] = remembered
+        data, bodies = remembered
+        return _RenderedOnce(data, bodies)
+
+    def __len__(self) -> int:
+        return len(self._pages)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._pages.clear()
+
+
+class _RenderedOnce(Response):
+    """A Response whose body, for each renderer and media type (`indent`), is rendered once and
+    then taken from `bodies`, with the Content-Type DRF gave it."""
+
+    def __init__(self, data, bodies: dict):
+        super().__init__(data)
+        self._bodies = bodies
+
+    @property
+    def rendered_content(self):
+        key = (type(self.accepted_renderer), self.accepted_media_type, self.renderer_context.get("indent"))
+        rendered = self._bodies.get(key)
+        if rendered is None:
+            body = super().rendered_content
+            rendered = self._bodies[key] = (self.get("Content-Type"), body)
+        content_type, body = rendered
+        if content_type is None:  # DRF takes it away for an empty body
+            self.headers.pop("Content-Type", None)
+        else:
+            self["Content-Type"] = content_type
+        return body
+
+
 @extend_schema_view(
     get=extend_schema(
         summary="List the catalogue",
@@ -134,6 +198,7 @@ class ProductList(generics.ListAPIView):
     pagination_class = Pages
     required_scopes = ["products:read"]
     catalogue = hotpath.CompiledPages(lambda: Product.objects.values_list(*ProductSerializer.Meta.fields))
+    answered = RememberedPages()
 
     def perform_authentication(self, request):
         # With TOKEN_CACHE=shared the token's check needs this request's epoch: the page's
@@ -143,7 +208,9 @@ class ProductList(generics.ListAPIView):
 
     def list(self, request, *args, **kwargs):
         rows = self.paginator.paginate_rows(self.catalogue, request)
-        return self.get_paginated_response(ProductSerializer.represent(rows))
+        return self.answered.response(
+            self.paginator, rows, ProductSerializer.represent, ProductSerializer.rows_key(rows)
+        )
 
 
 @extend_schema_view(

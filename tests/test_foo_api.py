@@ -136,6 +136,85 @@ def test_a_price_is_represented_as_drfs_decimal_field_represents_it(price):
     assert ProductSerializer.represent([row]) == [ProductSerializer(product).data]
 
 
+@pytest.fixture
+def represented(monkeypatch) -> list:
+    """The rows ProductSerializer.represent() is called with, from now on, with the process's
+    remembered catalogue pages forgotten."""
+    from fooapi.views import ProductList
+
+    ProductList.answered.clear()
+    calls = []
+    represent = ProductSerializer.represent.__func__
+
+    def counted(cls, rows):
+        calls.append(rows)
+        return represent(cls, rows)
+
+    monkeypatch.setattr(ProductSerializer, "represent", classmethod(counted))
+    return calls
+
+
+def test_a_page_answered_again_is_not_represented_again_until_its_rows_change(
+    client, reader_token, catalogue, represented
+):
+    first = client.get("/api/v1/products", **bearer(reader_token))
+    again = client.get("/api/v1/products", **bearer(reader_token))
+
+    assert len(represented) == 1  # remembered (fooapi/views.py RememberedPages)
+    assert again.content == first.content and again["Content-Type"] == "application/json"
+    camera = catalogue["FOO-CAM-01"]
+    camera.price = Decimal("79.00")
+    camera.save()
+
+    changed = client.get("/api/v1/products", **bearer(reader_token))
+
+    assert len(represented) == 2
+    assert {item["sku"]: item["price"] for item in changed.json()["results"]}["FOO-CAM-01"] == "79.00"
+    assert changed.json() == drf_list_view_answer("/api/v1/products")
+
+
+def test_each_media_type_of_a_remembered_page_is_rendered_for_itself(
+    client, reader_token, catalogue, represented
+):
+    compact = client.get("/api/v1/products", **bearer(reader_token))
+    indented = client.get(
+        "/api/v1/products", HTTP_ACCEPT="application/json; indent=2", **bearer(reader_token)
+    )
+    compact_again = client.get("/api/v1/products", HTTP_ACCEPT="application/json", **bearer(reader_token))
+
+    assert len(represented) == 1
+    assert indented.content.startswith(b'{\n  "count": ') and not compact.content.startswith(b"{\n")
+    assert indented.json() == compact.json()
+    assert compact_again.content == compact.content
+    assert {compact["Content-Type"], indented["Content-Type"]} == {"application/json"}
+
+
+def test_a_worker_remembers_a_bounded_number_of_catalogue_pages(
+    client, reader_token, catalogue, represented, monkeypatch
+):
+    from fooapi.views import ProductList
+
+    monkeypatch.setattr(ProductList.answered, "size", 2)
+    for size in (1, 2, 3, 1):
+        path = f"/api/v1/products?page_size={size}"
+        assert client.get(path, **bearer(reader_token)).json() == drf_list_view_answer(path)
+        assert len(ProductList.answered) <= 2
+
+    assert len(represented) == 4  # page_size=1 was forgotten (the oldest) and represented again
+
+
+def test_rows_are_the_same_page_only_if_they_are_represented_the_same():
+    def row(price: str, available=True) -> list:
+        return [1, "P", "P", "", Decimal(price), "EUR", available]
+
+    key = ProductSerializer.rows_key
+    assert key([row("24.90")]) == key([tuple(row("24.90"))])
+    assert key([row("24.90")]) != key([row("24.9")])  # equal Decimals, different text
+    assert key([row("0.00")]) != key([row("-0.00")])
+    assert key([row("24.90")]) != key([row("24.90", available=False)])
+    assert key([row("24.90")]) != key([row("24.90"), row("24.90")])
+
+
 def test_an_empty_catalogue_has_one_empty_page(client, db):
     token = issue_token(client, make_client(scopes=["products:read"]))
 
