@@ -17,22 +17,30 @@ SERVER_ASSIGNED_FIELDS = (
 )
 
 
+class MetadataString(serializers.CharField):
+    """A JSON string: a number, which DRF's CharField would take as its text, is invalid metadata
+    (RFC 7591 2: client_name, scope and the values of grant_types are strings)."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class ClientMetadataSerializer(serializers.Serializer):
     """What a client may ask for: a client-credentials client holding at most the sandbox scopes.
 
     Metadata this server does not understand is ignored, as RFC 7591 2 requires.
     """
 
-    client_name = serializers.CharField(max_length=255, required=False, allow_blank=True, default="")
-    grant_types = serializers.ListField(
-        child=serializers.CharField(), required=False, default=[CLIENT_CREDENTIALS]
-    )
-    response_types = serializers.ListField(child=serializers.CharField(), required=False, default=list)
-    redirect_uris = serializers.ListField(child=serializers.CharField(), required=False, default=list)
+    client_name = MetadataString(max_length=255, required=False, allow_blank=True, default="")
+    grant_types = serializers.ListField(child=MetadataString(), required=False, default=[CLIENT_CREDENTIALS])
+    response_types = serializers.ListField(child=MetadataString(), required=False, default=list)
+    redirect_uris = serializers.ListField(child=MetadataString(), required=False, default=list)
     token_endpoint_auth_method = serializers.ChoiceField(
         choices=["client_secret_basic", "client_secret_post"], required=False, default="client_secret_basic"
     )
-    scope = serializers.CharField(required=False, allow_blank=True, default="")
+    scope = MetadataString(required=False, allow_blank=True, default="")
 
     def validate_grant_types(self, grant_types: list[str]) -> list[str]:
         if set(grant_types) != {CLIENT_CREDENTIALS}:

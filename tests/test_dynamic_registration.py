@@ -83,6 +83,10 @@ def test_without_scope_the_client_gets_the_sandbox_scopes(client, initial_access
         {"token_endpoint_auth_method": "none"},
         {"client_name": 42 * "x" * 10},
         {"grant_types": "client_credentials"},
+        {"client_name": 5},  # a number is no string (RFC 7591 2), not the name "5"
+        {"client_name": True},
+        {"scope": 5},
+        {"grant_types": [5]},
     ],
 )
 def test_metadata_beyond_a_sandbox_client_is_invalid_client_metadata(client, initial_access_token, metadata):
