@@ -25,3 +25,19 @@ class RedactCredentials(logging.Filter):
         if cleaned != message:
             record.msg, record.args = cleaned, None
         return True
+
+
+class ClientErrorsWithoutTracebacks(logging.Filter):
+    """A request the client got wrong (its answer a 4xx: a Host header not in ALLOWED_HOSTS, a form
+    body in another charset) is one line at WARNING: Django logs DisallowedHost and its other
+    SuspiciousOperations at ERROR, and a BadRequest at WARNING, each with a traceback that points
+    at nothing an operator could fix."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        status = getattr(record, "status_code", None)
+        from_django = record.name == "django.request" or record.name.startswith("django.security.")
+        if from_django and isinstance(status, int) and 400 <= status < 500:
+            record.exc_info = record.exc_text = None
+            if record.levelno > logging.WARNING:
+                record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
+        return True

@@ -298,13 +298,16 @@ LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"redact_credentials": {"()": "authserver.log_filters.RedactCredentials"}},
+    "filters": {
+        "redact_credentials": {"()": "authserver.log_filters.RedactCredentials"},
+        "client_errors_without_tracebacks": {"()": "authserver.log_filters.ClientErrorsWithoutTracebacks"},
+    },
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {
         "stderr": {
             "class": "logging.StreamHandler",
             "formatter": "plain",
-            "filters": ["redact_credentials"],
+            "filters": ["client_errors_without_tracebacks", "redact_credentials"],
         }
     },
     "root": {"handlers": ["stderr"], "level": LOG_LEVEL},

@@ -210,3 +210,30 @@ def test_no_line_a_server_writes_during_a_full_flow_holds_a_credential(
     assert "/oauth2/token" in output and "/api/v1/products" in output, "the access log is not captured"
     assert_no_credential_in(output, credentials, "the server's output")
     assert_no_credential_in(command.stderr, credentials, "create_client's stderr")
+
+
+# --- what a client gets wrong is a line, not a traceback ------------------------------------------
+
+
+@pytest.mark.live
+def test_a_clients_mistake_is_one_warning_line_without_a_traceback(
+    django_db_setup, django_db_blocker, transactional_db
+):
+    with django_db_blocker.unblock(), LiveServer(workers=1, tls=False) as server:
+        bad_host = requests.get(f"{server.url}/healthz", headers={"Host": "evil.example"}, timeout=30)
+        other_charset = requests.post(
+            f"{server.url}/oauth2/token",
+            data="grant_type=client_credentials".encode("utf-16"),
+            headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-16"},
+            timeout=30,
+        )
+        output = server.output()
+
+    assert (bad_host.status_code, bad_host.json()["error"]) == (400, "invalid_request")
+    assert (other_charset.status_code, other_charset.json()["error"]) == (400, "invalid_request")
+    lines = output.splitlines()
+    [host_line] = [line for line in lines if "Invalid HTTP_HOST header: 'evil.example'" in line]
+    [charset_line] = [line for line in lines if "must be UTF-8 encoded" in line]
+    assert " WARNING django.security.DisallowedHost " in host_line  # Django's own level: ERROR
+    assert " WARNING django.request " in charset_line
+    assert "Traceback" not in output
