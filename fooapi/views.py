@@ -23,6 +23,7 @@ from drf_spectacular.views import SpectacularAPIView
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import NotFound
 from rest_framework.pagination import PageNumberPagination
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
 from authserver import hotpath
@@ -153,8 +154,10 @@ class RememberedPages:
 
 
 class _RenderedOnce(Response):
-    """A Response whose body, for each renderer and media type (`indent`), is rendered once and
-    then taken from `bodies`, with the Content-Type DRF gave it."""
+    """A Response whose body DRF's JSONRenderer renders once for each indent it can give (none, or
+    1 to 8 from `Accept: application/json; indent=N`), then taken from `bodies` with the
+    Content-Type DRF gave it. Keyed by the indent, not the Accept header's text: parameters that
+    change nothing are not a new body each. Any other renderer renders every time."""
 
     def __init__(self, data, bodies: dict):
         super().__init__(data)
@@ -162,7 +165,10 @@ class _RenderedOnce(Response):
 
     @property
     def rendered_content(self):
-        key = (type(self.accepted_renderer), self.accepted_media_type, self.renderer_context.get("indent"))
+        renderer = self.accepted_renderer
+        if not _renders_as_drfs_json(type(renderer)):
+            return super().rendered_content
+        key = renderer.get_indent(self.accepted_media_type, self.renderer_context)
         rendered = self._bodies.get(key)
         if rendered is None:
             body = super().rendered_content
@@ -173,6 +179,15 @@ class _RenderedOnce(Response):
         else:
             self["Content-Type"] = content_type
         return body
+
+
+def _renders_as_drfs_json(renderer_class: type) -> bool:
+    """Whether the renderer's output is DRF's JSONRenderer's: a function of the data and the indent."""
+    return (
+        issubclass(renderer_class, JSONRenderer)
+        and renderer_class.render is JSONRenderer.render
+        and renderer_class.get_indent is JSONRenderer.get_indent
+    )
 
 
 @extend_schema_view(

@@ -189,6 +189,22 @@ def test_each_media_type_of_a_remembered_page_is_rendered_for_itself(
     assert {compact["Content-Type"], indented["Content-Type"]} == {"application/json"}
 
 
+def test_accept_parameters_that_change_nothing_are_not_rendered_and_kept_anew(
+    client, reader_token, catalogue, represented
+):
+    from fooapi.views import ProductList
+
+    plain = client.get("/api/v1/products", **bearer(reader_token))
+    for number in range(50):
+        accept = f"application/json; version={number}; indent={number % 3}"
+        response = client.get("/api/v1/products", HTTP_ACCEPT=accept, **bearer(reader_token))
+        assert response.json() == plain.json()
+        assert response.content.startswith(b"{\n" if number % 3 else b'{"count":')
+
+    [(_, bodies)] = ProductList.answered._pages.values()
+    assert sorted(bodies, key=str) == [1, 2, None]  # one body per indent, whatever else Accept said
+
+
 def test_a_worker_remembers_a_bounded_number_of_catalogue_pages(
     client, reader_token, catalogue, represented, monkeypatch
 ):
