@@ -5,7 +5,7 @@ BearerTokenAuthentication, TokenHasRequiredScopes, api_exception_handler); views
 """
 
 import threading
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Hashable, Sequence
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -115,10 +115,10 @@ class Pages(PageNumberPagination):
 
 class RememberedPages:
     """The last pages answered, represented and rendered: a page made of what an earlier answer was
-    made of (equal rows, as ProductSerializer.rows_key() compares them, the same count and links),
-    in the same media type, is answered with that answer's body, neither represented nor rendered
-    again (docs/benchmarks.md item 31). Its rows are still read from the database for every call;
-    the process remembers at most `size` pages, forgetting the oldest first."""
+    made of (equal rows, as the serializer's rows_key() compares them, the same count and links) is
+    answered with that answer's data and, for the same JSON indent, its body: neither represented
+    nor rendered again (docs/benchmarks.md item 31). Its rows are still read from the database for
+    every call; the process remembers at most `size` pages, forgetting the oldest first."""
 
     def __init__(self, size: int = 64):
         self.size = size
@@ -126,18 +126,18 @@ class RememberedPages:
         self._lock = threading.Lock()
 
     def response(
-        self, paginator: Pages, rows: list[Sequence], represent: Callable, rows_key: Hashable
+        self, paginator: Pages, rows: list[Sequence], serializer: type[ProductSerializer]
     ) -> Response:
-        """`paginator.get_paginated_response(represent(rows))`, remembered."""
+        """`paginator.get_paginated_response(serializer.represent(rows))`, remembered."""
         key = (
-            rows_key,
+            serializer.rows_key(rows),
             paginator.page.paginator.count,
             paginator.get_next_link(),
             paginator.get_previous_link(),
         )
         remembered = self._pages.get(key)
         if remembered is None:
-            remembered = (paginator.get_paginated_response(represent(rows)).data, {})
+            remembered = (paginator.get_paginated_response(serializer.represent(rows)).data, {})
             with self._lock:
                 while len(self._pages) >= self.size:
                     del self._pages[next(iter(self._pages))]
@@ -205,8 +205,9 @@ def _renders_as_drfs_json(renderer_class: type) -> bool:
 )
 class ProductList(generics.ListAPIView):
     """The most requested page of the API, served without the ORM's per-request work: one statement
-    compiled once per process returns the page and the count, and ProductSerializer's fields are
-    built once (docs/benchmarks.md). The answer is what ListAPIView would give."""
+    compiled once per process returns the page and the count, ProductSerializer's fields are built
+    once, and equal rows are represented and rendered once (docs/benchmarks.md). The answer is what
+    ListAPIView would give."""
 
     queryset = Product.objects.all()
     serializer_class = ProductSerializer
@@ -223,9 +224,7 @@ class ProductList(generics.ListAPIView):
 
     def list(self, request, *args, **kwargs):
         rows = self.paginator.paginate_rows(self.catalogue, request)
-        return self.answered.response(
-            self.paginator, rows, ProductSerializer.represent, ProductSerializer.rows_key(rows)
-        )
+        return self.answered.response(self.paginator, rows, ProductSerializer)
 
 
 @extend_schema_view(
