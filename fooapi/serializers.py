@@ -32,8 +32,8 @@ class ProductSerializer(serializers.ModelSerializer):
     def rows_key(cls, rows: Iterable[Sequence]) -> tuple:
         """A hashable of `rows` (as represent() takes them) that is equal for two lists of rows only
         if represent() gives them equal representations: the rows themselves, and the text of each
-        value that a field does not represent as is (a Decimal equal to another, 24.9 and 24.90,
-        is not shown the same)."""
+        value that a field does not represent as is (equal Decimals can be shown differently:
+        0.00 and -0.00)."""
         converted = _converted_positions(cls)
         rows = tuple(map(tuple, rows))
         return rows, tuple(repr(row[position]) for row in rows for position in converted)
