@@ -1,20 +1,30 @@
-"""Rate limits and brute-force protection, counted in the shared cache.
+"""Rate limits and brute-force protection: fixed-window counters.
 
-With REDIS_URL every app node shares the counters; without it each worker counts on its own (a
-looser limit, never a stricter one). When the cache is unreachable the limits fail open: requests
-are served and the failure is logged, because an authorization server that stops issuing tokens
-when its cache blinks is a worse outage than a few minutes without brute-force counters.
+With REDIS_URL the counters are in the shared cache and every app node shares them. Without it the
+cache is each worker's own memory (LocMemCache), and so are the counters, kept in a plain dict
+(`ProcessCounters`): each worker counts on its own (a looser limit, never a stricter one), without
+the cache's work per call (key checks, pickling), which cost a token request two cache reads and
+an increment (docs/benchmarks.md, item 32). When the shared cache is unreachable the limits fail
+open: requests are served and the failure is logged, because an authorization server that stops
+issuing tokens when its cache blinks is a worse outage than a few minutes without brute-force
+counters.
 """
 
+import functools
 import hashlib
 import ipaddress
 import logging
+import threading
 import time
+from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import cache, caches
+from django.core.cache.backends.locmem import LocMemCache
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.shortcuts import render
 
 log = logging.getLogger(__name__)
@@ -54,30 +64,16 @@ class Limit:
         if not settings.THROTTLE_ENABLED:
             return 0
         window, remaining = self._window()
-        key = self._key(parts, window)
         try:
-            used = self._count(key)
+            used = counters().count(self, parts, window)
         except Exception:  # noqa: BLE001 (fail open)
             log.warning("Throttle %s: cache unreachable; not limiting", self.name)
             return 0
         return remaining if used > self.count else 0
 
-    def _count(self, key: str) -> int:
-        # The window's counter usually exists: one increment. The first event of a window creates it
-        # (add), unless another worker just did, or it expired in between (then start again at 1).
-        with suppress(ValueError):
-            return cache.incr(key)
-        if cache.add(key, 1, timeout=self.seconds + 1):
-            return 1
-        try:
-            return cache.incr(key)
-        except ValueError:
-            cache.set(key, 1, timeout=self.seconds + 1)
-            return 1
-
     def reset(self, *parts: str) -> None:
         try:
-            cache.delete(self._key(parts, self._window()[0]))
+            counters().reset(self, parts, self._window()[0])
         except Exception:  # noqa: BLE001 (fail open)
             log.warning("Throttle %s: cache unreachable; counter not reset", self.name)
 
@@ -87,18 +83,112 @@ def longest_wait(*checks: tuple[Limit, tuple[str, ...]]) -> int:
     if not settings.THROTTLE_ENABLED:
         return 0
     windows = [limit._window() for limit, _ in checks]
-    keys = [limit._key(parts, window) for (limit, parts), (window, _) in zip(checks, windows, strict=True)]
     try:
-        used = cache.get_many(keys)
+        used = counters().used(
+            [(limit, parts, window) for (limit, parts), (window, _) in zip(checks, windows, strict=True)]
+        )
     except Exception:  # noqa: BLE001 (fail open, see the module docstring)
         log.warning(
             "Throttle %s: cache unreachable; not limiting", ", ".join(limit.name for limit, _ in checks)
         )
         return 0
     return max(
-        remaining if used.get(key, 0) >= limit.count else 0
-        for (limit, _), (_, remaining), key in zip(checks, windows, keys, strict=True)
+        remaining if count >= limit.count else 0
+        for (limit, _), (_, remaining), count in zip(checks, windows, used, strict=True)
     )
+
+
+Counted = tuple[Limit, tuple[str, ...], int]  # a limit, what it counts (address, client...), a window
+
+
+class CacheCounters:
+    """The counters in a Django cache, one key per limit, parts and window (shared with REDIS_URL)."""
+
+    def __init__(self, counter_cache):
+        self.cache = counter_cache
+
+    def count(self, limit: Limit, parts: tuple[str, ...], window: int) -> int:
+        """Add one event; the window's count with it."""
+        # The window's counter usually exists: one increment. The first event of a window creates it
+        # (add), unless another worker just did, or it expired in between (then start again at 1).
+        key = limit._key(parts, window)
+        with suppress(ValueError):
+            return self.cache.incr(key)
+        if self.cache.add(key, 1, timeout=limit.seconds + 1):
+            return 1
+        try:
+            return self.cache.incr(key)
+        except ValueError:
+            self.cache.set(key, 1, timeout=limit.seconds + 1)
+            return 1
+
+    def used(self, counted: Sequence[Counted]) -> list[int]:
+        """Each window's count so far, from one read."""
+        keys = [limit._key(parts, window) for limit, parts, window in counted]
+        found = self.cache.get_many(keys)
+        return [found.get(key, 0) for key in keys]
+
+    def reset(self, limit: Limit, parts: tuple[str, ...], window: int) -> None:
+        self.cache.delete(limit._key(parts, window))
+
+
+class ProcessCounters:
+    """The counters in this process's memory: for a cache that is (LocMemCache) no more shared than
+    a dict, the same fixed windows without its work per call (validating and hashing keys, pickling
+    values, expiry bookkeeping). A window's counts are forgotten when the limit's next window
+    starts; at most `size` keys are counted per limit and window, the oldest third forgotten when
+    more come (as LocMemCache culls, at a much larger size)."""
+
+    def __init__(self, size: int = 100_000):
+        self.size = size
+        self._lock = threading.Lock()
+        self._windows: dict[Limit, tuple[int, dict[tuple[str, ...], int]]] = {}
+
+    def count(self, limit: Limit, parts: tuple[str, ...], window: int) -> int:
+        key = _bounded(parts)
+        with self._lock:
+            current = self._windows.get(limit)
+            if current is None or current[0] != window:
+                current = self._windows[limit] = (window, {})
+            counts = current[1]
+            used = counts[key] = counts.get(key, 0) + 1
+            if len(counts) > self.size:
+                for oldest in list(counts)[: self.size // 3]:
+                    del counts[oldest]
+            return used
+
+    def used(self, counted: Sequence[Counted]) -> list[int]:
+        return [self._counts(limit, window).get(_bounded(parts), 0) for limit, parts, window in counted]
+
+    def reset(self, limit: Limit, parts: tuple[str, ...], window: int) -> None:
+        with self._lock:
+            self._counts(limit, window).pop(_bounded(parts), None)
+
+    def _counts(self, limit: Limit, window: int) -> dict[tuple[str, ...], int]:
+        current = self._windows.get(limit)
+        return current[1] if current is not None and current[0] == window else {}
+
+
+def _bounded(parts: tuple[str, ...]) -> tuple:
+    """`parts` as a key of bounded size: long caller-chosen text (a client id of kilobytes, from
+    ever new addresses) by its digest, after None, which no parts hold."""
+    if sum(map(len, parts)) <= 256:
+        return parts
+    return (None, hashlib.sha256("\0".join(parts).encode("utf-8", "backslashreplace")).digest())
+
+
+@functools.cache
+def counters() -> CacheCounters | ProcessCounters:
+    """Where this process counts: in its own memory when the cache is too, else in the cache."""
+    if isinstance(caches["default"], LocMemCache):
+        return ProcessCounters()
+    return CacheCounters(cache)
+
+
+@receiver(setting_changed)
+def _recount_where_the_cache_is(setting, **kwargs) -> None:
+    if setting == "CACHES":
+        counters.cache_clear()
 
 
 def client_address(meta) -> str:

@@ -11,7 +11,7 @@ import pytest
 from django.conf import settings
 from django.core.cache import cache
 
-from authserver import hotpath, services
+from authserver import hotpath, services, throttling
 from authserver.scopes import forget_scope_catalogue
 from tests import helpers
 
@@ -45,10 +45,12 @@ def _empty_cache():
     # The shared cache, the scope catalogue and the token and client rows each process keeps
     # (rolled-back and flushed rows send no signal).
     cache.clear()
+    throttling.counters.cache_clear()  # a new ProcessCounters: no counts (without REDIS_URL)
     forget_scope_catalogue()
     hotpath.forget_remembered_rows()
     yield
     cache.clear()
+    throttling.counters.cache_clear()
     forget_scope_catalogue()
     hotpath.forget_remembered_rows()
 

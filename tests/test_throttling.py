@@ -208,14 +208,12 @@ class RacingCache:
 
 
 @pytest.mark.parametrize(("counter_created_by_another", "counted"), [(True, 5), (False, 1)])
-def test_counting_survives_another_worker_creating_the_counter(
-    monkeypatch, counter_created_by_another, counted
-):
+def test_counting_survives_another_worker_creating_the_counter(counter_created_by_another, counted):
+    """With REDIS_URL the counters are shared (CacheCounters)."""
     racing = RacingCache(counter_created_by_another=counter_created_by_another)
-    monkeypatch.setattr(throttling, "cache", racing)
     limit = throttling.Limit("race", count=10, seconds=60)
 
-    assert limit.record("198.51.100.7") == 0
+    assert throttling.CacheCounters(racing).count(limit, ("198.51.100.7",), window=1) == counted
     assert list(racing.values.values()) == [counted]
 
 
@@ -225,6 +223,60 @@ def test_a_client_id_of_any_text_is_counted(client, db):
     for _ in range(limit("client_auth_failures_per_client_and_address").count):
         assert token_request(client, odd_id, "guess", ATTACKER).status_code == 401
     assert token_request(client, odd_id, "guess", ATTACKER).status_code == 429
+
+
+# --- counters in each worker's memory (no REDIS_URL) ---------------------------------------------
+
+WINDOW_LIMIT = throttling.Limit("test", count=3, seconds=60)
+
+
+def test_without_redis_each_worker_counts_in_its_own_memory(client, new_client):
+    counters = throttling.counters()
+    assert isinstance(counters, throttling.ProcessCounters)
+    client_id = new_client.application.client_id
+    assert token_request(client, client_id, "guess", ATTACKER).status_code == 401
+
+    limit = throttling.CLIENT_AUTH_FAILURES_PER_CLIENT_AND_ADDRESS
+    assert counters.used([(limit, (client_id, ATTACKER), limit._window()[0])]) == [1]
+
+
+def test_a_window_is_forgotten_when_the_next_one_starts():
+    counters = throttling.ProcessCounters()
+    assert [counters.count(WINDOW_LIMIT, ("a",), window=7) for _ in range(3)] == [1, 2, 3]
+    assert counters.used([(WINDOW_LIMIT, ("a",), 7), (WINDOW_LIMIT, ("b",), 7)]) == [3, 0]
+
+    assert counters.count(WINDOW_LIMIT, ("a",), window=8) == 1
+    assert counters.used([(WINDOW_LIMIT, ("a",), 7), (WINDOW_LIMIT, ("a",), 8)]) == [0, 1]
+
+
+def test_a_reset_counter_starts_again():
+    counters = throttling.ProcessCounters()
+    counters.count(WINDOW_LIMIT, ("a",), window=1)
+    counters.count(WINDOW_LIMIT, ("b",), window=1)
+    counters.reset(WINDOW_LIMIT, ("a",), window=1)
+    assert counters.used([(WINDOW_LIMIT, ("a",), 1), (WINDOW_LIMIT, ("b",), 1)]) == [0, 1]
+
+
+def test_a_flood_of_new_keys_forgets_the_oldest_third():
+    counters = throttling.ProcessCounters(size=30)
+    addresses = [(f"192.0.2.{number}",) for number in range(31)]
+    for address in addresses:
+        counters.count(WINDOW_LIMIT, address, window=1)
+    assert counters.used([(WINDOW_LIMIT, address, 1) for address in addresses]) == [0] * 10 + [1] * 21
+
+
+def test_kilobytes_of_client_id_are_counted_by_their_digest():
+    counters = throttling.ProcessCounters()
+    long_id, other_long_id = "x" * 5000 + "1", "x" * 5000 + "2"
+    counters.count(WINDOW_LIMIT, (long_id, ATTACKER), window=1)
+    counters.count(WINDOW_LIMIT, (long_id, ATTACKER), window=1)
+    counters.count(WINDOW_LIMIT, (other_long_id, ATTACKER), window=1)
+
+    assert counters.used(
+        [(WINDOW_LIMIT, (long_id, ATTACKER), 1), (WINDOW_LIMIT, (other_long_id, ATTACKER), 1)]
+    ) == [2, 1]
+    _, counts = counters._windows[WINDOW_LIMIT]
+    assert all(len(repr(key)) < 200 for key in counts)
 
 
 # --- logins and sign-ups in the browser --------------------------------------------------------
