@@ -190,6 +190,13 @@ def api_exception_handler(exc, context):
             error = oauth2_error.get("error", "")
             description = oauth2_error.get("error_description", "")
             challenge = bearer_challenge(error, description)
+            schemes = [each.authenticate_header(request) for each in getattr(request, "authenticators", ())]
+            if not error and basic_challenge() in schemes:
+                # No credentials where a client may authenticate with its secret (introspection):
+                # RFC 6749 5.2's invalid_client ("no client authentication included"), as the
+                # revocation endpoint answers, challenging with each scheme it takes (RFC 7235 4.1).
+                error, description = "invalid_client", "No client authentication was included."
+                challenge = ", ".join(schemes)
         body = error_body(error or "unauthorized", description or _description(exc))
         return Response(body, status=401, headers={**headers, "WWW-Authenticate": challenge})
     if isinstance(exc, InsufficientScope):

@@ -42,7 +42,7 @@ ENDPOINT_ERRORS = {
     # RFC 7009 2.2.1
     "revoke": {"invalid_client", "unsupported_token_type"},
     # RFC 7662 2.3 (client or bearer authentication, RFC 6750 errors for the latter)
-    "introspect": {"invalid_client", "invalid_token", "insufficient_scope", "unauthorized"},
+    "introspect": {"invalid_client", "invalid_token", "insufficient_scope"},
     # RFC 7591 3.2.2 and RFC 7592 (bearer authentication)
     "register": {"invalid_client_metadata", "invalid_token", "insufficient_scope", "unauthorized"},
 }

@@ -117,11 +117,21 @@ def test_an_invalid_bearer_token_is_invalid_token(client, resource_server, new_c
     assert 'error="invalid_token"' in response["WWW-Authenticate"]
 
 
-def test_no_credentials_is_401(client, new_client):
-    response = post_form(client, "/oauth2/introspect", {"token": "x"})
+@pytest.mark.parametrize("authorization", [None, 'Digest username="x"'])
+def test_no_credentials_is_invalid_client_with_a_challenge_for_each_scheme(client, new_client, authorization):
+    """RFC 6749 5.2: no client authentication included, or an unsupported method, is invalid_client
+    (as revocation answers); the endpoint takes a client's secret or a bearer token, and challenges
+    with both, neither carrying an error (RFC 6750 3.1: none was presented)."""
+    headers = {"HTTP_AUTHORIZATION": authorization} if authorization else {}
+    response = post_form(client, "/oauth2/introspect", {"token": "x"}, **headers)
+
     assert response.status_code == 401
-    assert response["WWW-Authenticate"].startswith("Bearer")
-    assert "error=" not in response["WWW-Authenticate"]
+    assert response["Content-Type"] == "application/json"
+    assert response["Cache-Control"] == "no-store"
+    assert response.json()["error"] == "invalid_client"
+    assert response["WWW-Authenticate"] == 'Basic realm="foo", charset="UTF-8", Bearer realm="foo"'
+    revocation = post_form(client, "/oauth2/revoke", {"token": "x"}, **headers)
+    assert (revocation.status_code, revocation.json()["error"]) == (401, "invalid_client")
 
 
 @pytest.mark.parametrize(
