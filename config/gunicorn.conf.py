@@ -12,7 +12,8 @@ from config.settings import TLS, TLS_CERT_FILE, TLS_KEY_FILE
 wsgi_app = "config.wsgi:application"
 bind = [env_str("BIND", "0.0.0.0:9443")]
 workers = env_int("WEB_CONCURRENCY", 2 * (os.cpu_count() or 1))
-worker_class = "sync"
+# gunicorn's sync worker, with its own refusals (malformed HTTP) answered as JSON errors.
+worker_class = "config.workers.SyncWorker"
 # Every instance is independent: no shared control socket under ~/.gunicorn.
 control_socket_disable = True
 timeout = 30

@@ -1,7 +1,32 @@
+import io
 import os
 
+from django.conf import settings
 from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-application = get_wsgi_application()
+
+class ChunkedRequestBodies:
+    """A request body sent with `Transfer-Encoding: chunked` reaches Django whole.
+
+    Django reads a body only as far as CONTENT_LENGTH, so without this a chunked token request
+    (what an HTTP client sends when it streams a body of unknown length) would arrive empty and be
+    refused for a missing grant_type. gunicorn decodes the chunks and ends wsgi.input at the last one
+    (`wsgi.input_terminated`); the body is read here up to one byte past MAX_REQUEST_BODY_BYTES and
+    handed on with its length, so that a longer one is the same 413 as a declared one
+    (authserver.middleware.ProtocolErrorMiddleware). A server that does not end its input leaves the
+    request as it is."""
+
+    def __init__(self, application):
+        self.application = application
+
+    def __call__(self, environ, start_response):
+        if "HTTP_TRANSFER_ENCODING" in environ and environ.get("wsgi.input_terminated"):
+            body = environ["wsgi.input"].read(settings.MAX_REQUEST_BODY_BYTES + 1)
+            environ["wsgi.input"] = io.BytesIO(body)
+            environ["CONTENT_LENGTH"] = str(len(body))
+        return self.application(environ, start_response)
+
+
+application = ChunkedRequestBodies(get_wsgi_application())

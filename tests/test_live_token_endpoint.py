@@ -2,11 +2,14 @@
 
 import json
 import shutil
+import socket
+import ssl
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
+from django.conf import settings
 from oauthlib.oauth2 import BackendApplicationClient
 from requests.auth import HTTPBasicAuth
 from requests_oauthlib import OAuth2Session
@@ -120,3 +123,100 @@ def test_curl_with_the_seed_command(server, transactional_db):
     ]  # fmt: skip
     completed = subprocess.run(command, capture_output=True, text=True, timeout=30, check=True)
     assert json.loads(completed.stdout)["token_type"] == "Bearer"
+
+
+def chunks(*pieces: bytes):
+    """A body of unknown length: requests sends it with Transfer-Encoding: chunked."""
+    yield from pieces
+
+
+def test_a_chunked_token_request_is_read_whole(server, transactional_db):
+    new_client = make_client(scopes=["products:read"])
+    response = requests.post(
+        f"{server.url}/oauth2/token",
+        data=chunks(b"grant_type=client_", b"credentials&scope=products%3Aread"),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        auth=(new_client.application.client_id, new_client.client_secret),
+        verify=server.verify,
+        timeout=30,
+    )
+
+    assert response.request.headers["Transfer-Encoding"] == "chunked"
+    assert "Content-Length" not in response.request.headers
+    assert response.status_code == 200, response.text
+    assert response.json()["scope"] == "products:read"
+
+
+def test_a_chunked_body_over_the_limit_is_413_like_a_declared_one(server, transactional_db):
+    new_client = make_client()
+    limit = settings.MAX_REQUEST_BODY_BYTES
+    response = requests.post(
+        f"{server.url}/oauth2/token",
+        data=chunks(b"grant_type=client_credentials&padding=", b"a" * limit),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        auth=(new_client.application.client_id, new_client.client_secret),
+        verify=server.verify,
+        timeout=30,
+    )
+
+    assert response.status_code == 413
+    assert response.json() == {
+        "error": "invalid_request",
+        "error_description": f"The request body is larger than {limit} bytes.",
+    }
+
+
+def raw_exchange(server, request: bytes) -> tuple[int, dict, bytes]:
+    """Send bytes no HTTP client library would send; the status, headers and body of the answer."""
+    context = ssl.create_default_context(cafile=server.verify)
+    with (
+        socket.create_connection(("127.0.0.1", server.port), timeout=10) as plain,
+        context.wrap_socket(plain, server_hostname="localhost") as tls,
+    ):
+        tls.sendall(request)
+        answer = b""
+        while chunk := tls.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in header_lines)
+    return int(status_line.split(" ")[1]), headers, body
+
+
+TOKEN_REQUEST_HEAD = (
+    b"POST /oauth2/token HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "described"),
+    [
+        (TOKEN_REQUEST_HEAD + b"Content-Length: 5\r\nContent-Length: 6\r\n\r\ngrant_", 400, "CONTENT-LENGTH"),
+        (TOKEN_REQUEST_HEAD + b"Content-Length: -1\r\n\r\n", 400, "CONTENT-LENGTH"),
+        (TOKEN_REQUEST_HEAD + b"Transfer-Encoding: chunked\r\n\r\nzz\r\nab\r\n0\r\n\r\n", 400, "chunk"),
+        (TOKEN_REQUEST_HEAD + b"Transfer-Encoding: brotli\r\n\r\n", 501, "brotli"),
+        (TOKEN_REQUEST_HEAD + b"Bad Header: x\r\nContent-Length: 0\r\n\r\n", 400, "Bad Header"),
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: localhost\r\n\r\n", 414, "request line"),
+        (b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n" + b"X-A: b\r\n" * 101 + b"\r\n", 431, "fields"),
+    ],
+    ids=[
+        "two-content-lengths",
+        "negative-length",
+        "bad-chunk",
+        "unknown-coding",
+        "bad-header-name",
+        "long-request-line",
+        "too-many-headers",
+    ],
+)
+def test_requests_gunicorn_refuses_are_answered_as_json_errors(server, request_bytes, status, described):
+    answered, headers, body = raw_exchange(server, request_bytes)
+
+    assert answered == status
+    assert headers["Content-Type"] == "application/json"
+    assert headers["Cache-Control"] == "no-store"
+    assert int(headers["Content-Length"]) == len(body)
+    error = json.loads(body)
+    assert error["error"] == "invalid_request"
+    assert described.lower() in error["error_description"].lower()
+    assert "<html" not in body.decode()

@@ -4,6 +4,7 @@ DEBUG, and none holds a raw client secret, access token or registration access t
 
 import json
 import logging
+import socket
 import subprocess
 import sys
 
@@ -237,3 +238,30 @@ def test_a_clients_mistake_is_one_warning_line_without_a_traceback(
     assert " WARNING django.security.DisallowedHost " in host_line  # Django's own level: ERROR
     assert " WARNING django.request " in charset_line
     assert "Traceback" not in output
+
+
+@pytest.mark.live
+def test_a_request_line_gunicorn_refuses_is_logged_without_its_credentials(
+    django_db_setup, django_db_blocker, transactional_db
+):
+    token, secret = "T" * 30, "S" * 48
+    malformed = [
+        f"GET /api/v1/products?access_token={token}\r\n".encode(),  # no HTTP version
+        f"POST /oauth2/token?client_secret={secret} HTTP/1.1 \r\n".encode(),  # a space after it
+    ]
+    with django_db_blocker.unblock(), LiveServer(workers=1, tls=False) as server:
+        answers = []
+        for request_line in malformed:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection:
+                connection.sendall(request_line + b"Host: 127.0.0.1\r\n\r\n")
+                answers.append(connection.makefile("rb").read())
+        output = server.output()
+
+    for answer in answers:
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400 ")
+        assert json.loads(body)["error"] == "invalid_request"
+    refusals = [line for line in output.splitlines() if "Invalid request from ip=127.0.0.1" in line]
+    assert len(refusals) == 2, output
+    assert "access_token=[redacted]" in output
+    assert token not in output and secret not in output

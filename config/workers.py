@@ -1,0 +1,64 @@
+"""The gunicorn worker of `config/gunicorn.conf.py`: gunicorn's sync worker, except that a request
+gunicorn itself refuses (a malformed request line or header, two Content-Length headers, a bad
+chunk, a request line or headers over the limits, a transfer coding other than chunked) is answered
+the way the site answers every other machine error, `{"error": "invalid_request",
+"error_description": ...}` as JSON, instead of gunicorn's HTML page. Status codes and logging stay
+gunicorn's (400, 414, 431, 501); the warning gunicorn logs for each, which quotes a malformed
+request line whole, has its credentials masked like every other log line of the site.
+
+No Django here: gunicorn loads the worker class before the application."""
+
+import json
+from contextlib import contextmanager
+
+from gunicorn import util
+from gunicorn.workers import sync
+
+from authserver.log_filters import RedactCredentials
+
+# What authserver.errors.NO_STORE and the security headers give every JSON error of the site.
+_HEADERS = {
+    "Content-Type": "application/json",
+    "Cache-Control": "no-store",
+    "Pragma": "no-cache",
+    "X-Content-Type-Options": "nosniff",
+    "Connection": "close",
+}
+
+
+def json_error(status: int, reason: str, description: str) -> bytes:
+    """A whole HTTP/1.1 response: `status` with a JSON error body (RFC 6749 5.2's members)."""
+    # 501 is RFC 9112's answer to a transfer coding gunicorn does not implement: still the request's fault.
+    error = "server_error" if status == 500 else "invalid_request"
+    body = json.dumps({"error": error, "error_description": description or reason}).encode()
+    head = [f"HTTP/1.1 {status} {reason}", *(f"{name}: {value}" for name, value in _HEADERS.items())]
+    head.append(f"Content-Length: {len(body)}")
+    return "\r\n".join(head).encode("latin-1") + b"\r\n\r\n" + body
+
+
+def _write_json_error(sock, status_int, reason, mesg) -> None:
+    # gunicorn.util.write_error's signature: the status, reason and message handle_error chose.
+    util.write_nonblock(sock, json_error(status_int, reason, mesg))
+
+
+@contextmanager
+def _errors_as_json():
+    # Worker.handle_error writes its answer through gunicorn.util.write_error, looked up at the
+    # call; a sync worker handles one request at a time, so the swap is this call's alone.
+    html_writer = util.write_error
+    util.write_error = _write_json_error
+    try:
+        yield
+    finally:
+        util.write_error = html_writer
+
+
+class SyncWorker(sync.SyncWorker):
+    def init_process(self):
+        # "Invalid HTTP request line: 'GET /?access_token=...'" is logged to gunicorn.error.
+        self.log.error_log.addFilter(RedactCredentials())
+        super().init_process()
+
+    def handle_error(self, req, client, addr, exc):
+        with _errors_as_json():
+            super().handle_error(req, client, addr, exc)
