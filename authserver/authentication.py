@@ -55,7 +55,7 @@ class ClientSecretAuthentication(BaseAuthentication):
 
     def authenticate(self, request):
         scheme = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")[0]
-        if scheme != "Basic" and "client_secret" not in request.POST:
+        if scheme.lower() != "basic" and "client_secret" not in request.POST:  # any case: RFC 9110 11.1
             return None
         try:
             client = oauthlib_core().authenticated_client(request)

@@ -74,10 +74,21 @@ class ClientCredentialsServer(BackendApplicationServer):
         return request.client.token_lifetime
 
 
+def basic_credentials(authorization: str | None) -> str | None:
+    """The base64 credentials of an `Authorization: Basic ...` header value, the scheme's name
+    matched whatever its case (RFC 9110 11.1) and followed by one or more spaces; None for another
+    scheme, and for credentials that are not ASCII (no base64 is)."""
+    scheme, _, encoded = (authorization or "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    encoded = encoded.lstrip(" ")
+    return encoded if encoded.isascii() else None
+
+
 def presented_basic_credentials(request) -> tuple[str, str] | None:
     """(client_id, client_secret) from `Authorization: Basic`, form-decoded as RFC 6749 2.3.1 says."""
-    scheme, _, encoded = (request.headers.get("HTTP_AUTHORIZATION") or "").partition(" ")
-    if scheme != "Basic":
+    encoded = basic_credentials(request.headers.get("HTTP_AUTHORIZATION"))
+    if encoded is None:
         return None
     try:
         client_id, separator, client_secret = base64.b64decode(encoded).decode().partition(":")
@@ -157,9 +168,9 @@ class Validator(OAuth2Validator):
         return hotpath.access_token_with_client(hashlib.sha256(token.encode("utf-8")).hexdigest())
 
     def _extract_basic_auth(self, request):
-        auth_string = super()._extract_basic_auth(request)
-        # DOT's base64 decoding raises ValueError (a 500) on non-ASCII input; that is no credential.
-        return auth_string if auth_string is None or auth_string.isascii() else None
+        # DOT's, with the scheme's name in any case; non-ASCII credentials, on which DOT's base64
+        # decoding raises ValueError (a 500), are none.
+        return basic_credentials(request.headers.get("HTTP_AUTHORIZATION"))
 
     def _check_secret(self, provided_secret, stored_secret):
         # An empty secret never matches; DOT compares hashes and plain values in constant time.

@@ -60,7 +60,7 @@ class Pages(PageNumberPagination):
         """Before the token is checked: the requested page, read with the request's shared
         validity epoch (`CompiledPages.page_and_epoch`) when there is a bearer token to check and
         the page parameters are valid (otherwise the 401 or 400 comes first, as without this)."""
-        bearer = request.META.get("HTTP_AUTHORIZATION", "").startswith("Bearer ")
+        bearer = request.META.get("HTTP_AUTHORIZATION", "")[:7].lower() == "bearer "
         if request.method not in ("GET", "HEAD") or not bearer:
             return
         try:

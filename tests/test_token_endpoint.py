@@ -195,6 +195,27 @@ def test_malformed_authorization_headers_are_invalid_client(client, new_client, 
     assert_oauth_error(response, 401, "invalid_client")
 
 
+@pytest.mark.parametrize("scheme", ["basic ", "BASIC ", "bAsIc ", "Basic  "])
+def test_the_basic_scheme_is_matched_whatever_its_case(client, new_client, scheme):
+    """RFC 9110 11.1: an authentication scheme's name is case-insensitive; one or more spaces follow."""
+    [(name, value)] = basic(new_client.application.client_id, new_client.client_secret).items()
+    header = {name: scheme + value.removeprefix("Basic ")}
+
+    issued = post_form(client, "/oauth2/token", {"grant_type": "client_credentials"}, **header)
+    assert issued.status_code == 200, issued.content
+    token = issued.json()["access_token"]
+    resource_server = make_client(scopes=["introspection"], name="resource server")
+    [(name, value)] = basic(resource_server.application.client_id, resource_server.client_secret).items()
+    introspected = post_form(
+        client, "/oauth2/introspect", {"token": token}, **{name: scheme + value.removeprefix("Basic ")}
+    )
+    assert introspected.json()["active"] is True
+
+    revoked = post_form(client, "/oauth2/revoke", {"token": token}, **header)
+    assert revoked.status_code == 200
+    assert services.introspect_token(token) == {"active": False}
+
+
 def test_a_disabled_client_is_invalid_client(client, new_client):
     services.set_client_enabled(application=new_client.application, enabled=False, actor="tests")
     assert_oauth_error(request_token(client, new_client), 401, "invalid_client")
