@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from gunicorn import util
 from gunicorn.workers import sync
 
-from authserver.log_filters import RedactCredentials
+from authserver.log_filters import RedactCredentials, redact
 
 # What authserver.errors.NO_STORE and the security headers give every JSON error of the site.
 _HEADERS = {
@@ -30,7 +30,8 @@ def json_error(status: int, reason: str, description: str) -> bytes:
     """A whole HTTP/1.1 response: `status` with a JSON error body (RFC 6749 5.2's members)."""
     # 501 is RFC 9112's answer to a transfer coding gunicorn does not implement: still the request's fault.
     error = "server_error" if status == 500 else "invalid_request"
-    body = json.dumps({"error": error, "error_description": description or reason}).encode()
+    # gunicorn's description may quote the request line, a credential in its URL included.
+    body = json.dumps({"error": error, "error_description": redact(description or reason)}).encode()
     head = [f"HTTP/1.1 {status} {reason}", *(f"{name}: {value}" for name, value in _HEADERS.items())]
     head.append(f"Content-Length: {len(body)}")
     return "\r\n".join(head).encode("latin-1") + b"\r\n\r\n" + body

@@ -261,6 +261,7 @@ def test_a_request_line_gunicorn_refuses_is_logged_without_its_credentials(
         head, _, body = answer.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 400 ")
         assert json.loads(body)["error"] == "invalid_request"
+        assert token.encode() not in body and secret.encode() not in body
     refusals = [line for line in output.splitlines() if "Invalid request from ip=127.0.0.1" in line]
     assert len(refusals) == 2, output
     assert "access_token=[redacted]" in output
