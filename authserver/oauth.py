@@ -198,9 +198,12 @@ class Validator(OAuth2Validator):
     def validate_scopes(self, client_id, scopes, client, request, *args, **kwargs):
         requested = list(dict.fromkeys(scopes))  # a scope asked for twice is granted once
         request.scopes = requested
-        if not requested:
-            return False  # a client that may hold no scope gets no token
-        return super().validate_scopes(client_id, requested, client, request, *args, **kwargs)
+        if requested and super().validate_scopes(client_id, requested, client, request, *args, **kwargs):
+            return True
+        # RFC 6749 5.2's invalid_scope, saying what the client (authenticated by now) may ask for;
+        # a client that may hold no scope gets no token.
+        allowed = " ".join(sorted(client.allowed_scope_names)) or "no scope"
+        raise errors.InvalidScopeError(description=f"This client may be granted: {allowed}.", request=request)
 
     def _validate_resource_uris(self, request, resources):
         # RFC 8707 2: DOT rejects a resource that is no absolute URI; a resource this server does not

@@ -341,15 +341,21 @@ def test_a_client_registered_for_another_grant_is_unauthorized_client(client, db
 
 
 def test_a_scope_the_client_may_not_hold_is_invalid_scope(client, new_client):
-    assert_oauth_error(request_token(client, new_client, scope="orders:write"), 400, "invalid_scope")
+    response = request_token(client, new_client, scope="orders:write")
+    assert_oauth_error(response, 400, "invalid_scope")
+    assert response.json()["error_description"] == "This client may be granted: orders:read products:read."
 
 
 def test_an_unknown_scope_is_invalid_scope(client, new_client):
-    assert_oauth_error(request_token(client, new_client, scope="products:read nope"), 400, "invalid_scope")
+    response = request_token(client, new_client, scope="products:read nope")
+    assert_oauth_error(response, 400, "invalid_scope")
+    assert response.json()["error_description"] == "This client may be granted: orders:read products:read."
 
 
 def test_a_client_without_any_scope_gets_invalid_scope(client, db):
-    assert_oauth_error(request_token(client, make_client(scopes=[])), 400, "invalid_scope")
+    response = request_token(client, make_client(scopes=[]))
+    assert_oauth_error(response, 400, "invalid_scope")
+    assert response.json()["error_description"] == "This client may be granted: no scope."
 
 
 # --- resource indicators (RFC 8707) ------------------------------------------------------------------
