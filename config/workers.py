@@ -4,7 +4,8 @@ chunk, a request line or headers over the limits, a transfer coding other than c
 the way the site answers every other machine error, `{"error": "invalid_request",
 "error_description": ...}` as JSON, instead of gunicorn's HTML page. Status codes and logging stay
 gunicorn's (400, 414, 431, 501); the warning gunicorn logs for each, which quotes a malformed
-request line whole, has its credentials masked like every other log line of the site.
+request line whole, has its credentials masked like every other log line of the site. It also
+refuses an HTTP/1.1 request without a Host header, as RFC 9112 3.2 says a server must.
 
 No Django here: gunicorn loads the worker class before the application."""
 
@@ -12,6 +13,7 @@ import json
 from contextlib import contextmanager
 
 from gunicorn import util
+from gunicorn.http.errors import InvalidHeader
 from gunicorn.workers import sync
 
 from authserver.log_filters import RedactCredentials, redact
@@ -59,6 +61,12 @@ class SyncWorker(sync.SyncWorker):
         # "Invalid HTTP request line: 'GET /?access_token=...'" is logged to gunicorn.error.
         self.log.error_log.addFilter(RedactCredentials())
         super().init_process()
+
+    def handle_request(self, listener, req, client, addr):
+        # gunicorn refuses a second Host itself; handle() answers this through handle_error: a 400.
+        if req.version >= (1, 1) and not any(name == "HOST" for name, _ in req.headers):
+            raise InvalidHeader("HOST", req=req)
+        super().handle_request(listener, req, client, addr)
 
     def handle_error(self, req, client, addr, exc):
         with _errors_as_json():

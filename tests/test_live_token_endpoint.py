@@ -198,6 +198,8 @@ TOKEN_REQUEST_HEAD = (
         (TOKEN_REQUEST_HEAD + b"Bad Header: x\r\nContent-Length: 0\r\n\r\n", 400, "Bad Header"),
         (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: localhost\r\n\r\n", 414, "request line"),
         (b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n" + b"X-A: b\r\n" * 101 + b"\r\n", 431, "fields"),
+        (b"GET /healthz HTTP/1.1\r\n\r\n", 400, "HOST"),  # RFC 9112 3.2: HTTP/1.1 needs a Host
+        (b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nHost: evil.example\r\n\r\n", 400, "HOST"),
     ],
     ids=[
         "two-content-lengths",
@@ -207,6 +209,8 @@ TOKEN_REQUEST_HEAD = (
         "bad-header-name",
         "long-request-line",
         "too-many-headers",
+        "no-host",
+        "two-hosts",
     ],
 )
 def test_requests_gunicorn_refuses_are_answered_as_json_errors(server, request_bytes, status, described):
@@ -220,3 +224,8 @@ def test_requests_gunicorn_refuses_are_answered_as_json_errors(server, request_b
     assert error["error"] == "invalid_request"
     assert described.lower() in error["error_description"].lower()
     assert "<html" not in body.decode()
+
+
+def test_an_http_1_0_request_needs_no_host(server):
+    status, _, body = raw_exchange(server, b"GET /healthz HTTP/1.0\r\n\r\n")
+    assert (status, json.loads(body)) == (200, {"status": "ok"})
