@@ -614,3 +614,23 @@ def test_the_admin_login_works(client, operator):
     assert response.status_code == 302
     assert response["Location"] == "/admin/"
     assert client.get("/admin/").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        AUDIT + "?kind__exact=%00",  # was a 500 on PostgreSQL, which cannot compare a NUL
+        AUDIT + "?client_id=a%00b",
+        CLIENTS + "?enabled__exact=%00",
+        CLIENTS + "?q=%00",
+        TOKENS + "?application__id__exact=1&scope=%00",
+        SCOPES + "?%00=1",
+        "/admin/dashboard/?client=%00",
+    ],
+)
+def test_a_nul_character_in_a_console_query_string_is_a_400_page(console, path):
+    response = console.get(path)
+
+    assert response.status_code == 400
+    assert response["Content-Type"].startswith("text/html")
+    assert console.get(path.partition("?")[0]).status_code == 200
