@@ -9,8 +9,9 @@ from functools import wraps
 from urllib.parse import unquote_plus
 
 from django.contrib import admin
+from django.contrib.admin import helpers
 from django.contrib.auth.decorators import login_not_required
-from django.core.exceptions import BadRequest, PermissionDenied
+from django.core.exceptions import BadRequest, PermissionDenied, ValidationError
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils import timezone
@@ -23,6 +24,14 @@ from authserver.models import Application, AuditEvent
 from authserver.throttling import LoginThrottleMixin
 
 DASHBOARD_PERMISSION = f"{AuditEvent._meta.app_label}.view_auditevent"
+
+
+def _check_selected_ids(model, selected: list[str]) -> None:
+    try:
+        for value in selected:
+            model._meta.pk.to_python(value)
+    except ValidationError as invalid:
+        raise BadRequest(f"A selected object is no {model._meta.verbose_name}.") from invalid
 
 
 class SiteLogin(View):
@@ -55,18 +64,23 @@ class ConsoleAdminSite(admin.AdminSite):
         return ThrottledSiteLogin.as_view(site_login=super().login, extra_context=extra_context)(request)
 
     def admin_view(self, view, cacheable=False):
-        """Every console page, refusing a query string with a NUL character with a 400: the lists'
-        filters compare their parameters in the database, and PostgreSQL cannot compare a NUL
-        (`?kind__exact=%00` was a 500)."""
+        """Every console page, with what it would pass to the database unchecked refused with a 400
+        page rather than a 500: a query string with a NUL character (the lists' filters compare
+        their parameters in the database, and PostgreSQL cannot compare a NUL), and an action on
+        "selected objects" that are no ids of the list's model (Django's queryset.filter(pk__in=...)
+        raises ValueError for `_selected_action=x`)."""
         protected = super().admin_view(view, cacheable)
+        listed = getattr(getattr(view, "__self__", None), "model", None)  # a ModelAdmin's own view
 
         @wraps(protected)
-        def without_nul(request, *args, **kwargs):
+        def checked(request, *args, **kwargs):
             if "\x00" in unquote_plus(request.META.get("QUERY_STRING", "")):
                 raise BadRequest("A NUL character in the query string.")
+            if listed is not None and request.method == "POST" and "action" in request.POST:
+                _check_selected_ids(listed, request.POST.getlist(helpers.ACTION_CHECKBOX_NAME))
             return protected(request, *args, **kwargs)
 
-        return without_nul
+        return checked
 
     def get_urls(self):
         dashboard_url = path("dashboard/", self.admin_view(self.dashboard_view), name="dashboard")

@@ -634,3 +634,22 @@ def test_a_nul_character_in_a_console_query_string_is_a_400_page(console, path):
     assert response.status_code == 400
     assert response["Content-Type"].startswith("text/html")
     assert console.get(path.partition("?")[0]).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "action"),
+    [(CLIENTS, "disable"), (TOKENS, "revoke_tokens"), (SCOPES, "delete_selected")],
+)
+@pytest.mark.parametrize("tampered", ["x", "\x00", "1.5"])
+def test_an_action_on_selected_ids_that_are_no_ids_is_a_400_page(console, new_client, path, action, tampered):
+    """A tampered form: Django's queryset.filter(pk__in=...) raised ValueError (a 500)."""
+    token = issue_token(HttpsClient(), new_client)
+
+    response = console.post(path, {"action": action, "_selected_action": [tampered], "index": "0"})
+
+    assert response.status_code == 400
+    assert response["Content-Type"].startswith("text/html")
+    new_client.application.refresh_from_db()
+    assert new_client.application.enabled
+    assert stored_token(token) is not None
+    assert Scope.objects.filter(name="products:read").exists()
