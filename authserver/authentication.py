@@ -14,7 +14,7 @@ from authserver.errors import (
     basic_challenge,
     bearer_challenge,
 )
-from authserver.oauth import oauthlib_core
+from authserver.oauth import oauthlib_core, sent_values
 
 
 class BearerTokenAuthentication(OAuth2Authentication):
@@ -55,7 +55,9 @@ class ClientSecretAuthentication(BaseAuthentication):
 
     def authenticate(self, request):
         scheme = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")[0]
-        if scheme.lower() != "basic" and "client_secret" not in request.POST:  # any case: RFC 9110 11.1
+        # The scheme's name in any case (RFC 9110 11.1); a client_secret sent without a value is
+        # none (RFC 6749 3.2).
+        if scheme.lower() != "basic" and not sent_values(request.POST, "client_secret"):
             return None
         try:
             client = oauthlib_core().authenticated_client(request)

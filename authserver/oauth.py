@@ -85,6 +85,12 @@ def basic_credentials(authorization: str | None) -> str | None:
     return encoded if encoded.isascii() else None
 
 
+def sent_values(form, name: str) -> list[str]:
+    """The values of form parameter `name` that are not empty: a parameter sent without a value is
+    treated as if it were omitted (RFC 6749 3.1, 3.2; RFC 7009 and RFC 7662 requests alike)."""
+    return [value for value in form.getlist(name) if value]
+
+
 def presented_basic_credentials(request) -> tuple[str, str] | None:
     """(client_id, client_secret) from `Authorization: Basic`, form-decoded as RFC 6749 2.3.1 says."""
     encoded = basic_credentials(request.headers.get("HTTP_AUTHORIZATION"))
@@ -323,8 +329,10 @@ class OAuthLibCore(oauth2_backends.OAuthLibCore):
     def extract_body(self, request):
         if request.method in ("GET", "HEAD"):
             return []  # a bearer token is never read from a GET body (RFC 6750 2.2)
-        # Every value of every parameter: oauthlib rejects repeated ones (RFC 6749 3.1, 3.2).
-        return [(key, value) for key, values in request.POST.lists() for value in values]
+        # Every value of every parameter, so that oauthlib rejects repeated ones, but none sent
+        # without a value: those are treated as if omitted (RFC 6749 3.2; `scope=` asks for the
+        # client's default scopes, `client_secret=` beside Basic is no second method).
+        return [(key, value) for key, values in request.POST.lists() for value in values if value]
 
     def verify_request(self, request, scopes):
         """DOT's verify_request. A request whose token is in an `Authorization: Bearer` header (RFC

@@ -26,7 +26,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from authserver import errors, services, throttling
+from authserver import errors, oauth, services, throttling
 from authserver.authentication import BearerTokenAuthentication, ClientSecretAuthentication
 from authserver.models import Application
 from authserver.parsers import JSONParser
@@ -101,7 +101,7 @@ class RevokeView(FormPostEndpointMixin, dot_views.RevokeTokenView):
         # RFC 6749 3.2: no parameter more than once. oauthlib checks the client's credentials for
         # that, not the token: it would revoke one of two tokens sent and answer 200.
         for parameter in ("token", "token_type_hint"):
-            if len(request.POST.getlist(parameter)) > 1:
+            if len(oauth.sent_values(request.POST, parameter)) > 1:
                 return errors.error_response("invalid_request", f"Repeated {parameter} parameter.")
         return super().post(request, *args, **kwargs)
 
@@ -125,10 +125,13 @@ class IntrospectView(APIView):
 
     def post(self, request):
         form = request.data  # a QueryDict, or {} when the body is empty
-        tokens = form.getlist("token") if hasattr(form, "getlist") else []
-        if len(tokens) != 1 or not tokens[0]:
+        if not hasattr(form, "getlist"):
             raise exceptions.ParseError("Send exactly one token parameter.")
-        if len(form.getlist("token_type_hint")) > 1:  # RFC 6749 3.2: each parameter at most once
+        # RFC 6749 3.2: each parameter at most once, and one sent without a value is omitted.
+        tokens = oauth.sent_values(form, "token")
+        if len(tokens) != 1:
+            raise exceptions.ParseError("Send exactly one token parameter.")
+        if len(oauth.sent_values(form, "token_type_hint")) > 1:
             raise exceptions.ParseError("Repeated token_type_hint parameter.")
         return Response(services.introspect_token(tokens[0]), headers=errors.NO_STORE)
 

@@ -150,6 +150,38 @@ def test_exactly_one_token_and_at_most_one_hint_are_required(client, resource_se
     assert response.json()["error"] == "invalid_request"
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [("token", "")],
+        [("token_type_hint", "")],
+        [("token_type_hint", "access_token"), ("token_type_hint", "")],
+        [("client_secret", "")],
+        [("client_id", "")],
+    ],
+)
+def test_a_parameter_sent_without_a_value_is_treated_as_omitted(client, resource_server, new_client, extra):
+    """RFC 6749 3.2 (RFC 7662 2.1): an empty value is no second token, hint or client_secret."""
+    token = issue_token(client, new_client)
+    credentials = basic(resource_server.application.client_id, resource_server.client_secret)
+
+    response = post_form(client, "/oauth2/introspect", [("token", token), *extra], **credentials)
+
+    assert response.status_code == 200, response.content
+    assert response.json()["active"] is True
+
+
+def test_a_client_secret_without_a_value_is_no_client_authentication(client, resource_server, new_client):
+    token = issue_token(client, new_client)
+    pairs = [("token", token), ("client_id", resource_server.application.client_id), ("client_secret", "")]
+
+    response = post_form(client, "/oauth2/introspect", pairs)
+
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_client"
+    assert "active" not in response.json()
+
+
 def test_tokens_never_travel_in_urls(client, resource_server, new_client):
     token = issue_token(client, new_client)
     credentials = basic(resource_server.application.client_id, resource_server.client_secret)

@@ -109,6 +109,33 @@ def test_a_repeated_parameter_is_invalid_request_and_revokes_nothing(client, new
     assert services.introspect_token(second)["active"] is True
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [("token", "")],
+        [("token_type_hint", "")],
+        [("token_type_hint", "access_token"), ("token_type_hint", "")],
+        [("client_secret", "")],
+        [("client_id", "")],
+    ],
+)
+def test_a_parameter_sent_without_a_value_is_treated_as_omitted(client, new_client, extra):
+    """RFC 6749 3.2 (RFC 7009 2.1): an empty value is no second token, hint or client_secret."""
+    token = issue_token(client, new_client)
+    credentials = basic(new_client.application.client_id, new_client.client_secret)
+
+    response = post_form(client, "/oauth2/revoke", [("token", token), *extra], **credentials)
+
+    assert response.status_code == 200, response.content
+    assert services.introspect_token(token) == {"active": False}
+
+
+def test_a_token_without_a_value_is_a_missing_token(client, new_client):
+    response = revoke(client, new_client, token="")
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
+
+
 def test_refresh_tokens_are_an_unsupported_token_type(client, new_client):
     """RFC 7009 2.2.1: this server issues no refresh tokens."""
     response = revoke(client, new_client, token="x", token_type_hint="refresh_token")

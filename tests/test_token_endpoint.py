@@ -248,6 +248,38 @@ def test_repeated_parameters_are_invalid_request(client, new_client, parameter):
     assert_oauth_error(post_form(client, "/oauth2/token", pairs), 400, "invalid_request")
 
 
+@pytest.mark.parametrize("empty", ["scope", "client_id", "client_secret", "resource", "audience"])
+def test_a_parameter_sent_without_a_value_is_treated_as_omitted(client, new_client, empty):
+    """RFC 6749 3.2: `scope=` asks for the client's default scopes, `client_secret=` beside Basic is
+    no second authentication method, an empty `resource` (RFC 8707) names no resource."""
+    response = request_token(client, new_client, **{empty: ""})
+
+    assert response.status_code == 200, response.content
+    assert response.json()["scope"] == "orders:read products:read"
+    assert AccessToken.objects.get().resource == []
+
+
+@pytest.mark.parametrize("parameter", ["grant_type", "scope", "client_id", "client_secret"])
+def test_a_parameter_repeated_without_a_value_is_not_repeated(client, new_client, parameter):
+    application = new_client.application
+    pairs = [
+        ("grant_type", "client_credentials"),
+        ("client_id", application.client_id),
+        ("client_secret", new_client.client_secret),
+        ("scope", "products:read"),
+        (parameter, ""),
+    ]
+    response = post_form(client, "/oauth2/token", pairs)
+    assert response.status_code == 200, response.content
+    assert response.json()["scope"] == "products:read"
+
+
+def test_a_grant_type_without_a_value_is_a_missing_grant_type(client, new_client):
+    response = request_token(client, new_client, grant_type="")
+    assert_oauth_error(response, 400, "invalid_request")
+    assert response.json()["error_description"] == "Request is missing grant type."
+
+
 def test_two_authentication_methods_in_one_request_are_invalid_request(client, new_client):
     application = new_client.application
     params = {"grant_type": "client_credentials", "client_secret": new_client.client_secret}
