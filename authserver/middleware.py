@@ -25,7 +25,7 @@ class ProtocolErrorMiddleware:
 
     def __call__(self, request):
         declared_length = request.META.get("CONTENT_LENGTH") or "0"
-        if not declared_length.isdigit():
+        if not (declared_length.isascii() and declared_length.isdigit()):  # not "²": int() refuses it
             return errors.error_response("invalid_request", "Content-Length is not a number.")
         if int(declared_length) > settings.MAX_REQUEST_BODY_BYTES:
             return errors.request_too_large()

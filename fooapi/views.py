@@ -41,6 +41,11 @@ NO_SUCH_PAGE = OpenApiResponse(ErrorSerializer, "A page past the last one.")
 BAD_PAGE = OpenApiResponse(ErrorSerializer, "`page` or `page_size` is not a whole number in range.")
 
 
+# The highest page number asked for that is answered (past the last page, a 404): its OFFSET stays
+# well within every database's integers.
+MAX_PAGE_NUMBER = 10**9
+
+
 class Pages(PageNumberPagination):
     """`?page=N&page_size=M`, each given at most once as a whole number in range: anything else is a
     400 (never silently ignored); a page past the last one is a 404."""
@@ -97,17 +102,21 @@ class Pages(PageNumberPagination):
             values = request.query_params.getlist(name)
             if not values:
                 continue
-            in_range = len(values) == 1 and values[0].isdigit() and 1 <= int(values[0]) <= (maximum or 10**9)
+            # ASCII digits only: str.isdigit() also holds for "²", which int() refuses (a 500), and
+            # for other scripts' digits, which no client means as a page number.
+            value = values[0] if len(values) == 1 else ""
+            in_range = value.isascii() and value.isdigit() and 1 <= int(value) <= (maximum or MAX_PAGE_NUMBER)
             if not in_range:
-                upper = f"to {maximum}" if maximum else "or more"
-                raise serializers.ValidationError({name: f"Give one whole number, 1 {upper}."})
+                raise serializers.ValidationError(
+                    {name: f"Give one whole number, 1 to {maximum or MAX_PAGE_NUMBER}."}
+                )
 
     def get_schema_operation_parameters(self, view):
         parameters = super().get_schema_operation_parameters(view)
         for parameter in parameters:
             parameter["schema"]["minimum"] = 1
             if parameter["name"] == self.page_query_param:
-                parameter["schema"]["maximum"] = 10**9
+                parameter["schema"]["maximum"] = MAX_PAGE_NUMBER
             else:
                 parameter["schema"]["maximum"] = self.max_page_size
         return parameters

@@ -74,12 +74,28 @@ def test_the_catalogue_is_paginated(client, reader_token, catalogue):
 
 @pytest.mark.parametrize(
     "query",
-    ["page=0", "page=abc", "page_size=0", "page_size=101", "page_size=null", "page=1&page=2", "page=-1"],
+    [
+        "page=0",
+        "page=abc",
+        "page_size=0",
+        "page_size=101",
+        "page_size=null",
+        "page=1&page=2",
+        "page=-1",
+        "page=1000000001",
+        # digits to str.isdigit(), not to int() ("²", a 500 before) or not ASCII
+        "page=%C2%B2",
+        "page_size=%C2%B2",
+        "page=%D9%A1",
+        "page_size=%EF%BC%95",
+    ],
 )
-def test_pagination_parameters_out_of_range_are_400(client, reader_token, query):
-    response = client.get(f"/api/v1/products?{query}", **bearer(reader_token))
+@pytest.mark.parametrize("path", ["/api/v1/products", "/api/v1/orders"])
+def test_pagination_parameters_out_of_range_are_400(client, reader_token, query, path):
+    response = client.get(f"{path}?{query}", **bearer(reader_token))
     body = assert_api_error(response, 400, "invalid_request")
     assert query.split("=")[0] in body["error_description"]
+    assert "Give one whole number, 1 to " in body["error_description"]
 
 
 def test_a_page_past_the_last_is_404(client, reader_token, catalogue):

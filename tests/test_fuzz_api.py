@@ -159,6 +159,8 @@ def paths(world: World):
                     "api",
                     "null",
                     "",
+                    "\u00b2",  # a digit to str.isdigit(), not to int()
+                    "\u0661",  # an Arabic-Indic 1
                 ]
             )
             | st.text(max_size=12),

@@ -342,6 +342,17 @@ def test_a_body_over_the_size_cap_is_413(client, new_client, settings):
     assert_oauth_error(response, 413, "invalid_request")
 
 
+@pytest.mark.parametrize("length", ["abc", "-1", "\u00b2", "1\u0661"])
+def test_a_content_length_that_is_no_number_is_400(client, db, length):
+    """Behind a server that hands the header over as it came ("²" is a digit to str.isdigit(),
+    not to int(): a 500 before); gunicorn itself refuses these (tests/test_live_token_endpoint.py)."""
+    response = client.post(
+        "/oauth2/token", "grant_type=client_credentials", content_type=FORM, CONTENT_LENGTH=length
+    )
+    assert_oauth_error(response, 400, "invalid_request")
+    assert response.json()["error_description"] == "Content-Length is not a number."
+
+
 @pytest.mark.parametrize("method", ["get", "put", "delete", "patch"])
 def test_other_methods_are_405_json(client, db, method):
     response = getattr(client, method)("/oauth2/token")
