@@ -1,5 +1,7 @@
 """How callers of the Foo API, introspection and registration prove who they are (DRF classes)."""
 
+import re
+
 from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import SuspiciousOperation
 from oauth2_provider.contrib.rest_framework import OAuth2Authentication
@@ -9,12 +11,30 @@ from rest_framework.authentication import BaseAuthentication
 
 from authserver.errors import (
     InvalidClient,
+    MalformedBearer,
     TooManyRequests,
     TooManyRequestsError,
     basic_challenge,
     bearer_challenge,
 )
 from authserver.oauth import oauthlib_core, sent_values
+
+# RFC 6750 2.1: credentials = "Bearer" 1*SP b64token
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+
+
+def malformed_bearer(request) -> str:
+    """Why a request's Bearer credentials are malformed (RFC 6750 3.1 invalid_request), or "": an
+    `Authorization: Bearer` header that is not followed by exactly one b64token, or a Bearer header
+    with a token in the URL as well (more than one method; the URL's is never accepted anyway)."""
+    parts = request.META.get("HTTP_AUTHORIZATION", "").split()
+    if not parts or parts[0].lower() != "bearer":
+        return ""
+    if len(parts) != 2 or not _B64TOKEN.fullmatch(parts[1]):
+        return "The Authorization header must be: Bearer <access token>."
+    if any(request.GET.getlist("access_token")):
+        return "Send the access token once, in the Authorization header only."
+    return ""
 
 
 class BearerTokenAuthentication(OAuth2Authentication):
@@ -34,6 +54,9 @@ class BearerTokenAuthentication(OAuth2Authentication):
                 raise SuspiciousOperation(error) from error
             raise
         if not valid:
+            problem = malformed_bearer(request)
+            if problem:
+                raise MalformedBearer(problem)
             # What the validator set, never a query parameter: oauthlib's Request answers
             # getattr() with the URL's parameters too (`?oauth2_error=x` was a str here, then a
             # 500). No request at all: a token in the query string (RFC 9700 4.3.2).

@@ -114,6 +114,13 @@ class InvalidToken(exceptions.AuthenticationFailed):
     default_code = "invalid_token"
 
 
+class MalformedBearer(exceptions.ParseError):
+    """RFC 6750 3.1 invalid_request: Bearer credentials that are no one access token, or a token sent
+    in more than one way. 400, with a Bearer challenge naming the error."""
+
+    default_code = "invalid_request"
+
+
 class InsufficientScope(exceptions.PermissionDenied):
     default_code = "insufficient_scope"
 
@@ -132,6 +139,8 @@ def _drf_error(exc: exceptions.APIException, view) -> tuple[str, dict]:
         return "insufficient_scope", {"scope": exc.required_scopes}
     if isinstance(exc, InvalidClient):
         return "invalid_client", {}
+    if isinstance(exc, MalformedBearer):  # RFC 6750's, wherever the token is presented
+        return "invalid_request", {}
     if isinstance(exc, (exceptions.ParseError, exceptions.ValidationError, exceptions.UnsupportedMediaType)):
         # A view may name its RFC's own code for a bad body, e.g. invalid_client_metadata (RFC 7591).
         return getattr(view, "bad_request_error", "invalid_request"), {}
@@ -199,6 +208,8 @@ def api_exception_handler(exc, context):
                 challenge = ", ".join(schemes)
         body = error_body(error or "unauthorized", description or _description(exc))
         return Response(body, status=401, headers={**headers, "WWW-Authenticate": challenge})
+    if isinstance(exc, MalformedBearer):
+        headers["WWW-Authenticate"] = bearer_challenge("invalid_request", str(exc.detail))
     if isinstance(exc, InsufficientScope):
         headers["WWW-Authenticate"] = bearer_challenge(
             "insufficient_scope", str(exc.detail), exc.required_scopes

@@ -143,9 +143,13 @@ def test_unknown_metadata_is_ignored(client, initial_access_token):
 
 
 def test_registration_needs_an_initial_access_token(client, db):
-    response = register(client, "", {})
+    response = client.post("/oauth2/register", "{}", content_type="application/json")
     assert response.status_code == 401
-    assert response["WWW-Authenticate"].startswith("Bearer")
+    assert response["WWW-Authenticate"] == 'Bearer realm="foo"'
+    # An empty one is a malformed request (RFC 6750 3.1), whatever the endpoint's own errors.
+    empty = register(client, "", {})
+    assert (empty.status_code, empty.json()["error"]) == (400, "invalid_request")
+    assert empty["WWW-Authenticate"].startswith('Bearer realm="foo", error="invalid_request"')
 
 
 def test_an_invalid_initial_access_token_is_invalid_token(client, db):

@@ -382,9 +382,48 @@ def test_a_token_in_the_query_string_is_not_accepted(client, reader_token):
     response = client.get(f"/api/v1/products?access_token={reader_token}")
     assert_api_error(response, 401, "unauthorized")
     assert "results" not in response.json()
-    # Not even next to a valid header.
+    # Not even next to a valid header: two methods at once are RFC 6750 3.1's invalid_request.
     both = client.get(f"/api/v1/products?access_token={reader_token}", **bearer(reader_token))
-    assert both.status_code == 401
+    body = assert_api_error(both, 400, "invalid_request")
+    assert body["error_description"] == "Send the access token once, in the Authorization header only."
+    assert both["WWW-Authenticate"].startswith('Bearer realm="foo", error="invalid_request"')
+    assert "results" not in body
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        "Bearer",
+        "Bearer ",
+        "bearer {token} {token}",
+        "Bearer {token}, Basic Zm9vOmJhcg==",
+        "Bearer {token}!",
+        "Bearer tok=en",
+        'Bearer realm="foo"',
+        "BEARER \u00e9t\u00e9",
+    ],
+)
+@pytest.mark.parametrize("path", ["/api/v1/products", "/api/v1/orders", "/oauth2/register"])
+def test_bearer_credentials_that_are_no_one_token_are_400_invalid_request(
+    client, reader_token, authorization, path
+):
+    """RFC 6750 3.1: a malformed request is invalid_request, 400, and its challenge says so (they
+    were 401 with a bare challenge, as for no credentials at all)."""
+    header = authorization.format(token=reader_token)
+    response = client.get(path, HTTP_AUTHORIZATION=header)
+    body = assert_api_error(response, 400, "invalid_request")
+    assert body["error_description"] == "The Authorization header must be: Bearer <access token>."
+    assert response["WWW-Authenticate"] == (
+        'Bearer realm="foo", error="invalid_request", '
+        'error_description="The Authorization header must be: Bearer <access token>."'
+    )
+    assert response["Cache-Control"] == "no-store"
+
+
+@pytest.mark.parametrize("token", ["unknown-but-well-formed", "abc+/~._-==", "a"])
+def test_a_well_formed_unknown_token_is_still_401_invalid_token(client, catalogue, token):
+    response = client.get("/api/v1/products", HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert_api_error(response, 401, "invalid_token")
 
 
 # Names oauthlib's Request also answers as attributes (and a token in the query, refused).
