@@ -10,8 +10,11 @@ ignores the `scope` metadata, leaves out client_secret_expires_at (REQUIRED by R
 answers a missing token with 401 `access_denied` rather than RFC 6750's challenge.
 """
 
+import json
+
 from django.conf import settings
 from django.contrib.auth.hashers import check_password
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DatabaseError, connection, transaction
 from django.http import HttpResponse, JsonResponse
 from django.utils.decorators import method_decorator
@@ -107,7 +110,18 @@ class RevokeView(FormPostEndpointMixin, dot_views.RevokeTokenView):
 
 
 class ServerMetadataView(BareOptionsMixin, dot_views.OAuthServerMetadataView):
-    """GET /.well-known/oauth-authorization-server (RFC 8414): DOT's."""
+    """GET /.well-known/oauth-authorization-server (RFC 8414): DOT's, without RFC 9207's claim about
+    authorization responses while there is no authorization endpoint to give any. (DOT makes the
+    claim with its COMPLIANT_BCP_RFC9700_AUTHZ_RESPONSE_ISS gate, which stays set: its deploy check
+    W005 asks for it, and it would hold the day an authorization endpoint is added.)"""
+
+    def get(self, request, *args, **kwargs):
+        response = super().get(request, *args, **kwargs)
+        metadata = json.loads(response.content)
+        if "authorization_endpoint" not in metadata:
+            metadata.pop("authorization_response_iss_parameter_supported", None)
+            response.content = json.dumps(metadata, cls=DjangoJSONEncoder)
+        return response
 
 
 class ProtectedResourceMetadataView(BareOptionsMixin, dot_views.OAuthProtectedResourceMetadataView):

@@ -23,6 +23,9 @@ def test_authorization_server_metadata_lists_what_really_works(client, db, setti
     assert metadata["grant_types_supported"] == ["client_credentials"]
     assert metadata["response_types_supported"] == []
     assert "authorization_endpoint" not in metadata
+    # RFC 9207's `iss` in authorization responses: there are none to carry it.
+    assert "authorization_response_iss_parameter_supported" not in metadata
+    assert response["Access-Control-Allow-Origin"] == "*"
     assert set(metadata["token_endpoint_auth_methods_supported"]) == {
         "client_secret_basic",
         "client_secret_post",
