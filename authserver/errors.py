@@ -5,6 +5,7 @@ resources answer RFC 6750 Bearer challenges; paths for machines never get an HTM
 """
 
 from django.conf import settings
+from django.core.exceptions import BadRequest
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, JsonResponse
 from django.shortcuts import render
@@ -230,15 +231,19 @@ _PAGES = {
 }
 
 
-def _error_page(request, status: int):
-    error, description = _PAGES[status]
+def _error_page(request, status: int, description: str = ""):
+    error, general = _PAGES[status]
+    description = description or general
     if is_machine_path(request.path):
         return error_response(error, description, status=status)
     return render(request, "error.html", {"status": status, "description": description}, status=status)
 
 
 def bad_request(request, exception=None):
-    return _error_page(request, 400)
+    # A BadRequest says what was wrong in words meant for the client (Django's: a form body in
+    # another charset than UTF-8; the console's); a SuspiciousOperation's may name settings.
+    description = str(exception) if isinstance(exception, BadRequest) else ""
+    return _error_page(request, 400, description)
 
 
 def permission_denied(request, exception=None):

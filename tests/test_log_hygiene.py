@@ -232,6 +232,10 @@ def test_a_clients_mistake_is_one_warning_line_without_a_traceback(
 
     assert (bad_host.status_code, bad_host.json()["error"]) == (400, "invalid_request")
     assert (other_charset.status_code, other_charset.json()["error"]) == (400, "invalid_request")
+    assert other_charset.json()["error_description"] == (
+        "HTTP requests with the 'application/x-www-form-urlencoded' content type must be UTF-8 encoded."
+    )
+    assert bad_host.json()["error_description"] == "The request could not be understood."  # no settings
     lines = output.splitlines()
     [host_line] = [line for line in lines if "Invalid HTTP_HOST header: 'evil.example'" in line]
     [charset_line] = [line for line in lines if "must be UTF-8 encoded" in line]
