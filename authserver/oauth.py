@@ -257,12 +257,20 @@ class Validator(OAuth2Validator):
         return access_token
 
     def revoke_token(self, token, token_type_hint, request, *args, **kwargs):
-        services.revoke_presented_token(
-            token=token,
-            application=request.client,
-            actor=f"client:{request.client.client_id}",
-            remote_addr=throttling.client_address(request.headers),
-        )
+        try:
+            services.revoke_presented_token(
+                token=token,
+                application=request.client,
+                actor=f"client:{request.client.client_id}",
+                remote_addr=throttling.client_address(request.headers),
+            )
+        except services.AnotherClientsToken as refused:
+            # RFC 7009 2.1: refused, and the client told so with an RFC 6749 5.2 error (what
+            # Keycloak and Hydra answer). Raised out of oauthlib's revocation endpoint, which
+            # calls this after its own checks: OAuthLibCore.create_revocation_response answers it.
+            raise errors.UnauthorizedClientError(
+                description="This token was not issued to this client.", request=request
+            ) from refused
 
 
 class _BearerTokenRequest(OauthlibRequest):
@@ -379,7 +387,10 @@ class OAuthLibCore(oauth2_backends.OAuthLibCore):
         return response
 
     def create_revocation_response(self, request):
-        uri, headers, body, status = super().create_revocation_response(request)
+        try:
+            uri, headers, body, status = super().create_revocation_response(request)
+        except errors.OAuth2Error as error:  # from the validator's revoke_token: nothing was revoked
+            uri, headers, body, status = None, error.headers, error.json, error.status_code
         return uri, protocol_errors.oauth_response_headers(headers, status), body, status
 
     def authenticated_client(self, request) -> Application | None:

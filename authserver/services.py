@@ -233,12 +233,20 @@ def revoke_token(*, token, actor: str, remote_addr: str | None = None) -> None:
     revoke_access_token(token)
 
 
+class AnotherClientsToken(Exception):
+    """A client presented a token issued to another client (RFC 7009 2.1: the request is refused)."""
+
+
 def revoke_presented_token(*, token: str, application: Application, actor: str, remote_addr=None) -> bool:
-    """RFC 7009: revoke `token` if it is one of `application`'s own; anything else is quietly ignored."""
+    """RFC 7009: revoke `token` if it is one of `application`'s own. A token issued to another client
+    is refused (AnotherClientsToken) and left as it is; one that is no token (unknown, already
+    revoked or cleaned up) is no error: there is nothing left to revoke (RFC 7009 2.2)."""
     checksum = hashlib.sha256(token.encode("utf-8")).hexdigest()
-    stored = AccessToken.objects.filter(token_checksum=checksum, application=application).first()
+    stored = AccessToken.objects.filter(token_checksum=checksum).first()
     if stored is None:
         return False
+    if stored.application_id != application.pk:
+        raise AnotherClientsToken()
     revoke_token(token=stored, actor=actor, remote_addr=remote_addr)
     return True
 

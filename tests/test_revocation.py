@@ -48,11 +48,32 @@ def test_an_unknown_token_is_answered_200(client, new_client):
 
 
 def test_a_client_cannot_revoke_another_clients_token(client, new_client):
+    """RFC 7009 2.1: the request is refused and the client is told (an RFC 6749 5.2 error)."""
     victim = make_client(name="victim")
     token = issue_token(client, victim)
 
-    assert revoke(client, new_client, token=token).status_code == 200
+    response = revoke(client, new_client, token=token)
+
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/json"
+    assert response["Cache-Control"] == "no-store"
+    assert response.json() == {
+        "error": "unauthorized_client",
+        "error_description": "This token was not issued to this client.",
+    }
     assert services.introspect_token(token)["active"] is True
+    assert not AuditEvent.objects.filter(kind=AuditEvent.Kind.TOKEN_REVOKED).exists()
+    # The victim itself still can.
+    assert revoke(client, victim, token=token).status_code == 200
+    assert services.introspect_token(token) == {"active": False}
+
+
+def test_a_token_that_is_no_longer_there_is_no_error(client, new_client):
+    """RFC 7009 2.2: an invalid token (already revoked, or never issued) is answered 200."""
+    token = issue_token(client, new_client)
+    assert revoke(client, new_client, token=token).status_code == 200
+    assert revoke(client, new_client, token=token).status_code == 200
+    assert revoke(client, new_client, token="never-issued").status_code == 200
 
 
 def test_revocation_needs_client_authentication(client, new_client):

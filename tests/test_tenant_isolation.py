@@ -86,13 +86,14 @@ def test_an_order_placed_is_the_placing_clients(client, tenants):
 # --- tokens ------------------------------------------------------------------------------------------
 
 
-def test_revoking_another_clients_token_answers_200_and_does_nothing(client, tenants):
+def test_revoking_another_clients_token_is_refused_and_does_nothing(client, tenants):
     alice, mallory = tenants["alice"], tenants["mallory"]
     mallory_credentials = basic(mallory["client"].application.client_id, mallory["client"].client_secret)
 
     response = post_form(client, "/oauth2/revoke", {"token": alice["token"]}, **mallory_credentials)
 
-    assert response.status_code == 200  # RFC 7009 2.2: an invalid token is no error either
+    # RFC 7009 2.1: the token was not issued to the client asking, so the request is refused.
+    assert (response.status_code, response.json()["error"]) == (400, "unauthorized_client")
     assert introspect(client, alice["token"])["active"] is True
     assert client.get("/api/v1/orders", **bearer(alice["token"])).status_code == 200
 
