@@ -39,8 +39,8 @@ ENDPOINT_ERRORS = {
         "unsupported_grant_type",
         "invalid_scope",
     },
-    # RFC 7009 2.2.1
-    "revoke": {"invalid_client", "unsupported_token_type"},
+    # RFC 7009 2.2.1 (RFC 6749 5.2's codes; unauthorized_client for another client's token, 2.1)
+    "revoke": {"invalid_client", "unauthorized_client", "unsupported_token_type"},
     # RFC 7662 2.3 (client or bearer authentication, RFC 6750 errors for the latter)
     "introspect": {"invalid_client", "invalid_token", "insufficient_scope"},
     # RFC 7591 3.2.2 and RFC 7592 (bearer authentication)
