@@ -28,7 +28,7 @@ from oauth2_provider.oauth2_validators import OAuth2Validator, validate_resource
 from oauth2_provider.settings import oauth2_settings
 from oauthlib.common import Request as OauthlibRequest
 from oauthlib.oauth2 import BackendApplicationServer
-from oauthlib.oauth2.rfc6749 import errors
+from oauthlib.oauth2.rfc6749 import errors, grant_types
 from oauthlib.oauth2.rfc6749.tokens import get_token_from_header
 
 from authserver import errors as protocol_errors
@@ -57,6 +57,18 @@ def generate_access_token(request) -> str:
     return characters[:TOKEN_LENGTH].decode("ascii")
 
 
+class ClientCredentialsGrant(grant_types.ClientCredentialsGrant):
+    """oauthlib's grant, whose `unsupported_grant_type` also says which grant this server offers."""
+
+    def validate_token_request(self, request):
+        grant_type = getattr(request, "grant_type", None)
+        if grant_type and grant_type != "client_credentials":  # oauthlib's check, at the same point
+            raise errors.UnsupportedGrantTypeError(
+                description="This server offers the client_credentials grant only.", request=request
+            )
+        super().validate_token_request(request)
+
+
 class ClientCredentialsServer(BackendApplicationServer):
     """oauthlib's client credentials server: token, revocation, introspection and resource endpoints.
 
@@ -68,6 +80,9 @@ class ClientCredentialsServer(BackendApplicationServer):
         super().__init__(
             request_validator, token_generator=token_generator, token_expires_in=self.access_token_lifetime
         )
+        # The token endpoint's one grant (its default too: any grant_type goes to it), ours.
+        self.credentials_grant = ClientCredentialsGrant(request_validator)
+        self.grant_types["client_credentials"] = self.credentials_grant
 
     @staticmethod
     def access_token_lifetime(request) -> int:

@@ -372,6 +372,8 @@ def test_other_grant_types_are_unsupported_grant_type(client, new_client, grant_
     credentials = basic(new_client.application.client_id, new_client.client_secret)
     response = post_form(client, "/oauth2/token", {"grant_type": grant_type}, **credentials)
     assert_oauth_error(response, 400, "unsupported_grant_type")
+    assert response.json()["error_description"] == "This server offers the client_credentials grant only."
+    assert not AccessToken.objects.exists()
 
 
 def test_a_client_registered_for_another_grant_is_unauthorized_client(client, db):
