@@ -40,6 +40,17 @@ def form(pairs) -> str:
     return urlencode(pairs, doseq=True)
 
 
+# Parameters sent without a value beside a token to revoke or introspect, each treated as omitted
+# (RFC 6749 3.2): no second token or hint, no client_secret beside Basic.
+EMPTY_VALUES_BESIDE_A_TOKEN = [
+    [("token", "")],
+    [("token_type_hint", "")],
+    [("token_type_hint", "access_token"), ("token_type_hint", "")],
+    [("client_secret", "")],
+    [("client_id", "")],
+]
+
+
 def post_form(http, path: str, pairs, **headers):
     return http.post(path, form(pairs), content_type=FORM, **headers)
 

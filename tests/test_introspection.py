@@ -8,7 +8,7 @@ from django.utils import timezone
 from oauth2_provider.models import AccessToken
 
 from authserver import services
-from tests.helpers import basic, bearer, issue_token, make_client, post_form
+from tests.helpers import EMPTY_VALUES_BESIDE_A_TOKEN, basic, bearer, issue_token, make_client, post_form
 
 
 @pytest.fixture
@@ -150,16 +150,7 @@ def test_exactly_one_token_and_at_most_one_hint_are_required(client, resource_se
     assert response.json()["error"] == "invalid_request"
 
 
-@pytest.mark.parametrize(
-    "extra",
-    [
-        [("token", "")],
-        [("token_type_hint", "")],
-        [("token_type_hint", "access_token"), ("token_type_hint", "")],
-        [("client_secret", "")],
-        [("client_id", "")],
-    ],
-)
+@pytest.mark.parametrize("extra", EMPTY_VALUES_BESIDE_A_TOKEN)
 def test_a_parameter_sent_without_a_value_is_treated_as_omitted(client, resource_server, new_client, extra):
     """RFC 6749 3.2 (RFC 7662 2.1): an empty value is no second token, hint or client_secret."""
     token = issue_token(client, new_client)

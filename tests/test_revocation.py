@@ -9,7 +9,7 @@ from django.db import connection
 
 from authserver import services
 from authserver.models import AuditEvent
-from tests.helpers import basic, issue_token, make_client, post_form
+from tests.helpers import EMPTY_VALUES_BESIDE_A_TOKEN, basic, issue_token, make_client, post_form
 
 
 def revoke(http, new_client, **params):
@@ -130,16 +130,7 @@ def test_a_repeated_parameter_is_invalid_request_and_revokes_nothing(client, new
     assert services.introspect_token(second)["active"] is True
 
 
-@pytest.mark.parametrize(
-    "extra",
-    [
-        [("token", "")],
-        [("token_type_hint", "")],
-        [("token_type_hint", "access_token"), ("token_type_hint", "")],
-        [("client_secret", "")],
-        [("client_id", "")],
-    ],
-)
+@pytest.mark.parametrize("extra", EMPTY_VALUES_BESIDE_A_TOKEN)
 def test_a_parameter_sent_without_a_value_is_treated_as_omitted(client, new_client, extra):
     """RFC 6749 3.2 (RFC 7009 2.1): an empty value is no second token, hint or client_secret."""
     token = issue_token(client, new_client)

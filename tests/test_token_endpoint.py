@@ -235,15 +235,19 @@ def test_missing_grant_type_is_invalid_request(client, new_client):
     assert_oauth_error(post_form(client, "/oauth2/token", {}, **credentials), 400, "invalid_request")
 
 
-@pytest.mark.parametrize("parameter", ["grant_type", "scope", "client_id", "client_secret"])
-def test_repeated_parameters_are_invalid_request(client, new_client, parameter):
-    application = new_client.application
-    pairs = [
+def client_secret_post(new_client) -> list[tuple[str, str]]:
+    """A token request's parameters with the credentials in the body (client_secret_post)."""
+    return [
         ("grant_type", "client_credentials"),
-        ("client_id", application.client_id),
+        ("client_id", new_client.application.client_id),
         ("client_secret", new_client.client_secret),
         ("scope", "products:read"),
     ]
+
+
+@pytest.mark.parametrize("parameter", ["grant_type", "scope", "client_id", "client_secret"])
+def test_repeated_parameters_are_invalid_request(client, new_client, parameter):
+    pairs = client_secret_post(new_client)
     pairs.append(next(pair for pair in pairs if pair[0] == parameter))
     assert_oauth_error(post_form(client, "/oauth2/token", pairs), 400, "invalid_request")
 
@@ -261,15 +265,7 @@ def test_a_parameter_sent_without_a_value_is_treated_as_omitted(client, new_clie
 
 @pytest.mark.parametrize("parameter", ["grant_type", "scope", "client_id", "client_secret"])
 def test_a_parameter_repeated_without_a_value_is_not_repeated(client, new_client, parameter):
-    application = new_client.application
-    pairs = [
-        ("grant_type", "client_credentials"),
-        ("client_id", application.client_id),
-        ("client_secret", new_client.client_secret),
-        ("scope", "products:read"),
-        (parameter, ""),
-    ]
-    response = post_form(client, "/oauth2/token", pairs)
+    response = post_form(client, "/oauth2/token", [*client_secret_post(new_client), (parameter, "")])
     assert response.status_code == 200, response.content
     assert response.json()["scope"] == "products:read"
 
