@@ -139,10 +139,8 @@ class IntrospectView(APIView):
 
     def post(self, request):
         form = request.data  # a QueryDict, or {} when the body is empty
-        if not hasattr(form, "getlist"):
-            raise exceptions.ParseError("Send exactly one token parameter.")
         # RFC 6749 3.2: each parameter at most once, and one sent without a value is omitted.
-        tokens = oauth.sent_values(form, "token")
+        tokens = oauth.sent_values(form, "token") if hasattr(form, "getlist") else []
         if len(tokens) != 1:
             raise exceptions.ParseError("Send exactly one token parameter.")
         if len(oauth.sent_values(form, "token_type_hint")) > 1:
