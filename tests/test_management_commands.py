@@ -69,6 +69,13 @@ def test_create_client_refuses_bad_input(db, args, message):
     assert not Application.objects.exists()
 
 
+@pytest.mark.parametrize("name", ["", "   "])
+def test_create_client_refuses_a_blank_name(db, name):
+    with pytest.raises(CommandError, match="--name must not be blank"):
+        run("create_client", "--name", name)
+    assert not Application.objects.exists()
+
+
 def test_rotate_secret_replaces_the_secret(client, new_client):
     output = json.loads(run("rotate_secret", new_client.application.client_id, "--json"))
 

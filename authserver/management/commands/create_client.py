@@ -25,6 +25,8 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", dest="as_json", help="Print one JSON object")
 
     def handle(self, *args, name, scope, token_ttl, owner, as_json: bool, **options):
+        if not name.strip():  # the console lists clients by name: an operator always gives one
+            raise CommandError("--name must not be blank.")
         scopes = scope.split() if scope is not None else sandbox_scope_names()
         try:
             new_client = services.register_client(
