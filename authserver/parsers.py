@@ -5,11 +5,15 @@ JSONParser with two differences:
   parsers disagree on which value wins (RFC 8259 4), and a check and its use must not read
   different ones;
 - nesting deeper than Python's recursion limit (a few kilobytes of `[[[[...`) is a parse error
-  too, where DRF lets the RecursionError through as a 500.
+  too, where DRF lets the RecursionError through as a 500;
+- a string holding an unpaired surrogate (`"\ud800"`, which no UTF-8 can carry) is a parse error
+  (I-JSON, RFC 7493 2.1): it reached the answer of an error that quotes the input, whose UTF-8
+  encoding then failed (a 500).
 """
 
 import codecs
 import json
+import re
 
 from django.conf import settings
 from rest_framework import parsers
@@ -22,11 +26,14 @@ class JSONParser(parsers.JSONParser):
         encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
         try:
             text = codecs.getreader(encoding)(stream).read()
-            return json.loads(
+            document = json.loads(
                 text,
                 object_pairs_hook=_object_without_repeated_names,
                 parse_constant=strict_constant if self.strict else None,
             )
+            if "\\u" in text:  # only an escape makes an unpaired surrogate (UTF-8 has none)
+                _refuse_unpaired_surrogates(document)
+            return document
         except RecursionError:
             raise ParseError("JSON parse error - nested too deeply.") from None
         except ValueError as exc:  # also UnicodeDecodeError and the repeated name below
@@ -40,3 +47,22 @@ def _object_without_repeated_names(pairs: list[tuple[str, object]]) -> dict:
             raise ValueError(f"the name {json.dumps(name)} appears more than once in an object")
         document[name] = value
     return document
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _refuse_unpaired_surrogates(document) -> None:
+    """ValueError for a string (a value or a name, at any depth) holding a surrogate code point:
+    json.loads joins each escaped pair into one character, so what is left was unpaired."""
+    pending = [document]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            if not value.isascii() and _SURROGATE.search(value):
+                raise ValueError("a string holds an unpaired surrogate (RFC 7493 2.1)")
+        elif isinstance(value, dict):
+            pending.extend(value)
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)

@@ -106,7 +106,17 @@ NOT_ONE_JSON_OBJECT = [
     '{"client_name": "a", "contacts": [{"x": 1, "x": 2}]}',  # in metadata this server ignores, too
     "[" * 5000 + "]" * 5000,  # deeper than Python's recursion limit, 10 kB
     '{"contacts": ' + "[" * 5000 + "]" * 5000 + "}",
+    # Unpaired surrogates (RFC 7493 2.1): quoted in an error, no UTF-8 could carry them (a 500).
+    '{"client_name": "a", "token_endpoint_auth_method": "\\ud800"}',
+    '{"client_name": "a", "contacts": ["\\udfff@x.example"]}',
+    '{"\\ud800": "a"}',
 ]
+
+
+def test_an_escaped_surrogate_pair_in_metadata_is_one_character(client, initial_access_token):
+    response = register(client, initial_access_token, '{"client_name": "\\ud83d\\ude00 svc"}')
+    assert response.status_code == 201, response.content
+    assert response.json()["client_name"] == "\U0001f600 svc"
 
 
 @pytest.mark.parametrize("body", NOT_ONE_JSON_OBJECT)

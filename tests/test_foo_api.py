@@ -576,6 +576,10 @@ def test_an_invalid_order_is_400_invalid_request(client, shop, catalogue, lines,
         ('{"lines": [], "lines": [{"product": %(product)s, "quantity": 1}]}', "application/json", 400),
         ('{"lines": ' + "[" * 5000 + "]" * 5000 + "}", "application/json", 400),  # RecursionError
         ("lines=1", "application/x-www-form-urlencoded", 415),
+        # Unpaired surrogates (RFC 7493 2.1), which no UTF-8 answer can quote: a value, a name.
+        ('{"lines": [{"product": %(product)s, "quantity": 1}], "note": "\\ud800"}', "application/json", 400),
+        ('{"lines": [{"product": %(product)s, "quantity": 1}], "\\udc00x": 1}', "application/json", 400),
+        ('{"lines": [{"product": "\\ud800", "quantity": 1}]}', "application/json", 400),
     ],
 )
 def test_a_body_that_is_not_an_order_object_is_a_json_error(
@@ -586,6 +590,14 @@ def test_a_body_that_is_not_an_order_object_is_a_json_error(
     response = client.post("/api/v1/orders", body, content_type=content_type, **bearer(token))
     assert_api_error(response, status, "invalid_request")
     assert not Order.objects.exists()
+
+
+def test_an_escaped_surrogate_pair_is_one_character(client, shop, catalogue):
+    _, token = shop
+    body = '{"lines": [{"product": %s, "quantity": 1}], "note": "\\ud83d\\ude00"}'
+    body %= catalogue["FOO-SENSOR-01"].pk
+    response = client.post("/api/v1/orders", body, content_type="application/json", **bearer(token))
+    assert response.status_code == 201, response.content
 
 
 # --- schema, documentation, metadata ---------------------------------------------------------

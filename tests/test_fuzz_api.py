@@ -171,20 +171,18 @@ def paths(world: World):
     return st.builds(lambda path, end, q: f"/api/v1/{path}{end}{q}", route, slash, query)
 
 
+# Text, and now and then an unpaired surrogate (escaped by json.dumps), which st.text() never draws.
+JSON_TEXT = st.text(max_size=8) | st.sampled_from(["\ud800", "x\udfff", "\udc00\ud800"])
+
+
 def order_bodies(world: World):
-    product = st.one_of(
-        st.sampled_from(world.product_ids), st.integers(), st.text(max_size=6), st.none(), st.floats()
-    )
-    quantity = st.one_of(
-        st.integers(min_value=-5, max_value=10**6), st.text(max_size=6), st.none(), st.booleans()
-    )
+    product = st.one_of(st.sampled_from(world.product_ids), st.integers(), JSON_TEXT, st.none(), st.floats())
+    quantity = st.one_of(st.integers(min_value=-5, max_value=10**6), JSON_TEXT, st.none(), st.booleans())
     line = st.fixed_dictionaries({"product": product, "quantity": quantity}) | st.dictionaries(
-        st.text(max_size=8), product, max_size=3
+        JSON_TEXT, product, max_size=3
     )
-    lines = st.lists(line, max_size=60) | st.none() | st.text(max_size=10) | st.integers()
-    documents = st.fixed_dictionaries({"lines": lines}) | st.dictionaries(
-        st.text(max_size=8), lines, max_size=3
-    )
+    lines = st.lists(line, max_size=60) | st.none() | JSON_TEXT | st.integers()
+    documents = st.fixed_dictionaries({"lines": lines}) | st.dictionaries(JSON_TEXT, lines, max_size=3)
     return documents.map(lambda document: json.dumps(document).encode())
 
 
