@@ -9,12 +9,14 @@ from django.core.exceptions import BadRequest
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, JsonResponse
 from django.shortcuts import render
+from django.urls import reverse
 from oauthlib.oauth2 import OAuth2Error
 from rest_framework import exceptions
 from rest_framework.response import Response
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 MACHINE_PATH_PREFIXES = ("/oauth2/", "/api/", "/.well-known/", "/healthz", "/readyz")
+PROTECTED_RESOURCE_PREFIX = "/api/"  # the Foo API, whose RFC 9728 metadata DOT's view publishes
 
 
 def is_machine_path(path: str) -> bool:
@@ -90,6 +92,15 @@ def bearer_challenge(error: str = "", description: str = "", scope: str = "") ->
     """RFC 6750 3: no error attribute when the request carried no token at all."""
     params = {"realm": settings.OAUTH_REALM, "error": error, "error_description": description, "scope": scope}
     return "Bearer " + ", ".join(f"{name}={_quoted(value)}" for name, value in params.items() if value)
+
+
+def with_resource_metadata(request, challenge: str) -> str:
+    """RFC 9728 5.1: a Bearer challenge from the Foo API names the resource's metadata, where a
+    client finds the authorization server that issues its tokens and the scopes it accepts."""
+    if not (challenge.startswith("Bearer") and request.path.startswith(PROTECTED_RESOURCE_PREFIX)):
+        return challenge
+    metadata = settings.ISSUER + reverse("oauth2_provider:oauth-resource-metadata")
+    return f"{challenge}, resource_metadata={_quoted(metadata)}"
 
 
 def oauth_response_headers(headers: dict, status: int) -> dict:
@@ -208,6 +219,7 @@ def api_exception_handler(exc, context):
                 error, description = "invalid_client", "No client authentication was included."
                 challenge = ", ".join(schemes)
         body = error_body(error or "unauthorized", description or _description(exc))
+        challenge = with_resource_metadata(request, challenge)
         return Response(body, status=401, headers={**headers, "WWW-Authenticate": challenge})
     if isinstance(exc, MalformedBearer):
         headers["WWW-Authenticate"] = bearer_challenge("invalid_request", str(exc.detail))
@@ -215,6 +227,8 @@ def api_exception_handler(exc, context):
         headers["WWW-Authenticate"] = bearer_challenge(
             "insufficient_scope", str(exc.detail), exc.required_scopes
         )
+    if "WWW-Authenticate" in headers:
+        headers["WWW-Authenticate"] = with_resource_metadata(request, headers["WWW-Authenticate"])
     if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
         headers["Retry-After"] = str(int(exc.wait) + 1)
     error, extra = _drf_error(exc, view)

@@ -5,6 +5,7 @@ import json
 import re
 from datetime import timedelta
 from decimal import Decimal
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -339,12 +340,52 @@ def test_content_negotiation_is_drfs_for_every_accept_header(client, reader_toke
 @pytest.mark.parametrize(
     "path", ["/api/v1/products", "/api/v1/products/1", "/api/v1/orders", "/api/v1/orders/1"]
 )
-def test_no_token_is_401_with_a_bare_bearer_challenge(client, db, path):
+def test_no_token_is_401_with_a_bare_bearer_challenge(client, db, path, settings):
     response = client.get(path)
 
     body = assert_api_error(response, 401, "unauthorized")
-    assert response["WWW-Authenticate"] == 'Bearer realm="foo"'  # RFC 6750 3.1: no error code
+    # RFC 6750 3.1: no error code; RFC 9728 5.1: where the resource's metadata is.
+    metadata = f"{settings.ISSUER}/.well-known/oauth-protected-resource"
+    assert response["WWW-Authenticate"] == f'Bearer realm="foo", resource_metadata="{metadata}"'
     assert "results" not in body
+
+
+@pytest.mark.parametrize(
+    "request_headers",
+    [{}, {"HTTP_AUTHORIZATION": "Bearer unknown"}, {"HTTP_AUTHORIZATION": "Bearer"}, "orders only"],
+)
+def test_the_apis_challenges_lead_to_its_metadata_and_its_authorization_server(
+    client, catalogue, settings, request_headers
+):
+    """RFC 9728 5.1: from any Bearer challenge of the Foo API (401, 400, 403), a client that knows
+    nothing else finds the resource metadata, and from it the authorization server's."""
+    if request_headers == "orders only":
+        request_headers = bearer(issue_token(client, make_client(scopes=["orders:read"])))
+    response = client.get("/api/v1/products", **request_headers)
+    assert response.status_code in {400, 401, 403}
+    parameters = dict(re.findall(r'(\w+)="([^"]*)"', response["WWW-Authenticate"]))
+
+    metadata = client.get(urlsplit(parameters["resource_metadata"]).path).json()
+    assert metadata["resource"] == settings.ISSUER
+    [issuer] = metadata["authorization_servers"]
+    server = client.get(f"{urlsplit(issuer).path}/.well-known/oauth-authorization-server").json()
+    assert server["issuer"] == issuer
+    assert "products:read" in metadata["scopes_supported"]
+
+
+@pytest.mark.parametrize(
+    "path, body, content_type",
+    [
+        ("/oauth2/introspect", "token=x", "application/x-www-form-urlencoded"),
+        ("/oauth2/register", "{}", "application/json"),
+    ],
+)
+def test_the_authorization_servers_own_challenges_name_no_resource_metadata(
+    client, db, path, body, content_type
+):
+    response = client.post(path, body, content_type=content_type, HTTP_AUTHORIZATION="Bearer x")
+    assert response.status_code == 401, response.content
+    assert "resource_metadata" not in response["WWW-Authenticate"]
 
 
 def test_an_unknown_token_is_invalid_token(client, db):
@@ -413,7 +454,7 @@ def test_bearer_credentials_that_are_no_one_token_are_400_invalid_request(
     response = client.get(path, HTTP_AUTHORIZATION=header)
     body = assert_api_error(response, 400, "invalid_request")
     assert body["error_description"] == "The Authorization header must be: Bearer <access token>."
-    assert response["WWW-Authenticate"] == (
+    assert response["WWW-Authenticate"].startswith(
         'Bearer realm="foo", error="invalid_request", '
         'error_description="The Authorization header must be: Bearer <access token>."'
     )
