@@ -24,7 +24,6 @@ from oauth2_provider.settings import oauth2_settings
 from oauth2_provider.signals import app_authorized
 from oauth2_provider.utils import parse_bearer_token
 from rest_framework import exceptions, status
-from rest_framework.parsers import FormParser
 from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -32,7 +31,7 @@ from rest_framework.views import APIView
 from authserver import errors, oauth, services, throttling
 from authserver.authentication import BearerTokenAuthentication, ClientSecretAuthentication
 from authserver.models import Application
-from authserver.parsers import JSONParser
+from authserver.parsers import FormParser, JSONParser
 from authserver.permissions import TokenHasRequiredScopes
 from authserver.serializers import SERVER_ASSIGNED_FIELDS, ClientMetadataSerializer, registration_response
 

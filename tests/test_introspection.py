@@ -8,7 +8,16 @@ from django.utils import timezone
 from oauth2_provider.models import AccessToken
 
 from authserver import services
-from tests.helpers import EMPTY_VALUES_BESIDE_A_TOKEN, basic, bearer, issue_token, make_client, post_form
+from authserver.parsers import FORM_NOT_UTF8
+from tests.helpers import (
+    EMPTY_VALUES_BESIDE_A_TOKEN,
+    FORM,
+    basic,
+    bearer,
+    issue_token,
+    make_client,
+    post_form,
+)
 
 
 @pytest.fixture
@@ -171,6 +180,26 @@ def test_a_client_secret_without_a_value_is_no_client_authentication(client, res
     assert response.status_code == 401
     assert response.json()["error"] == "invalid_client"
     assert "active" not in response.json()
+
+
+@pytest.mark.parametrize("charset", ["utf-16", "latin-1"])
+def test_a_form_body_in_another_charset_is_refused_as_at_the_token_endpoint(
+    client, resource_server, new_client, charset
+):
+    """RFC 6749 Appendix B: form parameters are UTF-8; Django refuses other charsets for the token
+    and revocation endpoints, and introspection (DRF's form parser) answers the same."""
+    token = issue_token(client, new_client)
+    credentials = basic(resource_server.application.client_id, resource_server.client_secret)
+    body = f"token={token}"  # the test client encodes it in the charset declared
+
+    for path in ["/oauth2/introspect", "/oauth2/token"]:
+        response = client.post(path, body, content_type=f"{FORM}; charset={charset}", **credentials)
+        assert response.status_code == 400, (path, response.content)
+        assert response.json() == {"error": "invalid_request", "error_description": FORM_NOT_UTF8}
+    declared_utf8 = client.post(
+        "/oauth2/introspect", body, content_type=f"{FORM}; charset=UTF-8", **credentials
+    )
+    assert declared_utf8.json()["active"] is True
 
 
 def test_tokens_never_travel_in_urls(client, resource_server, new_client):
