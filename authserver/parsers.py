@@ -1,12 +1,14 @@
-"""The JSON bodies clients send (client registration, the Foo API's orders), parsed by DRF's
-JSONParser with two differences:
+"""The bodies clients send, parsed by DRF's parsers with a few differences.
+
+FormParser (introspection) takes UTF-8 only, as Django's request.POST does for the token and
+revocation endpoints. JSONParser (client registration, the Foo API's orders):
 
 - a name repeated within one object is a parse error (400), as a repeated form parameter is: JSON
   parsers disagree on which value wins (RFC 8259 4), and a check and its use must not read
   different ones;
 - nesting deeper than Python's recursion limit (a few kilobytes of `[[[[...`) is a parse error
   too, where DRF lets the RecursionError through as a 500;
-- a string holding an unpaired surrogate (`"\ud800"`, which no UTF-8 can carry) is a parse error
+- a string holding an unpaired surrogate (`"\\ud800"`, which no UTF-8 can carry) is a parse error
   (I-JSON, RFC 7493 2.1): it reached the answer of an error that quotes the input, whose UTF-8
   encoding then failed (a 500).
 """
