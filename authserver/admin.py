@@ -12,6 +12,7 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.utils import unquote
+from django.contrib.auth import admin as auth_admin
 from django.contrib.auth import get_permission_codename, get_user_model
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
@@ -588,6 +589,28 @@ class ScopeAdmin(admin.ModelAdmin):
     def delete_queryset(self, request, queryset):
         for scope in queryset:
             services.delete_scope(scope=scope)
+
+
+# --- Users ---------------------------------------------------------------------------------------
+
+
+class UserAdmin(auth_admin.UserAdmin):
+    """Django's user admin, deleting through services.delete_user: the database's cascade would take
+    the user's clients without a "client deleted" audit event. The delete page already lists those
+    clients (and their tokens) among what goes with the user."""
+
+    def delete_model(self, request, obj):
+        services.delete_user(user=obj, actor=actor(request), remote_addr=remote_addr(request))
+
+    @transaction.atomic
+    def delete_queryset(self, request, queryset):
+        for user in queryset:
+            self.delete_model(request, user)
+
+
+# django.contrib.auth (listed before this app) registered its own UserAdmin on the console.
+admin.site.unregister(get_user_model())
+admin.site.register(get_user_model(), UserAdmin)
 
 
 # --- Audit trail -----------------------------------------------------------------------------------

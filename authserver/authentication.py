@@ -21,6 +21,8 @@ from authserver.oauth import oauthlib_core, sent_values
 
 # RFC 6750 2.1: credentials = "Bearer" 1*SP b64token
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+TOKEN_SENT_TWICE = "Send the access token once, in the Authorization header only."
 
 
 def malformed_bearer(request) -> str:
@@ -33,8 +35,16 @@ def malformed_bearer(request) -> str:
     if len(parts) != 2 or not _B64TOKEN.fullmatch(parts[1]):
         return "The Authorization header must be: Bearer <access token>."
     if any(request.GET.getlist("access_token")):
-        return "Send the access token once, in the Authorization header only."
+        return TOKEN_SENT_TWICE
     return ""
+
+
+def _token_in_form_body(request) -> bool:
+    """Whether a POSTed form body carries an `access_token` (RFC 6750 2.2's method)."""
+    django_request = getattr(request, "_request", request)  # DRF's Request wraps Django's
+    return django_request.content_type == FORM_CONTENT_TYPE and any(
+        django_request.POST.getlist("access_token")
+    )
 
 
 class BearerTokenAuthentication(OAuth2Authentication):
@@ -45,6 +55,12 @@ class BearerTokenAuthentication(OAuth2Authentication):
     """
 
     def authenticate(self, request):
+        if request.method == "POST" and _token_in_form_body(request):
+            # RFC 6750 2.2's form body is not a method this server takes (its metadata's
+            # bearer_methods_supported: header); beside a header it is two methods (3.1).
+            if request.META.get("HTTP_AUTHORIZATION", "").partition(" ")[0].lower() == "bearer":
+                raise MalformedBearer(TOKEN_SENT_TWICE)
+            return None
         # DOT's OAuth2Authentication.authenticate, with the process's oauthlib core rather than one
         # built for every request.
         try:

@@ -4,6 +4,8 @@ OAuth endpoints answer RFC 6749 5.2 / RFC 7009 / RFC 7591 / RFC 7662 JSON errors
 resources answer RFC 6750 Bearer challenges; paths for machines never get an HTML error page.
 """
 
+import math
+
 from django.conf import settings
 from django.core.exceptions import BadRequest
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -223,16 +225,23 @@ def api_exception_handler(exc, context):
         return Response(body, status=401, headers={**headers, "WWW-Authenticate": challenge})
     if isinstance(exc, MalformedBearer):
         headers["WWW-Authenticate"] = bearer_challenge("invalid_request", str(exc.detail))
-    if isinstance(exc, InsufficientScope):
+    if isinstance(exc, InsufficientScope) and _authenticated_with_a_bearer_token(request):
+        # RFC 6750 3.1's challenge, for a token; a client that authenticated with its secret
+        # (introspection) is told in the body alone: Basic has no scopes to challenge for.
         headers["WWW-Authenticate"] = bearer_challenge(
             "insufficient_scope", str(exc.detail), exc.required_scopes
         )
     if "WWW-Authenticate" in headers:
         headers["WWW-Authenticate"] = with_resource_metadata(request, headers["WWW-Authenticate"])
     if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
-        headers["Retry-After"] = str(int(exc.wait) + 1)
+        headers["Retry-After"] = str(math.ceil(exc.wait))  # what DRF says in the description
     error, extra = _drf_error(exc, view)
     return Response(error_body(error, _description(exc), **extra), status=exc.status_code, headers=headers)
+
+
+def _authenticated_with_a_bearer_token(request) -> bool:
+    authenticator = getattr(request, "successful_authenticator", None)
+    return authenticator is not None and authenticator.authenticate_header(request).startswith("Bearer")
 
 
 # --- Django's error views (config/urls.py handler400 ... handler500) ------------------------------

@@ -3,6 +3,7 @@
 from django import forms
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.utils.html import format_html, format_html_join
 from oauth2_provider.settings import oauth2_settings
 
@@ -48,6 +49,18 @@ class ScopeCheckboxes(forms.ModelMultipleChoiceField):
             error_messages={"required": "Pick at least one scope: a client without scopes gets no token."},
             **kwargs,
         )
+
+    def clean(self, value):
+        # Django checks each id with filter(), which takes any integer, then looks them up together:
+        # an id beyond the database's integer range overflowed there (OverflowError on SQLite).
+        for pk in value if isinstance(value, (list, tuple)) else ():
+            try:
+                Scope._meta.pk.clean(pk, None)
+            except ValidationError as invalid:
+                raise ValidationError(
+                    self.error_messages["invalid_pk_value"], code="invalid_pk_value", params={"pk": pk}
+                ) from invalid
+        return super().clean(value)
 
     def label_from_instance(self, scope: Scope):
         tags = [("sandbox", "test tokens may carry it")] if scope.sandbox else []

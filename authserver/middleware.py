@@ -3,7 +3,7 @@ import logging
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError, OperationalError
-from django.http import UnreadablePostError
+from django.http import JsonResponse, UnreadablePostError
 from django.shortcuts import render
 
 from authserver import errors
@@ -15,6 +15,9 @@ class ProtocolErrorMiddleware:
     """Errors around the views, answered the way the rest of the server answers:
 
     - a body larger than MAX_REQUEST_BODY_BYTES: 413, before a byte of it is read;
+    - a body in a transfer coding other than chunked (gzip, deflate, compress: gunicorn passes them
+      on undecoded): 501 (RFC 9112 6.1); a body in a content coding (Content-Encoding): 415 with
+      `Accept-Encoding: identity` (RFC 9110 8.4, 12.5.3), rather than read as if it were plain;
     - the database unreachable: 503 `temporarily_unavailable`, so clients retry (the connection
       comes back by itself: CONN_HEALTH_CHECKS);
     - a 405 from a plain Django view on a machine path: JSON, like every other error there.
@@ -29,6 +32,10 @@ class ProtocolErrorMiddleware:
             return errors.error_response("invalid_request", "Content-Length is not a number.")
         if int(declared_length) > settings.MAX_REQUEST_BODY_BYTES:
             return errors.request_too_large()
+        if "HTTP_TRANSFER_ENCODING" in request.META or "HTTP_CONTENT_ENCODING" in request.META:
+            refused = _undecoded_body(request.META)
+            if refused is not None:
+                return refused
         response = self.get_response(request)
         if response.status_code == 405 and errors.is_machine_path(request.path) and not _is_json(response):
             return errors.error_response(
@@ -51,6 +58,29 @@ class ProtocolErrorMiddleware:
             context = {"status": 503, "description": "We will be back in a moment."}
             return render(request, "error.html", context, status=503)
         return None
+
+
+def _undecoded_body(meta) -> JsonResponse | None:
+    """The answer to a body in a coding this server does not decode, if it is in one."""
+    transfer_codings = _codings(meta.get("HTTP_TRANSFER_ENCODING", ""))
+    if transfer_codings - {"chunked"}:
+        return errors.error_response(
+            "invalid_request",
+            "Transfer-Encoding: only chunked is supported.",
+            status=501,
+        )
+    if _codings(meta.get("HTTP_CONTENT_ENCODING", "")) - {"identity"}:
+        return errors.error_response(
+            "invalid_request",
+            "Content-Encoding: send the body uncompressed.",
+            status=415,
+            headers={"Accept-Encoding": "identity"},
+        )
+    return None
+
+
+def _codings(header: str) -> set[str]:
+    return {coding.strip().lower() for coding in header.split(",")} - {""}
 
 
 def _is_json(response) -> bool:

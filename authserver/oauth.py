@@ -13,6 +13,7 @@ import base64
 import binascii
 import functools
 import hashlib
+import re
 import secrets
 import string
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from oauth2_provider.models import get_access_token_model
 from oauth2_provider.oauth2_validators import OAuth2Validator, validate_resource_as_url_prefix
 from oauth2_provider.settings import oauth2_settings
 from oauthlib.common import Request as OauthlibRequest
-from oauthlib.oauth2 import BackendApplicationServer
+from oauthlib.oauth2 import BackendApplicationServer, RevocationEndpoint
 from oauthlib.oauth2.rfc6749 import errors, grant_types
 from oauthlib.oauth2.rfc6749.tokens import get_token_from_header
 
@@ -83,21 +84,36 @@ class ClientCredentialsServer(BackendApplicationServer):
         # The token endpoint's one grant (its default too: any grant_type goes to it), ours.
         self.credentials_grant = ClientCredentialsGrant(request_validator)
         self.grant_types["client_credentials"] = self.credentials_grant
+        # RFC 7009 2.1: token_type_hint is a hint, and a token not found under it is searched for
+        # under every type (Validator.revoke_token looks at the token alone). oauthlib would refuse
+        # a refresh_token hint as unsupported_token_type and leave the access token it names valid.
+        self.supported_token_types = RevocationEndpoint.valid_token_types
 
     @staticmethod
     def access_token_lifetime(request) -> int:
         return request.client.token_lifetime
 
 
+# RFC 6749 3.3: scope = scope-token *( SP scope-token ), scope-token = 1*( %x21 / %x23-5B / %x5D-7E ).
+_SCOPE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+(?: [\x21\x23-\x5b\x5d-\x7e]+)*")
+# RFC 7617 2: Basic credentials are base64 (RFC 4648 4) and nothing else.
+_BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
+
+
+def names_basic(authorization: str | None) -> bool:
+    """Whether an Authorization header value is of the Basic scheme (its name in any case, RFC 9110
+    11.1), whatever follows."""
+    return (authorization or "").partition(" ")[0].lower() == "basic"
+
+
 def basic_credentials(authorization: str | None) -> str | None:
     """The base64 credentials of an `Authorization: Basic ...` header value, the scheme's name
-    matched whatever its case (RFC 9110 11.1) and followed by one or more spaces; None for another
-    scheme, and for credentials that are not ASCII (no base64 is)."""
-    scheme, _, encoded = (authorization or "").partition(" ")
-    if scheme.lower() != "basic":
+    followed by one or more spaces; None for another scheme, and for anything that is not base64
+    alone: stray characters, or two Authorization headers joined by a comma."""
+    if not names_basic(authorization):
         return None
-    encoded = encoded.lstrip(" ")
-    return encoded if encoded.isascii() else None
+    encoded = authorization.partition(" ")[2].lstrip(" ")
+    return encoded if _BASE64.fullmatch(encoded) else None
 
 
 def sent_values(form, name: str) -> list[str]:
@@ -112,7 +128,7 @@ def presented_basic_credentials(request) -> tuple[str, str] | None:
     if encoded is None:
         return None
     try:
-        client_id, separator, client_secret = base64.b64decode(encoded).decode().partition(":")
+        client_id, separator, client_secret = base64.b64decode(encoded, validate=True).decode().partition(":")
     except (binascii.Error, UnicodeDecodeError, ValueError):
         return None
     if not separator:
@@ -123,6 +139,10 @@ def presented_basic_credentials(request) -> tuple[str, str] | None:
 class Validator(OAuth2Validator):
     def authenticate_client(self, request, *args, **kwargs):
         basic = presented_basic_credentials(request)
+        if basic is None and names_basic(request.headers.get("HTTP_AUTHORIZATION")):
+            # Basic credentials that are no base64 of id:secret fail as they are; a secret in the
+            # body is a second method, not a way around them.
+            basic = ("", "")
         self._reject_ambiguous_credentials(request, basic)
         client_id, client_secret = basic or (request.client_id or "", getattr(request, "client_secret", None))
         address = throttling.client_address(request.headers)
@@ -217,6 +237,11 @@ class Validator(OAuth2Validator):
         validity.tokens_or_clients_changed()  # workers remember the client with its old hash
 
     def validate_scopes(self, client_id, scopes, client, request, *args, **kwargs):
+        sent = request.scope  # as sent: oauthlib strips it of any whitespace, a no-break space too
+        if isinstance(sent, str) and not _SCOPE.fullmatch(sent.strip(" ")):
+            raise errors.InvalidScopeError(
+                description="The scope must be scope names separated by single spaces.", request=request
+            )
         requested = list(dict.fromkeys(scopes))  # a scope asked for twice is granted once
         request.scopes = requested
         if requested and super().validate_scopes(client_id, requested, client, request, *args, **kwargs):

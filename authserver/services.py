@@ -170,21 +170,45 @@ def update_client(
     application.full_clean()
     application.save()
     changes = sorted(changed_fields)
+    detail = {}
     if scopes is not None:
         before = set(application.allowed_scope_names)
         application.allowed_scopes.set(scopes_named(scopes))
         application.__dict__.pop("allowed_scope_names", None)
         if before != set(scopes):
             changes.append("allowed_scopes")
+        withdrawn = before - set(application.allowed_scope_names)
+        if withdrawn:
+            detail = {"withdrawn": sorted(withdrawn), "tokens_narrowed": _withdraw(application, withdrawn)}
     if changes:
         record_event(
             kind=AuditEvent.Kind.CLIENT_CHANGED,
             application=application,
             actor=actor,
             remote_addr=remote_addr,
-            detail={"changed": changes, "enabled": application.enabled},
+            detail={"changed": changes, "enabled": application.enabled, **detail},
         )
     return application
+
+
+def _withdraw(application: Application, withdrawn: set[str]) -> int:
+    """Take scopes a client no longer holds out of its tokens at once (the epoch, taken by the
+    caller, makes every worker read them again): a token left with no scope is revoked. Other
+    scopes a token carries (a registration access token's) stay. How many tokens changed."""
+    tokens = AccessToken.objects.filter(application=application)
+    changed = 0
+    # Per distinct scope string: a client's tokens carry a handful, whatever their number.
+    for scope in tokens.values_list("scope", flat=True).distinct().order_by():
+        names = scope.split()
+        if not withdrawn.intersection(names):
+            continue
+        remaining = " ".join(name for name in names if name not in withdrawn)
+        holding = tokens.filter(scope=scope)
+        if remaining:
+            changed += holding.update(scope=remaining)
+        else:
+            changed += holding.delete()[1].get(AccessToken._meta.label, 0)
+    return changed
 
 
 def set_client_enabled(
@@ -219,6 +243,15 @@ def delete_client(*, application: Application, actor: str, remote_addr: str | No
         detail={"name": application.name},
     )
     application.delete()  # its tokens go with it (CASCADE)
+
+
+@changes_validity
+def delete_user(*, user, actor: str, remote_addr: str | None = None) -> None:
+    """Delete a user account: each client it owns is deleted as delete_client deletes one (with its
+    audit event), not by the database's cascade."""
+    for application in Application.objects.filter(user=user).order_by("pk"):
+        delete_client(application=application, actor=actor, remote_addr=remote_addr)
+    user.delete()
 
 
 @changes_validity
@@ -293,7 +326,7 @@ def introspect_token(token: str) -> dict:
         or not stored.application.enabled
     ):
         return {"active": False}
-    return {
+    metadata = {
         "active": True,
         "scope": stored.scope,
         "client_id": stored.application.client_id,
@@ -302,6 +335,11 @@ def introspect_token(token: str) -> dict:
         "iat": int(stored.created.timestamp()),
         "iss": settings.ISSUER,
     }
+    if stored.resource:
+        # RFC 8707: a token restricted to resources is for them alone; a resource server that
+        # introspects must see it (RFC 7662 2.2 `aud`, as a JWT's: RFC 7519 4.1.3).
+        metadata["aud"] = list(stored.resource)
+    return metadata
 
 
 @transaction.atomic

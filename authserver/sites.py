@@ -5,6 +5,7 @@ the django-oauth-toolkit admin classes named in settings, register on it. It reg
 itself: `admin.site` resolves to it while admin modules are being imported.
 """
 
+from datetime import MAXYEAR, MINYEAR, date
 from functools import wraps
 from urllib.parse import unquote_plus
 
@@ -27,11 +28,31 @@ DASHBOARD_PERMISSION = f"{AuditEvent._meta.app_label}.view_auditevent"
 
 
 def _check_selected_ids(model, selected: list[str]) -> None:
+    # clean(), not just to_python(): the field's validators also hold the database's integer range,
+    # beyond which the query overflows (OverflowError on SQLite).
     try:
         for value in selected:
-            model._meta.pk.to_python(value)
+            model._meta.pk.clean(value, None)
     except ValidationError as invalid:
         raise BadRequest(f"A selected object is no {model._meta.verbose_name}.") from invalid
+
+
+def _check_date_hierarchy(model_admin: admin.ModelAdmin, query) -> None:
+    """Django's list turns a date hierarchy's year, month and day into a period [start, start of the
+    next one) and catches only a ValueError while building the start: a 20-digit part overflows,
+    and 9999 or 9999-12 has no next period datetime can hold. Refused: a date that does not exist,
+    or one in datetime's first or last year (time zones and the next period may leave them)."""
+    field = model_admin.date_hierarchy
+    if not field or f"{field}__year" not in query:
+        return
+    # The last of repeated values, as Django's ChangeList takes them.
+    year, month, day = (query.getlist(f"{field}__{part}", ["1"])[-1] for part in ("year", "month", "day"))
+    try:
+        if not MINYEAR < int(year) < MAXYEAR:
+            raise ValueError(f"year {year} is out of range")
+        date(int(year), int(month), int(day))
+    except (ValueError, OverflowError) as invalid:
+        raise BadRequest("The date hierarchy's date is no date.") from invalid
 
 
 class SiteLogin(View):
@@ -66,18 +87,24 @@ class ConsoleAdminSite(admin.AdminSite):
     def admin_view(self, view, cacheable=False):
         """Every console page, with what it would pass to the database unchecked refused with a 400
         page rather than a 500: a query string with a NUL character (the lists' filters compare
-        their parameters in the database, and PostgreSQL cannot compare a NUL), and an action on
+        their parameters in the database, and PostgreSQL cannot compare a NUL), a date hierarchy
+        period that is no date or whose next period datetime cannot hold, and an action on
         "selected objects" that are no ids of the list's model (Django's queryset.filter(pk__in=...)
-        raises ValueError for `_selected_action=x`)."""
+        raises ValueError for `_selected_action=x`, OverflowError for an id beyond 64 bits)."""
         protected = super().admin_view(view, cacheable)
-        listed = getattr(getattr(view, "__self__", None), "model", None)  # a ModelAdmin's own view
+        model_admin = getattr(view, "__self__", None)  # a ModelAdmin's own view, or the site's
+        if not isinstance(model_admin, admin.ModelAdmin):
+            model_admin = None
 
         @wraps(protected)
         def checked(request, *args, **kwargs):
             if "\x00" in unquote_plus(request.META.get("QUERY_STRING", "")):
                 raise BadRequest("A NUL character in the query string.")
-            if listed is not None and request.method == "POST" and "action" in request.POST:
-                _check_selected_ids(listed, request.POST.getlist(helpers.ACTION_CHECKBOX_NAME))
+            if model_admin is not None:
+                _check_date_hierarchy(model_admin, request.GET)
+                if request.method == "POST" and "action" in request.POST:
+                    selected = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
+                    _check_selected_ids(model_admin.model, selected)
             return protected(request, *args, **kwargs)
 
         return checked

@@ -21,6 +21,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.contrib.auth.signals import user_logged_in
 from django.core.cache import cache, caches
 from django.core.cache.backends.locmem import LocMemCache
 from django.core.signals import setting_changed
@@ -239,9 +240,23 @@ def record_client_auth_failure(client_id: str, address: str) -> None:
     CLIENT_AUTH_FAILURES_PER_ADDRESS.record(address)
 
 
+# Set on a request by the login it made (user_logged_in); LoginThrottleMixin judges attempts by it.
+_LOGGED_IN_BY_THIS_REQUEST = "_logged_in_by_this_request"
+
+
+@receiver(user_logged_in, dispatch_uid="authserver.throttling.note_login")
+def _note_login(sender, request, user, **kwargs) -> None:
+    if request is not None:
+        setattr(request, _LOGGED_IN_BY_THIS_REQUEST, True)
+
+
 class LoginThrottleMixin:
     """For LoginView subclasses (admin console and portal): too many failed logins for a username
-    from an address, or from an address overall, answer 429 without checking the password."""
+    from an address, or from an address overall, answer 429 without checking the password.
+
+    An attempt succeeds only when it logs someone in itself (Django's user_logged_in for this
+    request), never because its session was signed in already: anyone can sign up to the portal,
+    and from their session failed guesses at an operator's password must count as failures."""
 
     def post(self, request, *args, **kwargs):
         username = request.POST.get("username", "").strip().lower()
@@ -253,7 +268,7 @@ class LoginThrottleMixin:
         if wait:
             return too_many_attempts(request, wait)
         response = super().post(request, *args, **kwargs)
-        if request.user.is_authenticated:
+        if getattr(request, _LOGGED_IN_BY_THIS_REQUEST, False):
             LOGIN_FAILURES_PER_USER_AND_ADDRESS.reset(username, address)
         else:
             LOGIN_FAILURES_PER_USER_AND_ADDRESS.record(username, address)

@@ -29,13 +29,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from authserver import errors, oauth, services, throttling
-from authserver.authentication import BearerTokenAuthentication, ClientSecretAuthentication
+from authserver.authentication import FORM_CONTENT_TYPE, BearerTokenAuthentication, ClientSecretAuthentication
 from authserver.models import Application
 from authserver.parsers import FormParser, JSONParser
 from authserver.permissions import TokenHasRequiredScopes
 from authserver.serializers import SERVER_ASSIGNED_FIELDS, ClientMetadataSerializer, registration_response
-
-FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 
 
 def remote_addr(request) -> str:
@@ -105,10 +103,24 @@ class RevokeView(FormPostEndpointMixin, dot_views.RevokeTokenView):
         for parameter in ("token", "token_type_hint"):
             if len(oauth.sent_values(request.POST, parameter)) > 1:
                 return errors.error_response("invalid_request", f"Repeated {parameter} parameter.")
-        return super().post(request, *args, **kwargs)
+        response = super().post(request, *args, **kwargs)
+        if not response.content:  # 200: revoked (RFC 7009 2.2), no body and so no Content-Type
+            del response.headers["Content-Type"]
+        return response
 
 
-class ServerMetadataView(BareOptionsMixin, dot_views.OAuthServerMetadataView):
+class ReadOnlyEndpointMixin(BareOptionsMixin):
+    """A machine endpoint that only reads: no form, no session, so no CSRF check, which would answer
+    any other method with 403 before the view could answer it with 405 and Allow (RFC 9110 15.5.6)."""
+
+    @classmethod
+    def as_view(cls, **initkwargs):
+        view = super().as_view(**initkwargs)  # a new function, the view's own
+        view.csrf_exempt = True  # what csrf_exempt() marks, without wrapping every call
+        return view
+
+
+class ServerMetadataView(ReadOnlyEndpointMixin, dot_views.OAuthServerMetadataView):
     """GET /.well-known/oauth-authorization-server (RFC 8414): DOT's, without RFC 9207's claim about
     authorization responses while there is no authorization endpoint to give any. (DOT makes the
     claim with its COMPLIANT_BCP_RFC9700_AUTHZ_RESPONSE_ISS gate, which stays set: its deploy check
@@ -123,7 +135,7 @@ class ServerMetadataView(BareOptionsMixin, dot_views.OAuthServerMetadataView):
         return response
 
 
-class ProtectedResourceMetadataView(BareOptionsMixin, dot_views.OAuthProtectedResourceMetadataView):
+class ProtectedResourceMetadataView(ReadOnlyEndpointMixin, dot_views.OAuthProtectedResourceMetadataView):
     """GET /.well-known/oauth-protected-resource (RFC 9728): DOT's."""
 
 
@@ -135,6 +147,13 @@ class IntrospectView(APIView):
     required_scopes = ["introspection"]
     parser_classes = [FormParser]
     http_method_names = ["post", "options"]
+
+    def initial(self, request, *args, **kwargs):
+        # RFC 6749 3.2 and 2.3.1, as at the token and revocation endpoints: parameters and
+        # credentials travel in the body, never the URL (a secret there would be refused, not used).
+        if request.method == "POST" and request.META.get("QUERY_STRING"):
+            raise exceptions.ParseError("URL query parameters are not allowed.")
+        super().initial(request, *args, **kwargs)
 
     def post(self, request):
         form = request.data  # a QueryDict, or {} when the body is empty
@@ -198,7 +217,7 @@ class RegistrationManagementView(APIView):
     permission_classes = [TokenHasRequiredScopes, IsRegistrationTokenOfClient]
     required_scopes = [oauth2_settings.DCR_REGISTRATION_SCOPE]
     parser_classes = [JSONParser]
-    http_method_names = ["get", "put", "delete", "options"]
+    http_method_names = ["get", "head", "put", "delete", "options"]
     bad_request_error = "invalid_client_metadata"
 
     def get(self, request, client_id):
@@ -254,7 +273,7 @@ class RegistrationManagementView(APIView):
             raise exceptions.ValidationError({"client_secret": ["Does not match the current secret."]})
 
 
-class HealthView(View):
+class HealthView(ReadOnlyEndpointMixin, View):
     """GET /healthz: the process is up and serving (no database)."""
 
     http_method_names = ["get", "head", "options"]
@@ -263,7 +282,7 @@ class HealthView(View):
         return JsonResponse({"status": "ok"})
 
 
-class ReadinessView(View):
+class ReadinessView(ReadOnlyEndpointMixin, View):
     """GET /readyz: ready for traffic when the database answers; 503 otherwise."""
 
     http_method_names = ["get", "head", "options"]

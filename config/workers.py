@@ -11,6 +11,7 @@ No Django here: gunicorn loads the worker class before the application."""
 
 import json
 from contextlib import contextmanager
+from http import HTTPStatus
 
 from gunicorn import util
 from gunicorn.http.errors import InvalidHeader
@@ -34,9 +35,20 @@ def json_error(status: int, reason: str, description: str) -> bytes:
     error = "server_error" if status == 500 else "invalid_request"
     # gunicorn's description may quote the request line, a credential in its URL included.
     body = json.dumps({"error": error, "error_description": redact(description or reason)}).encode()
-    head = [f"HTTP/1.1 {status} {reason}", *(f"{name}: {value}" for name, value in _HEADERS.items())]
+    head = [
+        f"HTTP/1.1 {status} {_phrase(status, reason)}",
+        *(f"{name}: {value}" for name, value in _HEADERS.items()),
+    ]
     head.append(f"Content-Length: {len(body)}")
     return "\r\n".join(head).encode("latin-1") + b"\r\n\r\n" + body
+
+
+def _phrase(status: int, reason: str) -> str:
+    """The status's own reason phrase: gunicorn keeps "Bad Request" for the 501 it answers."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return reason
 
 
 def _write_json_error(sock, status_int, reason, mesg) -> None:

@@ -149,7 +149,11 @@ def rotate_secret(*, developer, remote_addr: str) -> Delivery:
     return _delivery(sandbox, client_secret, token)
 
 
+@transaction.atomic
 def new_test_token(*, developer, remote_addr: str) -> SandboxToken:
+    """A test token for the developer's client; counted and issued under the developer's lock, so
+    that two requests at once cannot both find room below MAX_ACTIVE_TEST_TOKENS."""
+    _lock(developer)
     sandbox = _existing(developer)
     return _owner_token(sandbox, actor=_actor(developer), remote_addr=remote_addr)
 
@@ -250,7 +254,8 @@ def _existing(developer) -> SandboxClient:
 
 
 def _lock(developer) -> None:
-    """One portal action at a time per developer: a double click must not register two clients."""
+    """One portal action at a time per developer: a double click must not register two clients,
+    nor two requests at once both find room for the last test token."""
     get_user_model().objects.select_for_update().only("pk").get(pk=developer.pk)
 
 

@@ -52,14 +52,15 @@ class SignUpView(FormView):
         return super().dispatch(request, *args, **kwargs)
 
     def post(self, request, *args, **kwargs):
-        wait = throttling.SIGNUPS_PER_ADDRESS.retry_after(remote_addr(request))
+        # Every attempt counts, refused ones too: the form tells whether an email address has an
+        # account, and that must not be asked without limit.
+        wait = throttling.SIGNUPS_PER_ADDRESS.record(remote_addr(request))
         if wait:
             return throttling.too_many_attempts(request, wait)
         return super().post(request, *args, **kwargs)
 
     def form_valid(self, form):
         developer = form.save()
-        throttling.SIGNUPS_PER_ADDRESS.record(remote_addr(self.request))
         login(self.request, developer, backend="django.contrib.auth.backends.ModelBackend")
         messages.success(
             self.request, f"Welcome, {developer.username}. Download the SDK to get your credentials."
@@ -95,7 +96,12 @@ class ApplicationView(LoginRequiredMixin, TemplateView):
 class PortalActionView(LoginRequiredMixin, View):
     """A POST that changes the developer's client; a refusal comes back as a message on their page."""
 
-    http_method_names = ["post"]
+    http_method_names = ["get", "post"]
+
+    def get(self, request, *args, **kwargs):
+        """To the page with the button: after a login, a POST whose session had expired comes
+        back here as a GET (the login page's ?next=), which must not act nor answer a blank 405."""
+        return redirect("sdkportal:application")
 
     def post(self, request, *args, **kwargs):
         try:

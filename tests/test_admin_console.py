@@ -26,6 +26,7 @@ CLIENTS = "/admin/authserver/application/"
 SCOPES = "/admin/authserver/scope/"
 TOKENS = "/admin/oauth2_provider/accesstoken/"
 AUDIT = "/admin/authserver/auditevent/"
+USERS = "/admin/auth/user/"
 PASSWORD = "correct horse battery staple"
 
 
@@ -443,6 +444,57 @@ def test_deleting_a_client_is_audited_and_takes_its_tokens(console, new_client):
     assert (event.client_id, event.actor) == (client.client_id, "user:olivia")
 
 
+@pytest.mark.parametrize("bulk", [False, True], ids=["single", "bulk"])
+def test_deleting_a_user_deletes_their_clients_through_the_service(superuser_console, bulk):
+    """The database would cascade to the clients the user owns without a word in the audit trail."""
+    owner = get_user_model().objects.create_user("dana", password=PASSWORD)
+    owned = make_client(name="Dana's app", owner=owner)
+    kept = make_client(name="Someone else's app")
+    token, kept_token = issue_token(superuser_console, owned), issue_token(superuser_console, kept)
+    assert superuser_console.get("/api/v1/products", **bearer(token)).status_code == 200  # remembered
+
+    if bulk:
+        deleted = superuser_console.post(
+            USERS, {"action": "delete_selected", "_selected_action": [owner.pk], "post": "yes"}
+        )
+    else:
+        deleted = superuser_console.post(f"{USERS}{owner.pk}/delete/", {"post": "yes"})
+
+    assert deleted.status_code == 302
+    assert not get_user_model().objects.filter(pk=owner.pk).exists()
+    assert not Application.objects.filter(pk=owned.application.pk).exists()
+    event = AuditEvent.objects.get(kind=AuditEvent.Kind.CLIENT_DELETED)
+    assert (event.client_id, event.actor, event.remote_addr) == (
+        owned.application.client_id,
+        "user:root",
+        "127.0.0.1",
+    )
+    assert superuser_console.get("/api/v1/products", **bearer(token)).status_code == 401
+    assert introspect(superuser_console, token) == {"active": False}
+    assert superuser_console.get("/api/v1/products", **bearer(kept_token)).status_code == 200
+
+
+@pytest.mark.parametrize("bulk", [False, True], ids=["single", "bulk"])
+def test_the_user_delete_page_lists_the_clients_and_tokens_that_go_with_the_user(superuser_console, bulk):
+    owner = get_user_model().objects.create_user("dana", password=PASSWORD)
+    owned = make_client(name="Dana's app", owner=owner)
+    make_client(name="Someone else's app")
+    for _ in range(3):
+        issue_token(superuser_console, owned)
+
+    if bulk:
+        page = superuser_console.post(USERS, {"action": "delete_selected", "_selected_action": [owner.pk]})
+    else:
+        page = superuser_console.get(f"{USERS}{owner.pk}/delete/")
+
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert f'Client: <a href="{CLIENTS}{owned.application.pk}/change/">Dana&#x27;s app</a>' in html
+    assert "<li>Access tokens: 3</li>" in html
+    assert "Someone else" not in html
+    assert 'name="post" value="yes"' in html  # a superuser may delete them all
+
+
 # --- access tokens -------------------------------------------------------------------------------
 
 
@@ -638,11 +690,19 @@ def test_a_nul_character_in_a_console_query_string_is_a_400_page(console, path):
 
 @pytest.mark.parametrize(
     ("path", "action"),
-    [(CLIENTS, "disable"), (TOKENS, "revoke_tokens"), (SCOPES, "delete_selected")],
+    [
+        (CLIENTS, "disable"),
+        (CLIENTS, "delete_selected"),
+        (TOKENS, "revoke_tokens"),
+        (SCOPES, "delete_selected"),
+    ],
 )
-@pytest.mark.parametrize("tampered", ["x", "\x00", "1.5"])
+@pytest.mark.parametrize(
+    "tampered", ["x", "\x00", "1.5", str(2**63), "99999999999999999999", str(-(2**63) - 1)]
+)
 def test_an_action_on_selected_ids_that_are_no_ids_is_a_400_page(console, new_client, path, action, tampered):
-    """A tampered form: Django's queryset.filter(pk__in=...) raised ValueError (a 500)."""
+    """A tampered form: Django's queryset.filter(pk__in=...) raised ValueError, or OverflowError for
+    an id beyond 64 bits (a 500)."""
     token = issue_token(HttpsClient(), new_client)
 
     response = console.post(path, {"action": action, "_selected_action": [tampered], "index": "0"})
@@ -653,3 +713,33 @@ def test_an_action_on_selected_ids_that_are_no_ids_is_a_400_page(console, new_cl
     assert new_client.application.enabled
     assert stored_token(token) is not None
     assert Scope.objects.filter(name="products:read").exists()
+
+
+@pytest.mark.parametrize("tampered", ["99999999999999999999", str(2**63)])
+def test_a_user_action_on_an_id_beyond_the_integer_range_is_a_400_page(superuser_console, tampered):
+    response = superuser_console.post(USERS, {"action": "delete_selected", "_selected_action": [tampered]})
+
+    assert response.status_code == 400
+    assert get_user_model().objects.filter(username="root").exists()
+
+
+@pytest.mark.parametrize("tampered", ["99999999999999999999", str(2**63), "x", ""])
+@pytest.mark.parametrize("registering", [True, False], ids=["add", "change"])
+def test_a_scope_id_that_is_no_scope_id_is_a_field_error(console, new_client, registering, tampered):
+    """A tampered client form: an id beyond the database's integer range overflowed (a 500)."""
+    products = Scope.objects.get(name="products:read").pk
+    if registering:
+        response = console.post(CLIENTS + "add/", register_form(scopes=[products, tampered]))
+    else:
+        client = new_client.application
+        response = console.post(
+            f"{CLIENTS}{client.pk}/change/", change_form(client, scopes=[products, tampered])
+        )
+
+    assert response.status_code == 200
+    assert "is not a valid value" in " ".join(response.context["adminform"].form.errors["scopes"])
+    assert list(AuditEvent.objects.values_list("kind", flat=True)) == [AuditEvent.Kind.CLIENT_CREATED]
+    assert list(new_client.application.allowed_scopes.values_list("name", flat=True).order_by("name")) == [
+        "orders:read",
+        "products:read",
+    ]

@@ -199,6 +199,38 @@ def test_the_trail_is_filtered_by_kind_and_client_and_searchable(console, trail)
     assert "?created__year=2025" in years  # the date hierarchy offers the years with events
 
 
+@pytest.mark.parametrize(
+    "query",
+    [
+        "?created__year=9999&created__month=12",  # the next month is past datetime's last year
+        "?created__year=9999&created__month=12&created__day=31",
+        "?created__year=9999",
+        "?created__year=99999999999999999999",
+        "?created__year=2025&created__month=99999999999999999999",
+        "?created__year=2025&created__month=6&created__day=99999999999999999999",
+        "?created__year=2025&created__month=2&created__day=30",
+        "?created__year=2025&created__month=13",
+        "?created__year=0",
+        "?created__year=x",
+        "?created__year=2025&created__year=99999999999999999999",  # Django takes the last
+    ],
+)
+def test_a_date_hierarchy_date_that_is_no_date_is_a_400_page(console, trail, query):
+    response = console.get(AUDIT + query)
+
+    assert response.status_code == 400
+    assert response["Content-Type"].startswith("text/html")
+
+
+def test_the_date_hierarchy_reaches_the_last_periods_datetime_can_end(console, trail):
+    assert listed(console, "?created__year=9998&created__month=12&created__day=31") == []
+    assert listed(console, "?created__year=9998") == []
+    assert listed(console, "?created__year=2&created__month=1") == []
+    assert listed(console, "?created__year=99999999999999999999&created__year=2025") == [
+        ("client_created", trail[0].client_id)
+    ]
+
+
 def test_the_trail_is_read_only(console, trail):
     event = AuditEvent.objects.first()
 

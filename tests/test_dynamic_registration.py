@@ -186,6 +186,19 @@ def test_reading_a_registration(client, initial_access_token):
     assert "client_secret" not in current  # stored hashed; it was shown once
 
 
+def test_a_registration_answers_head_as_get_without_a_body(client, initial_access_token):
+    """RFC 9110 9.1: a resource that answers GET answers HEAD."""
+    registration = register(client, initial_access_token, {"client_name": "svc"}).json()
+    path = "/" + registration["registration_client_uri"].split("://", 1)[1].split("/", 1)[1]
+
+    response = client.head(path, **bearer(registration["registration_access_token"]))
+
+    assert response.status_code == 200
+    assert response.content == b""
+    assert response["Cache-Control"] == "no-store"
+    assert response["Allow"] == "GET, HEAD, PUT, DELETE, OPTIONS"
+
+
 def test_updating_a_registration_replaces_its_metadata(client, initial_access_token):
     registration = register(client, initial_access_token, {"client_name": "svc"}).json()
     body = {"client_id": registration["client_id"], "client_name": "renamed", "scope": "products:read"}

@@ -710,3 +710,14 @@ def test_seeding_the_catalogue_is_idempotent_and_keeps_operator_edits(db):
     assert seed_demo_catalogue() == 0
     assert Product.objects.count() == len(DEMO_CATALOGUE)
     assert Product.objects.get(sku="FOO-CAM-01").price == Decimal("79.00")
+
+
+def test_a_token_in_a_form_body_is_not_accepted(client, reader_token):
+    """RFC 6750 2.2's form body is not a method this API takes (its metadata: header only); beside a
+    header it is a token sent twice (3.1)."""
+    form = {"data": f"access_token={reader_token}", "content_type": "application/x-www-form-urlencoded"}
+    alone = client.post("/api/v1/orders", **form)
+    assert_api_error(alone, 401, "unauthorized")
+    both = client.post("/api/v1/orders", **form, **bearer(reader_token))
+    body = assert_api_error(both, 400, "invalid_request")
+    assert body["error_description"] == "Send the access token once, in the Authorization header only."

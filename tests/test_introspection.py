@@ -4,6 +4,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
 from oauth2_provider.models import AccessToken
 
@@ -95,6 +96,7 @@ def test_a_client_without_the_introspection_scope_is_refused(client, new_client)
     assert response.status_code == 403
     assert response.json()["error"] == "insufficient_scope"
     assert response.json()["scope"] == "introspection"
+    assert "WWW-Authenticate" not in response  # it authenticated with Basic: no Bearer challenge
 
 
 def test_a_bearer_token_without_the_introspection_scope_is_refused(client, new_client):
@@ -217,3 +219,53 @@ def test_a_json_body_is_refused_with_a_json_error(client, resource_server):
     )
     assert response.status_code == 415
     assert response.json()["error"] == "invalid_request"
+
+
+def test_a_token_restricted_to_resources_names_them_as_its_audience(client, resource_server, new_client):
+    """RFC 8707 and RFC 7662 2.2: a resource server that introspects learns where the token is good."""
+    products = f"{settings.ISSUER}/api/v1/products"
+    orders = f"{settings.ISSUER}/api/v1/orders"
+    restricted = issue_token(client, new_client, resource=[products, orders])
+
+    body = introspect(client, resource_server, restricted).json()
+
+    assert body["active"] is True
+    assert body["aud"] == [products, orders]
+    unrestricted = introspect(client, resource_server, issue_token(client, new_client)).json()
+    assert unrestricted["active"] is True
+    assert "aud" not in unrestricted
+
+
+@pytest.mark.parametrize("query", ["client_secret={secret}", "token={token}", "x=1"])
+def test_parameters_in_the_url_are_refused(client, resource_server, new_client, query):
+    """RFC 6749 3.2 and 2.3.1: a secret or token in a URL is refused, not quietly ignored."""
+    token = issue_token(client, new_client)
+    secret = resource_server.client_secret
+    credentials = basic(resource_server.application.client_id, secret)
+    path = f"/oauth2/introspect?{query.format(secret=secret, token=token)}"
+
+    response = post_form(client, path, {"token": token}, **credentials)
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "invalid_request",
+        "error_description": "URL query parameters are not allowed.",
+    }
+
+
+def test_a_bearer_token_in_the_form_body_is_not_accepted(client, resource_server, new_client):
+    """The caller's token goes in the Authorization header (RFC 6750 2.1; the server's metadata says
+    so): the form body's access_token (2.2) authenticates nobody, and beside a header it is a token
+    sent twice (3.1)."""
+    token = issue_token(client, new_client)
+    caller = issue_token(client, resource_server)
+
+    alone = post_form(client, "/oauth2/introspect", {"token": token, "access_token": caller})
+    assert alone.status_code == 401
+    assert "active" not in alone.json()
+
+    both = post_form(client, "/oauth2/introspect", {"token": token, "access_token": caller}, **bearer(caller))
+    assert both.status_code == 400
+    assert both.json()["error"] == "invalid_request"
+    assert both["WWW-Authenticate"].startswith('Bearer realm="foo", error="invalid_request"')
+    assert introspect(client, resource_server, token, **bearer(caller)).json()["active"] is True

@@ -1,5 +1,8 @@
 """Real clients against a real server: requests-oauthlib, threads, curl, over HTTPS from gunicorn."""
 
+import base64
+import gzip
+import http.client
 import json
 import shutil
 import socket
@@ -224,6 +227,64 @@ def test_requests_gunicorn_refuses_are_answered_as_json_errors(server, request_b
     assert error["error"] == "invalid_request"
     assert described.lower() in error["error_description"].lower()
     assert "<html" not in body.decode()
+
+
+def test_the_status_line_of_a_refused_transfer_coding_is_501s_own(server):
+    context = ssl.create_default_context(cafile=server.verify)
+    with (
+        socket.create_connection(("127.0.0.1", server.port), timeout=10) as plain,
+        context.wrap_socket(plain, server_hostname="localhost") as tls,
+    ):
+        tls.sendall(TOKEN_REQUEST_HEAD + b"Transfer-Encoding: brotli\r\n\r\n")
+        status_line = tls.recv(65536).partition(b"\r\n")[0]
+    assert status_line == b"HTTP/1.1 501 Not Implemented"
+
+
+_GZIPPED_FORM = gzip.compress(b"grant_type=client_credentials")
+
+
+@pytest.mark.parametrize(
+    ("coding", "status", "described"),
+    [
+        # gunicorn takes these transfer codings and passes the body on undecoded (RFC 9112 6.1).
+        (("Transfer-Encoding", "gzip, chunked"), 501, "Transfer-Encoding"),
+        (("Transfer-Encoding", "deflate, chunked"), 501, "Transfer-Encoding"),
+        (("Content-Encoding", "gzip"), 415, "Content-Encoding"),  # RFC 9110 8.4
+        (("Content-Encoding", "br"), 415, "Content-Encoding"),
+    ],
+)
+def test_a_body_in_a_coding_the_server_does_not_decode_is_refused(
+    server, transactional_db, coding, status, described
+):
+    """Never read as if it were plain: a gzipped form would be "missing grant type"."""
+    new_client = make_client()
+    credentials = base64.b64encode(f"{new_client.application.client_id}:{new_client.client_secret}".encode())
+    name, value = coding
+    chunked = "chunked" in value
+    body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(_GZIPPED_FORM), _GZIPPED_FORM) if chunked else _GZIPPED_FORM
+    connection = http.client.HTTPSConnection(
+        "127.0.0.1", server.port, context=ssl.create_default_context(cafile=server.verify), timeout=10
+    )
+    connection.putrequest("POST", "/oauth2/token", skip_host=True)
+    for header, content in [
+        ("Host", "localhost"),
+        ("Content-Type", "application/x-www-form-urlencoded"),
+        ("Authorization", f"Basic {credentials.decode()}"),
+        (name, value),
+        *([] if chunked else [("Content-Length", str(len(body)))]),
+    ]:
+        connection.putheader(header, content)
+    connection.endheaders(body)
+    response = connection.getresponse()
+
+    assert response.status == status
+    assert response.getheader("Content-Type") == "application/json"
+    error = json.loads(response.read())
+    assert error["error"] == "invalid_request"
+    assert described in error["error_description"]
+    if status == 415:
+        assert response.getheader("Accept-Encoding") == "identity"
+    connection.close()
 
 
 def test_an_http_1_0_request_needs_no_host(server):

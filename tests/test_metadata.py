@@ -7,6 +7,7 @@ from django.core.cache import cache
 
 from authserver import scopes
 from authserver.models import Scope
+from tests.helpers import HttpsClient
 
 
 def test_authorization_server_metadata_lists_what_really_works(client, db, settings):
@@ -79,10 +80,13 @@ def test_protected_resource_metadata_points_at_this_server(client, db, settings)
 @pytest.mark.parametrize(
     "path", ["/.well-known/oauth-authorization-server", "/.well-known/oauth-protected-resource"]
 )
-def test_metadata_is_read_only(client, db, path):
-    response = client.post(path)
+@pytest.mark.parametrize("method", ["post", "put", "patch", "delete"])
+def test_metadata_is_read_only(db, path, method):
+    # CSRF checked as a live server checks it: no 403 before the endpoint's own 405.
+    response = getattr(HttpsClient(enforce_csrf_checks=True), method)(path)
     assert response.status_code == 405
     assert response.json()["error"] == "method_not_allowed"
+    assert response["Allow"] == "GET, HEAD, OPTIONS"
 
 
 @pytest.mark.parametrize(

@@ -7,12 +7,16 @@ import io
 import json
 import re
 import stat
+import threading
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import connection
 from django.test import Client
 from oauth2_provider.models import AccessToken
 
@@ -187,6 +191,30 @@ def test_portal_actions_need_a_signed_in_developer(client, db):
     response = download(client)
     assert response.status_code == 302
     assert response["Location"].startswith("/accounts/login/")
+    assert not Application.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/portal/download/",
+        "/portal/app/rotate-secret/",
+        "/portal/app/tokens/",
+        "/portal/app/tokens/7/revoke/",
+    ],
+)
+def test_after_logging_in_again_an_action_leads_to_its_page(client, developer, path):
+    """A button pressed after the session expired: the login page sends the developer back to the
+    action's URL with a GET, which shows the page with the button and does nothing."""
+    to_login = client.post(path)
+    assert to_login["Location"] == f"/accounts/login/?next={path}"
+    logged_in = client.post(to_login["Location"], {"username": "ada", "password": PASSWORD})
+    assert logged_in["Location"] == path
+
+    response = client.get(path)
+
+    assert (response.status_code, response["Location"]) == (302, "/portal/app/")
+    assert client.get(response["Location"]).status_code == 200
     assert not Application.objects.exists()
 
 
@@ -366,6 +394,43 @@ def test_the_number_of_active_test_tokens_is_bounded(signed_in, monkeypatch):
     assert refused.status_code == 302
     assert AccessToken.objects.count() == 3
     assert "already has 3 active tokens" in signed_in.get("/portal/app/").content.decode()
+
+
+def test_new_tokens_asked_for_at_once_stay_within_the_bound(transactional_db, monkeypatch):
+    """Two requests at once, each with its own connection: they count and issue one after the other,
+    so only one finds room for the last token."""
+    developer = get_user_model().objects.create_user("ada", "ada@example.com", PASSWORD)
+    browsers = [HttpsClient(), HttpsClient()]
+    for browser in browsers:
+        browser.force_login(developer)
+    download(browsers[0])  # the first active token
+    monkeypatch.setattr(services, "MAX_ACTIVE_TEST_TOKENS", 2)
+    # Each request, once it has counted, waits for the other to count as well: without the lock both
+    # count one token and issue; with it the second counts only after the first has committed.
+    both_counted = threading.Barrier(2, timeout=2)
+    count_active_tokens = authserver_services.active_tokens
+
+    def count_then_wait(*, application):
+        tokens = count_active_tokens(application=application)
+        with suppress(threading.BrokenBarrierError):
+            both_counted.wait()
+        return tokens
+
+    monkeypatch.setattr(authserver_services, "active_tokens", count_then_wait)
+
+    def new_token(browser) -> int:
+        try:
+            return browser.post("/portal/app/tokens").status_code
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(2) as pool:
+        statuses = list(pool.map(new_token, browsers))
+
+    assert sorted(statuses) == [200, 302]  # one token, one refusal
+    assert AccessToken.objects.count() == 2
+    refused = browsers[statuses.index(302)]
+    assert "already has 2 active tokens" in refused.get("/portal/app/").content.decode()
 
 
 def test_revoking_a_token_stops_it_at_once(signed_in):

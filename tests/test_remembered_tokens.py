@@ -198,6 +198,37 @@ def test_a_scope_taken_from_a_remembered_client_is_refused(remembering):
     assert request_token(http, new_client, scope="orders:read").json()["error"] == "invalid_scope"
 
 
+def test_a_scope_taken_from_a_client_is_taken_from_its_tokens_at_once(remembering):
+    """A removed scope takes access away (README, Security): the client's issued tokens lose it at
+    the next request, remembered or not; a token left with no scope is revoked; others stay."""
+    http = HttpsClient()
+    resource_server = make_client(scopes=["introspection"], name="resource server")
+    introspection = basic(resource_server.application.client_id, resource_server.client_secret)
+    new_client = make_client(scopes=["products:read", "orders:read"])
+    both = issue_token(http, new_client)
+    orders_only = issue_token(http, new_client, scope="orders:read")
+    products_only = issue_token(http, new_client, scope="products:read")
+    for token in (both, orders_only):
+        assert http.get("/api/v1/orders", **bearer(token)).status_code == 200  # remembered
+
+    services.update_client(
+        application=new_client.application, actor="tests", changed_fields=[], scopes=["products:read"]
+    )
+
+    for token in (both, orders_only):
+        assert http.get("/api/v1/orders", **bearer(token)).status_code in (401, 403)
+    assert http.get("/api/v1/products", **bearer(both)).status_code == 200
+    assert http.get("/api/v1/products", **bearer(products_only)).status_code == 200
+    described = post_form(http, "/oauth2/introspect", {"token": both}, **introspection).json()
+    assert described["scope"] == "products:read"
+    assert post_form(http, "/oauth2/introspect", {"token": orders_only}, **introspection).json() == {
+        "active": False
+    }
+    event = AuditEvent.objects.filter(kind=AuditEvent.Kind.CLIENT_CHANGED).latest("pk")
+    assert event.detail["withdrawn"] == ["orders:read"]
+    assert event.detail["tokens_narrowed"] == 2
+
+
 @pytest.mark.parametrize("grant", ["relation", "row"])
 def test_a_scope_given_to_a_remembered_client_outside_the_services_is_granted(remembering, grant):
     http = HttpsClient()
@@ -376,7 +407,7 @@ def disable_client(application, new_client):
 def test_a_client_changed_since_the_epoch_was_seen_gets_no_token_from_memory(shared, change, error):
     http = HttpsClient()
     new_client = make_client(scopes=["products:read", "orders:read"])
-    issue_token(http, new_client, scope="orders:read")
+    issue_token(http, new_client, scope="products:read")  # kept when orders:read is taken
     before = written_rows()
 
     in_another_worker(lambda: change(Application.objects.get(pk=new_client.application.pk), new_client))
@@ -750,15 +781,16 @@ def token_statuses(server, new_client, count: int = 32, **form) -> list[int]:
 def test_no_worker_issues_a_token_on_what_it_remembered_once_the_client_changed(server):
     new_client = make_client(scopes=["products:read", "orders:read"])
     assert set(token_statuses(server, new_client, scope="orders:read")) == {200}  # every worker remembers
-    issued = AccessToken.objects.filter(application=new_client.application).count()
+    tokens = AccessToken.objects.filter(application=new_client.application)
 
     services.update_client(
         application=new_client.application, actor="tests", changed_fields=[], scopes=["products:read"]
     )
+    assert not tokens.exists()  # the orders:read tokens went with the scope
     assert set(token_statuses(server, new_client, scope="orders:read")) == {400}  # invalid_scope
     services.set_client_enabled(application=new_client.application, enabled=False, actor="tests")
     assert set(token_statuses(server, new_client, count=10)) == {401}  # 10: below the failure limit
 
-    assert AccessToken.objects.filter(application=new_client.application).count() == issued
+    assert not tokens.exists()  # none issued since
     failures = AuditEvent.objects.filter(application=new_client.application, kind=AuditEvent.Kind.AUTH_FAILED)
     assert failures.count() == 10  # each refusal recorded once

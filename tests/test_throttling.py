@@ -1,9 +1,10 @@
 """Brute force and floods are throttled (authserver/throttling.py, settings.THROTTLE_LIMITS).
 
 Failed client authentication is counted per client id and address and per address, token requests
-per address, failed logins per username and address and per address, sign-ups per address. Over a
-limit: 429 with Retry-After (JSON on machine paths, a page in the browser); a caller who knows only
-a client id or a username cannot lock its owner out from the owner's own address.
+per address, failed logins per username and address and per address (a session already signed in
+is no success), sign-up attempts per address. Over a limit: 429 with Retry-After (JSON on machine
+paths, a page in the browser); a caller who knows only a client id or a username cannot lock its
+owner out from the owner's own address.
 """
 
 from types import SimpleNamespace
@@ -36,6 +37,8 @@ def assert_throttled_json(response, *, at_most: int):
     assert response.json()["error"] == "too_many_requests"
     assert response["Cache-Control"] == "no-store"
     assert 0 < int(response["Retry-After"]) <= at_most + 1
+    # The wait the header gives is the one the description tells a person.
+    assert f" {response['Retry-After']} second" in response.json()["error_description"]
 
 
 def limit(name: str) -> throttling.Limit:
@@ -348,6 +351,73 @@ def test_a_successful_login_clears_the_usernames_failures(client, request, path,
     assert login(client, path, user.username, PASSWORD, OWNER).status_code == 302
 
 
+@pytest.fixture
+def one_window(monkeypatch):
+    """One fixed-window throttle period throughout, even if the test runs across a window boundary."""
+    now = throttling.time.time()
+    monkeypatch.setattr(throttling, "time", SimpleNamespace(time=lambda: now))
+
+
+@pytest.fixture
+def signed_in_developer(client, db):
+    """A session anyone can have: a developer who signed up to the portal."""
+    someone = get_user_model().objects.create_user(username="someone", email="", password=PASSWORD)
+    client.force_login(someone)
+    return someone
+
+
+def assert_still_signed_in_as(client, user):
+    assert client.session["_auth_user_id"] == str(user.pk)
+
+
+def test_failed_logins_from_a_signed_in_session_lock_the_username(
+    client, operator, signed_in_developer, one_window
+):
+    """The console checks passwords over any session: one signed in before the attempt is no
+    success, and resets nothing."""
+    for _ in range(limit("login_failures_per_user_and_address").count):
+        assert login(client, "/admin/login/", operator.username, "wrong", ATTACKER).status_code == 200
+        assert_still_signed_in_as(client, signed_in_developer)
+
+    # The right password from that session is refused unchecked while the lock lasts.
+    assert_throttled_page(login(client, "/admin/login/", operator.username, PASSWORD, ATTACKER), at_most=900)
+    assert_still_signed_in_as(client, signed_in_developer)
+    assert login(client, "/admin/login/", operator.username, PASSWORD, OWNER).status_code == 302
+
+
+def test_failed_logins_from_a_signed_in_session_lock_the_address(
+    client, operator, signed_in_developer, one_window
+):
+    for attempt in range(limit("login_failures_per_address").count):
+        assert login(client, "/admin/login/", f"nobody-{attempt}", "wrong", ATTACKER).status_code == 200
+
+    assert_throttled_page(login(client, "/admin/login/", operator.username, PASSWORD, ATTACKER), at_most=900)
+    assert_still_signed_in_as(client, signed_in_developer)
+
+
+def test_the_portal_login_checks_no_password_for_a_signed_in_session(client, developer, signed_in_developer):
+    """It sends a signed-in developer to the portal (redirect_authenticated_user): nothing to guess."""
+    for password in ["wrong", PASSWORD]:
+        response = login(client, "/accounts/login/", developer.username, password, ATTACKER)
+        assert (response.status_code, response["Location"]) == (302, "/portal/")
+        assert_still_signed_in_as(client, signed_in_developer)
+
+
+def test_an_operator_logging_in_over_a_developers_session_clears_the_failures(
+    client, operator, signed_in_developer, one_window
+):
+    allowed = limit("login_failures_per_user_and_address").count
+    for _ in range(allowed - 1):
+        login(client, "/admin/login/", operator.username, "wrong", OWNER)
+    assert login(client, "/admin/login/", operator.username, PASSWORD, OWNER).status_code == 302
+    assert_still_signed_in_as(client, operator)
+
+    client.force_login(signed_in_developer)
+    for _ in range(allowed - 1):
+        login(client, "/admin/login/", operator.username, "wrong", OWNER)
+    assert login(client, "/admin/login/", operator.username, PASSWORD, OWNER).status_code == 302
+
+
 def test_sign_ups_per_address_are_limited(client, db):
     for number in range(limit("signups_per_address").count):
         response = client.post(
@@ -370,6 +440,39 @@ def test_sign_ups_per_address_are_limited(client, db):
     )
     assert_throttled_page(response, at_most=3600)
     assert not get_user_model().objects.filter(username="one-more").exists()
+
+
+def test_refused_sign_ups_count_against_the_limit_too(client, developer, one_window):
+    """The form says when an email address already has an account: every attempt is counted, so
+    addresses cannot be tried without limit."""
+    for attempt in range(limit("signups_per_address").count):
+        response = client.post(
+            "/accounts/signup/",
+            {
+                "username": f"prober{attempt}",
+                "email": f"guess{attempt}@example.com" if attempt % 2 else developer.email,
+                "password1": PASSWORD,
+                "password2": PASSWORD + "x" if attempt % 2 else PASSWORD,
+            },
+            REMOTE_ADDR=ATTACKER,
+        )
+        assert response.status_code == 200, response.content  # the form again, with its errors
+
+    response = client.post(
+        "/accounts/signup/",
+        {"username": "one-more", "email": developer.email, "password1": PASSWORD, "password2": PASSWORD},
+        REMOTE_ADDR=ATTACKER,
+    )
+    assert_throttled_page(response, at_most=3600)
+    assert b"already exists" not in response.content
+    assert get_user_model().objects.count() == 1
+
+    response = client.post(
+        "/accounts/signup/",
+        {"username": "owner", "email": "owner@example.com", "password1": PASSWORD, "password2": PASSWORD},
+        REMOTE_ADDR=OWNER,
+    )
+    assert response.status_code == 302
 
 
 # --- counters shared by several app nodes through Redis -----------------------------------------

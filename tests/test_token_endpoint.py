@@ -195,6 +195,39 @@ def test_malformed_authorization_headers_are_invalid_client(client, new_client, 
     assert_oauth_error(response, 401, "invalid_client")
 
 
+@pytest.mark.parametrize(
+    "around",
+    [
+        "@@{}",  # stray characters before
+        "{}!!",  # and after
+        "{}*#{}",  # between two credentials
+        "{}QUJD",  # data after the padding
+        "{}, Basic {}",  # two Authorization headers, joined by a comma
+        "{}, Bearer abc",
+    ],
+)
+def test_valid_basic_credentials_with_anything_beside_them_are_refused(client, new_client, around):
+    """RFC 7617 2: the credentials are base64 and nothing else; a lenient decoder that skips what is
+    not base64 would let a request with two Authorization headers through on the first. Beside a
+    secret in the body they are still a second method, not skipped for it."""
+    good = basic(new_client.application.client_id, new_client.client_secret)["HTTP_AUTHORIZATION"]
+    authorization = "Basic " + around.format(*[good.removeprefix("Basic ")] * 2)
+    in_body = {"client_id": new_client.application.client_id, "client_secret": new_client.client_secret}
+
+    alone = post_form(
+        client, "/oauth2/token", {"grant_type": "client_credentials"}, HTTP_AUTHORIZATION=authorization
+    )
+    assert_oauth_error(alone, 401, "invalid_client")
+    beside = post_form(
+        client,
+        "/oauth2/token",
+        {"grant_type": "client_credentials", **in_body},
+        HTTP_AUTHORIZATION=authorization,
+    )
+    assert_oauth_error(beside, 400, "invalid_request")
+    assert not AccessToken.objects.exists()
+
+
 @pytest.mark.parametrize("scheme", ["basic ", "BASIC ", "bAsIc ", "Basic  "])
 def test_the_basic_scheme_is_matched_whatever_its_case(client, new_client, scheme):
     """RFC 9110 11.1: an authentication scheme's name is case-insensitive; one or more spaces follow."""
@@ -391,6 +424,31 @@ def test_an_unknown_scope_is_invalid_scope(client, new_client):
     response = request_token(client, new_client, scope="products:read nope")
     assert_oauth_error(response, 400, "invalid_scope")
     assert response.json()["error_description"] == "This client may be granted: orders:read products:read."
+
+
+@pytest.mark.parametrize(
+    "scope",
+    [
+        "products:read\u00a0",  # a no-break space: not SP, and no scope-token character either
+        "\u2003products:read",
+        "products:read\torders:read",
+        "products:read  orders:read",
+        'products:read "orders:read"',
+        "products:read\\",
+    ],
+)
+def test_a_scope_outside_rfc_6749s_syntax_is_invalid_scope(client, new_client, scope):
+    """RFC 6749 3.3: scope names of %x21 / %x23-5B / %x5D-7E separated by single spaces (spaces
+    around them are forgiven); oauthlib would strip any whitespace and grant the rest."""
+    response = request_token(client, new_client, scope=scope)
+    assert_oauth_error(response, 400, "invalid_scope")
+    assert response.json()["error_description"] == "The scope must be scope names separated by single spaces."
+
+
+def test_spaces_around_the_scope_are_forgiven(client, new_client):
+    response = request_token(client, new_client, scope=" products:read orders:read ")
+    assert response.status_code == 200
+    assert response.json()["scope"] == "products:read orders:read"
 
 
 def test_a_client_without_any_scope_gets_invalid_scope(client, db):
