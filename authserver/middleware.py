@@ -32,7 +32,9 @@ class ProtocolErrorMiddleware:
             return errors.error_response("invalid_request", "Content-Length is not a number.")
         if int(declared_length) > settings.MAX_REQUEST_BODY_BYTES:
             return errors.request_too_large()
-        if "HTTP_TRANSFER_ENCODING" in request.META or "HTTP_CONTENT_ENCODING" in request.META:
+        if "HTTP_TRANSFER_ENCODING" in request.META or (
+            "HTTP_CONTENT_ENCODING" in request.META and declared_length != "0"
+        ):
             refused = _undecoded_body(request.META)
             if refused is not None:
                 return refused
