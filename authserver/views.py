@@ -51,6 +51,28 @@ class BareOptionsMixin:
         return response
 
 
+class BareOptionsAPIMixin:
+    """BareOptionsMixin for a DRF view: OPTIONS answered 204 with Allow (finalize_response adds it)
+    and no body, before authentication, permissions and throttles: what an endpoint allows is no
+    secret (its 401s and 405s name it too), and DRF's own answer needed credentials and recited the
+    view's docstring."""
+
+    def perform_authentication(self, request):
+        if request.method != "OPTIONS":
+            super().perform_authentication(request)
+
+    def check_permissions(self, request):
+        if request.method != "OPTIONS":
+            super().check_permissions(request)
+
+    def check_throttles(self, request):
+        if request.method != "OPTIONS":
+            super().check_throttles(request)
+
+    def options(self, request, *args, **kwargs):
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
 class FormPostEndpointMixin(BareOptionsMixin):
     """OAuth endpoints take POSTed form bodies (RFC 6749 3.2, RFC 7009 2.1). For DOT's TokenView and
     RevokeTokenView, whose dispatch is View.dispatch wrapped in method_decorator(csrf_exempt) and
@@ -139,7 +161,7 @@ class ProtectedResourceMetadataView(ReadOnlyEndpointMixin, dot_views.OAuthProtec
     """GET /.well-known/oauth-protected-resource (RFC 9728): DOT's."""
 
 
-class IntrospectView(APIView):
+class IntrospectView(BareOptionsAPIMixin, APIView):
     """POST /oauth2/introspect (RFC 7662) for resource servers holding the `introspection` scope,
     authenticated as a client (Basic or body) or with a bearer token."""
 
@@ -175,7 +197,7 @@ def client_metadata(request) -> dict:
     return data
 
 
-class RegistrationView(APIView):
+class RegistrationView(BareOptionsAPIMixin, APIView):
     """POST /oauth2/register (RFC 7591), authorized by an initial access token with `registration`."""
 
     required_scopes = ["registration"]
@@ -211,7 +233,7 @@ class IsRegistrationTokenOfClient(BasePermission):
         return True
 
 
-class RegistrationManagementView(APIView):
+class RegistrationManagementView(BareOptionsAPIMixin, APIView):
     """GET/PUT/DELETE /oauth2/register/<client_id> (RFC 7592), with the registration access token."""
 
     permission_classes = [TokenHasRequiredScopes, IsRegistrationTokenOfClient]

@@ -27,6 +27,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
 from authserver import hotpath
+from authserver.views import BareOptionsAPIMixin
 from fooapi import services
 from fooapi.models import Order, Product
 from fooapi.serializers import ErrorSerializer, NewOrderSerializer, OrderSerializer, ProductSerializer
@@ -212,7 +213,7 @@ def _renders_as_drfs_json(renderer_class: type) -> bool:
         },
     )
 )
-class ProductList(generics.ListAPIView):
+class ProductList(BareOptionsAPIMixin, generics.ListAPIView):
     """The most requested page of the API, served without the ORM's per-request work: one statement
     compiled once per process returns the page and the count, ProductSerializer's fields are built
     once, and equal rows are represented and rendered once (docs/benchmarks.md). The answer is what
@@ -243,7 +244,7 @@ class ProductList(generics.ListAPIView):
         responses={200: ProductSerializer, 401: UNAUTHORIZED, 403: FORBIDDEN, 404: NOT_FOUND},
     )
 )
-class ProductDetail(generics.RetrieveAPIView):
+class ProductDetail(BareOptionsAPIMixin, generics.RetrieveAPIView):
     queryset = Product.objects.all()
     serializer_class = ProductSerializer
     required_scopes = ["products:read"]
@@ -276,7 +277,7 @@ class OwnOrdersMixin:
         responses={201: OrderSerializer, 400: BAD_REQUEST, 401: UNAUTHORIZED, 403: FORBIDDEN},
     ),
 )
-class OrderList(OwnOrdersMixin, generics.ListCreateAPIView):
+class OrderList(BareOptionsAPIMixin, OwnOrdersMixin, generics.ListCreateAPIView):
     serializer_class = OrderSerializer
     pagination_class = Pages
     required_scopes_by_method = {"GET": ["orders:read"], "POST": ["orders:write"]}
@@ -302,7 +303,7 @@ class OrderList(OwnOrdersMixin, generics.ListCreateAPIView):
         responses={200: OrderSerializer, 401: UNAUTHORIZED, 403: FORBIDDEN, 404: NOT_FOUND},
     )
 )
-class OrderDetail(OwnOrdersMixin, generics.RetrieveAPIView):
+class OrderDetail(BareOptionsAPIMixin, OwnOrdersMixin, generics.RetrieveAPIView):
     serializer_class = OrderSerializer
     required_scopes_by_method = {"GET": ["orders:read"]}
 

@@ -96,6 +96,15 @@ def test_metadata_is_read_only(db, path, method):
         ("/.well-known/oauth-protected-resource", "GET, HEAD, OPTIONS"),
         ("/oauth2/token", "POST, OPTIONS"),
         ("/oauth2/revoke", "POST, OPTIONS"),
+        # DRF's endpoints too: no credentials needed to ask, and no metadata (DRF's recites the
+        # view's docstring).
+        ("/oauth2/introspect", "POST, OPTIONS"),
+        ("/oauth2/register", "POST, OPTIONS"),
+        ("/oauth2/register/some-client", "GET, HEAD, PUT, DELETE, OPTIONS"),
+        ("/api/v1/products", "GET, HEAD, OPTIONS"),
+        ("/api/v1/products/1", "GET, HEAD, OPTIONS"),
+        ("/api/v1/orders", "GET, POST, HEAD, OPTIONS"),
+        ("/api/v1/orders/1", "GET, HEAD, OPTIONS"),
     ],
 )
 def test_options_says_what_is_allowed_and_nothing_more(client, db, path, allowed):
