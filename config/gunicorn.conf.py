@@ -1,5 +1,6 @@
 """gunicorn settings for `make run` (and the benchmark), from the environment (README)."""
 
+import gc
 import os
 import sys
 from pathlib import Path
@@ -31,3 +32,11 @@ if TLS:
 accesslog = "-" if env_bool("ACCESS_LOG", True) else None
 access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms'
 errorlog = "-"
+
+
+def post_worker_init(worker):
+    """Once the worker has loaded the site (Django, the apps, DOT, oauthlib: some 100,000 objects
+    that live as long as the worker), take those out of the cyclic garbage collector's walks. Its
+    full collection otherwise visits every one of them every few thousand requests, a pause of
+    50-80 ms for the request that sets it off (docs/benchmarks.md, seventeenth round)."""
+    gc.freeze()
