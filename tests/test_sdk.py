@@ -1,15 +1,17 @@
 """A developer's program uses foo_sdk against a real HTTPS server: tokens, retries, errors, TLS, CLI."""
 
 import json
+import pickle
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import requests
 from oauth2_provider.models import AccessToken
 
 from authserver import services
 from config.tls import ensure_self_signed_certificate
-from fooapi.models import Product
+from fooapi.models import Order, Product
 from fooapi.services import DEMO_CATALOGUE, seed_demo_catalogue
 from sdkportal.sdk.foo_sdk import (
     FooApiError,
@@ -110,6 +112,28 @@ def test_placing_and_reading_orders(shop):
     assert [as_list["total"], as_pairs["total"]] == ["24.90", "74.70"]
 
 
+def test_an_order_placed_while_the_orders_are_listed_is_not_listed_twice(shop, monkeypatch):
+    new_client, foo = shop
+    Order.objects.bulk_create(
+        Order(client=new_client.application, currency="EUR", total=Decimal("1.00")) for _ in range(60)
+    )
+    sensor = Product.objects.get(sku="FOO-SENSOR-01")
+    placed = []
+    original_request = foo._request
+
+    def place_an_order_after_the_first_page(method, path, **options):
+        answer = original_request(method, path, **options)
+        if options.get("params") == {"page": 1} and not placed:
+            placed.append(foo.create_order({sensor.pk: 1}))  # the newest: page 2 shifts by one
+        return answer
+
+    monkeypatch.setattr(foo, "_request", place_an_order_after_the_first_page)
+
+    listed = [order["id"] for order in foo.list_orders()]
+
+    assert len(listed) == len(set(listed)) == 60
+
+
 # --- tokens --------------------------------------------------------------------------------------
 
 
@@ -203,6 +227,97 @@ def test_an_invalid_order_is_a_foo_api_error_with_the_reason(shop):
         foo.create_order({999999: 1})
     assert (raised.value.status, raised.value.error) == (400, "invalid_request")
     assert "999999" in raised.value.description
+
+
+class ScriptedServer(requests.adapters.BaseAdapter):
+    """A transport that answers each request with the next (status, headers, JSON body) given."""
+
+    def __init__(self, *answers):
+        super().__init__()
+        self.answers = list(answers)
+        self.requests = []
+
+    def send(self, request, **options):
+        self.requests.append(request)
+        status, headers, body = self.answers.pop(0)
+        response = requests.Response()
+        response.status_code, response.url, response.request = status, request.url, request
+        response.headers.update(headers)
+        response._content = json.dumps(body).encode()
+        return response
+
+    def close(self):
+        pass
+
+
+TOKEN = (200, {}, {"access_token": "a-token", "expires_in": 3600, "token_type": "Bearer"})
+ONE_PAGE = (200, {}, {"count": 1, "next": None, "previous": None, "results": [{"id": 1}]})
+THROTTLED = {"error": "too_many_requests", "error_description": "Too many requests."}
+UNAVAILABLE = {"error": "temporarily_unavailable", "error_description": "Try again shortly."}
+
+
+@pytest.fixture
+def scripted(monkeypatch):
+    """A client of a scripted server; `waits` records the pauses it took."""
+    waits = []
+    monkeypatch.setattr(client_module.time, "sleep", waits.append)
+
+    def scripted_client(*answers):
+        foo = FooClient(
+            client_id="id",
+            client_secret="secret",
+            token_url="https://foo.example/oauth2/token",
+            api_base_url="https://foo.example/api/v1",
+        )
+        server = ScriptedServer(*answers)
+        foo._session.mount("https://", server)
+        return foo, server, waits
+
+    return scripted_client
+
+
+def test_a_429_with_a_short_retry_after_is_waited_out_and_retried_once(scripted):
+    foo, server, waits = scripted(
+        (429, {"Retry-After": "2"}, THROTTLED), TOKEN, (429, {"Retry-After": "1"}, THROTTLED), ONE_PAGE
+    )
+
+    assert foo.list_products() == [{"id": 1}]
+
+    assert waits == [2.0, 1.0]
+    assert [request.method for request in server.requests] == ["POST", "POST", "GET", "GET"]
+
+
+def test_a_429_asking_for_a_long_wait_is_raised_with_it(scripted):
+    foo, _, waits = scripted((429, {"Retry-After": "300"}, THROTTLED))
+    with pytest.raises(FooApiError) as raised:
+        foo.list_products()
+    assert (raised.value.error, raised.value.retry_after) == ("too_many_requests", 300)
+    assert waits == []
+
+
+def test_a_503_is_retried_for_a_read_but_not_for_an_order(scripted):
+    foo, server, waits = scripted(
+        TOKEN, (503, {"Retry-After": "5"}, UNAVAILABLE), ONE_PAGE, (503, {"Retry-After": "5"}, UNAVAILABLE)
+    )
+    assert foo.list_products() == [{"id": 1}]
+
+    with pytest.raises(FooApiError) as raised:
+        foo.create_order({1: 1})  # it may have been placed: only the caller knows whether to repeat it
+    assert (raised.value.status, raised.value.retry_after) == (503, 5)
+    assert waits == [5.0]
+    assert server.answers == []
+
+
+def test_sdk_errors_survive_pickling():
+    """Raised in a worker process (multiprocessing, a task queue), they reach the parent whole."""
+    errors = [
+        FooApiError(429, "too_many_requests", "Too many requests.", retry_after=5),
+        FooAuthError(401, "invalid_client"),
+        FooScopeError(403, "insufficient_scope", "Needs orders:write.", scope="orders:write"),
+    ]
+    for error in errors:
+        copy = pickle.loads(pickle.dumps(error))  # noqa: S301 (its own bytes)
+        assert type(copy) is type(error) and vars(copy) == vars(error) and str(copy) == str(error)
 
 
 # --- TLS and configuration -----------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.utils
 import json
 import os
 import re
@@ -11,6 +12,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote_plus, urlsplit
@@ -24,6 +26,9 @@ DEFAULT_TIMEOUT = 10.0
 EXPIRY_MARGIN_SECONDS = 30.0
 # Following `next` links at most this often: a server bug must not become an endless loop.
 MAX_PAGES = 1000
+# A 429 (or a 503 to a request that may be repeated) asking to wait at most this long is retried
+# once after the wait; a longer one is raised at once, with its `retry_after`.
+MAX_RETRY_AFTER_SECONDS = 10.0
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 _CHALLENGE_PARAMETER = re.compile(r'([A-Za-z_]+)="((?:[^"\\]|\\.)*)"')
 
@@ -59,7 +64,8 @@ class FooClient:
 
     Gets an access token from the token endpoint with the client credentials grant (HTTP Basic,
     RFC 6749 4.4), reuses it until shortly before it expires, and when the API answers 401 (the
-    token was revoked, say) gets a new one and retries once. TLS certificates are always verified:
+    token was revoked, say) gets a new one and retries once; a 429 (or a 503 to a GET) asking for a
+    short pause is waited out and retried once. TLS certificates are always verified:
     against `ca_certificate` (PEM text, e.g. the server's self-signed certificate from
     foo-credentials.json), else `ca_bundle` (a file), else the system's trusted authorities.
     """
@@ -206,9 +212,13 @@ class FooClient:
 
     def _list(self, path: str) -> list[dict]:
         results: list[dict] = []
+        listed: set = set()
         for page in range(1, MAX_PAGES + 1):
             body = self._request("GET", path, params={"page": page})
-            results.extend(body["results"])
+            # A row added meanwhile shifts the pages (a new order comes first): what a page repeats
+            # from the one before is listed once.
+            results.extend(item for item in body["results"] if item["id"] not in listed)
+            listed.update(item["id"] for item in body["results"])
             if not body.get("next"):
                 return results
         raise FooApiError(200, "too_many_pages", f"{path} has more than {MAX_PAGES} pages")
@@ -218,7 +228,12 @@ class FooClient:
         for attempt in (1, 2):
             token = self.access_token()
             response = self._send(
-                method, url, params=params, json=json_body, headers={"Authorization": f"Bearer {token}"}
+                method,
+                url,
+                repeatable=method == "GET",
+                params=params,
+                json=json_body,
+                headers={"Authorization": f"Bearer {token}"},
             )
             if response.status_code == 401 and attempt == 1:
                 self._forget_token(token)  # revoked or expired early: one retry with a new token
@@ -231,7 +246,18 @@ class FooClient:
         except ValueError as error:
             raise FooApiError(response.status_code, "invalid_response", "The answer is not JSON") from error
 
-    def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+    def _send(self, method: str, url: str, *, repeatable: bool, **kwargs: Any) -> requests.Response:
+        """The answer, after one wait and retry when the server asks for a short pause: a 429 was
+        not acted on; a 503 is retried only for a request that may run twice (`repeatable`)."""
+        response = self._send_once(method, url, **kwargs)
+        wait = _retry_after(response)
+        busy = response.status_code == 429 or (response.status_code == 503 and repeatable)
+        if busy and wait is not None and wait <= MAX_RETRY_AFTER_SECONDS:
+            time.sleep(wait)
+            response = self._send_once(method, url, **kwargs)
+        return response
+
+    def _send_once(self, method: str, url: str, **kwargs: Any) -> requests.Response:
         try:
             return self._session.request(
                 method, url, timeout=self.timeout, verify=self._verify, allow_redirects=False, **kwargs
@@ -247,7 +273,7 @@ class FooClient:
             form["scope"] = self.scope
         # RFC 6749 2.3.1: id and secret are form-encoded before they go into the Basic header.
         auth = (quote_plus(self.client_id), quote_plus(self._client_secret))
-        response = self._send("POST", self.token_url, data=form, auth=auth)
+        response = self._send("POST", self.token_url, repeatable=True, data=form, auth=auth)
         if response.status_code != 200:
             raise self._token_error(response)
         try:
@@ -273,7 +299,7 @@ class FooClient:
             return FooScopeError(response.status_code, error, description, scope=self.scope or "")
         if response.status_code in (400, 401) and error in ("invalid_client", "unauthorized_client"):
             return FooAuthError(response.status_code, error, description)
-        return FooApiError(response.status_code, error, description)
+        return FooApiError(response.status_code, error, description, retry_after=_retry_after(response))
 
     @staticmethod
     def _api_error(response: requests.Response) -> FooApiError:
@@ -284,7 +310,7 @@ class FooClient:
         if response.status_code == 403 and "insufficient_scope" in (error, challenge.get("error")):
             scope = challenge.get("scope") or _json_field(response, "scope")
             return FooScopeError(403, "insufficient_scope", description, scope=scope)
-        return FooApiError(response.status_code, error, description)
+        return FooApiError(response.status_code, error, description, retry_after=_retry_after(response))
 
 
 def _json_field(response: requests.Response, name: str) -> str:
@@ -294,6 +320,18 @@ def _json_field(response: requests.Response, name: str) -> str:
         return ""
     value = body.get(name) if isinstance(body, dict) else None
     return value if isinstance(value, str) else ""
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    """Retry-After (RFC 9110 10.2.3) in seconds, from a delay or a date; None without one."""
+    value = response.headers.get("Retry-After", "").strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+        return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())  # noqa: UP017 (3.10 has no UTC)
+    except (TypeError, ValueError):
+        return None
 
 
 def _error_fields(response: requests.Response) -> tuple[str, str]:

@@ -13,14 +13,21 @@ class FooApiError(FooError):
     """The server answered with an error (RFC 6749 / RFC 6750 JSON error body).
 
     `status` is the HTTP status, `error` the error code (e.g. `invalid_request`, `not_found`),
-    `description` the server's explanation.
+    `description` the server's explanation, `retry_after` the seconds the server asked to wait
+    before trying again (429, 503), else None.
     """
 
-    def __init__(self, status: int, error: str, description: str = ""):
+    def __init__(self, status: int, error: str, description: str = "", *, retry_after: float | None = None):
         self.status = status
         self.error = error
         self.description = description
+        self.retry_after = retry_after
         super().__init__(f"{status} {error}" + (f": {description}" if description else ""))
+
+    def __reduce__(self):
+        # Pickled by its fields (multiprocessing, task queues): Exception's default passes the
+        # message alone back to __init__, which needs status and error.
+        return type(self), (self.status, self.error, self.description), self.__dict__
 
 
 class FooAuthError(FooApiError):
