@@ -32,6 +32,7 @@ from oauth2_provider.models import get_access_token_model
 from authserver import services, throttling
 from authserver.forms import ClientForm, RegisterClientForm, served_grant_types
 from authserver.models import Application, AuditEvent, ClientScope, Scope
+from config.tls import served_self_signed_certificate
 
 AccessToken = get_access_token_model()
 
@@ -304,6 +305,10 @@ class ApplicationAdmin(admin.ModelAdmin):
             "original": client,
             "client_secret": client_secret,
             "token_endpoint": f"{settings.ISSUER}/oauth2/token",
+            # The "Try it" curl must trust `make run`'s self-signed certificate, or it fails (curl: 60).
+            "certificate_file": served_self_signed_certificate(settings.TLS_CERT_FILE)
+            if settings.TLS
+            else None,
         }
         request.current_app = self.admin_site.name
         response = TemplateResponse(request, "admin/authserver/application/client_secret.html", context)

@@ -6,6 +6,7 @@ import tempfile
 from contextlib import suppress
 from pathlib import Path
 
+DEFAULT_BIND = "0.0.0.0:9443"  # README: `make run` serves every interface by default
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off", ""}
 
@@ -52,3 +53,12 @@ def persistent_secret_key(path: Path) -> str:
     finally:
         os.unlink(draft.name)
     return path.read_text().strip()
+
+
+def default_issuer(bind: str) -> str:
+    """The issuer when ISSUER is unset: https://localhost on the port gunicorn binds (BIND), so that
+    `BIND=127.0.0.1:8443 make run` publishes, prints and hands out URLs that reach this server."""
+    port = bind.rsplit(":", 1)[-1] if ":" in bind and not bind.startswith(("unix:", "fd://")) else ""
+    if not port.isdigit():
+        port = DEFAULT_BIND.rsplit(":", 1)[-1]
+    return "https://localhost" if port == "443" else f"https://localhost:{port}"

@@ -7,11 +7,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from config.env import env_bool, env_int, env_str
+from config.env import DEFAULT_BIND, env_bool, env_int, env_str
 from config.settings import TLS, TLS_CERT_FILE, TLS_KEY_FILE
 
 wsgi_app = "config.wsgi:application"
-bind = [env_str("BIND", "0.0.0.0:9443")]
+bind = [env_str("BIND", DEFAULT_BIND)]
 workers = env_int("WEB_CONCURRENCY", 2 * (os.cpu_count() or 1))
 # gunicorn's sync worker, with its own refusals (malformed HTTP) answered as JSON errors.
 worker_class = "config.workers.SyncWorker"

@@ -8,7 +8,15 @@ from urllib.parse import urlsplit
 
 import dj_database_url
 
-from config.env import env_bool, env_int, env_list, env_str, persistent_secret_key
+from config.env import (
+    DEFAULT_BIND,
+    default_issuer,
+    env_bool,
+    env_int,
+    env_list,
+    env_str,
+    persistent_secret_key,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
@@ -16,8 +24,9 @@ VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
 DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = env_str("SECRET_KEY", "") or persistent_secret_key(VAR_DIR / "secret_key")
 
-# The issuer identifier published in RFC 8414 metadata; endpoint URLs are built on it.
-ISSUER = env_str("ISSUER", "https://localhost:9443").rstrip("/")
+# The issuer identifier published in RFC 8414 metadata; endpoint URLs are built on it. Unset, it
+# follows the port in BIND (https://localhost:9443 by default).
+ISSUER = (env_str("ISSUER", "") or default_issuer(env_str("BIND", DEFAULT_BIND))).rstrip("/")
 TLS = env_bool("TLS", True)
 
 _issuer_host = urlsplit(ISSUER).hostname or "localhost"

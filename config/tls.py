@@ -64,3 +64,13 @@ def ensure_self_signed_certificate(cert_path: Path, key_path: Path, hosts: list[
         key_file.write(key_bytes)
     cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     return True
+
+
+def served_self_signed_certificate(cert_path: Path) -> Path | None:
+    """`cert_path` when the server's certificate there is self-signed (clients must be told to trust
+    it, e.g. `curl --cacert`); None for a certificate from an authority, or none at all."""
+    try:
+        certificate = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
+    except FileNotFoundError:
+        return None
+    return Path(cert_path) if certificate.issuer == certificate.subject else None

@@ -1,6 +1,10 @@
 """An operator manages clients, scopes and tokens in the management console (Django admin, /admin/)."""
 
+import html
+import json
 import re
+import shutil
+import subprocess
 from datetime import timedelta
 
 import pytest
@@ -21,6 +25,7 @@ from tests.helpers import (
     request_token,
     stored_token,
 )
+from tests.servers import LiveServer
 
 CLIENTS = "/admin/authserver/application/"
 SCOPES = "/admin/authserver/scope/"
@@ -143,6 +148,29 @@ def test_registering_shows_the_secret_once_and_stores_only_its_hash(console, ope
     token = request_token(console, services.NewClient(client, secret))
     assert token.status_code == 200
     assert token.json()["expires_in"] == 900
+
+
+@pytest.mark.live
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_the_try_it_curl_on_the_secret_page_works_against_the_self_signed_server(
+    console, transactional_db, settings
+):
+    """`make run` serves a self-signed certificate: the page's command must trust it, not fail with
+    `curl: (60) SSL certificate problem`."""
+    with LiveServer(workers=1) as server:
+        settings.ISSUER = server.url
+        response = console.post(CLIENTS + "add/", register_form())
+        match = re.search(
+            r'<pre class="console-example" id="curl-example">(.*?)</pre>', response.content.decode(), re.S
+        )
+        assert match, "the page shows no curl"
+        command = html.unescape(match.group(1))
+        assert f"--cacert '{settings.TLS_CERT_FILE}' " in command
+
+        result = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=30)  # noqa: S602
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["token_type"] == "Bearer"
 
 
 def test_a_callback_url_sent_for_client_credentials_is_dropped(console):

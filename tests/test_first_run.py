@@ -90,6 +90,27 @@ def test_debug_is_off_unless_set(fresh_environment):
     )
 
 
+def test_the_issuer_follows_the_port_chosen_with_bind(fresh_environment):
+    """9443 busy, `BIND=127.0.0.1:8443 make run`: the printed console URL, the metadata, the
+    portal's calls and the SDK's credentials must name the port the server listens on."""
+    show = "from django.conf import settings; print(settings.ISSUER)"
+
+    def issuer(**environment) -> str:
+        return (
+            manage({**fresh_environment, **environment}, "shell", "-c", show).stdout.strip().splitlines()[-1]
+        )
+
+    assert issuer() == "https://localhost:9443"
+    assert issuer(BIND="127.0.0.1:8443") == "https://localhost:8443"
+    assert issuer(BIND="[::1]:8444") == "https://localhost:8444"
+    assert issuer(BIND="0.0.0.0:443") == "https://localhost"
+    assert issuer(BIND="127.0.0.1:8443", ISSUER="https://auth.example.com/") == "https://auth.example.com"
+
+    result = manage({**fresh_environment, "BIND": "127.0.0.1:8443"}, "bootstrap")
+    assert result.returncode == 0, result.stderr
+    assert "Admin console: https://localhost:8443/admin/" in result.stdout
+
+
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_make_run_then_create_client_then_the_seed_curl(fresh_environment):
     if not port_is_free(9443):
