@@ -158,7 +158,8 @@ LOGIN_REDIRECT_URL = "/portal/"
 LOGOUT_REDIRECT_URL = "/portal/"
 
 # --- HTTP security -----------------------------------------------------------------------------
-SECURE_COOKIES = env_bool("SECURE_COOKIES", not DEBUG)
+# Over TLS always (DEBUG included); without it only in production, where a proxy terminates TLS.
+SECURE_COOKIES = env_bool("SECURE_COOKIES", TLS or not DEBUG)
 SESSION_COOKIE_SECURE = SECURE_COOKIES
 CSRF_COOKIE_SECURE = SECURE_COOKIES
 SESSION_COOKIE_HTTPONLY = True

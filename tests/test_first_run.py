@@ -90,6 +90,22 @@ def test_debug_is_off_unless_set(fresh_environment):
     )
 
 
+def test_session_and_csrf_cookies_are_secure_over_tls_even_in_debug(fresh_environment):
+    show = (
+        "from django.conf import settings; print(settings.SESSION_COOKIE_SECURE, settings.CSRF_COOKIE_SECURE)"
+    )
+
+    def secure(**environment) -> str:
+        return (
+            manage({**fresh_environment, **environment}, "shell", "-c", show).stdout.strip().splitlines()[-1]
+        )
+
+    assert secure() == "True True"
+    assert secure(DEBUG="on") == "True True"  # make run's https://localhost:9443, DEBUG or not
+    assert secure(TLS="off") == "True True"  # production behind a TLS-terminating proxy
+    assert secure(DEBUG="on", TLS="off") == "False False"  # plain http://localhost in development
+
+
 def test_the_issuer_follows_the_port_chosen_with_bind(fresh_environment):
     """9443 busy, `BIND=127.0.0.1:8443 make run`: the printed console URL, the metadata, the
     portal's calls and the SDK's credentials must name the port the server listens on."""
