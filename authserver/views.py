@@ -144,16 +144,23 @@ class ReadOnlyEndpointMixin(BareOptionsMixin):
 
 class ServerMetadataView(ReadOnlyEndpointMixin, dot_views.OAuthServerMetadataView):
     """GET /.well-known/oauth-authorization-server (RFC 8414): DOT's, without RFC 9207's claim about
-    authorization responses while there is no authorization endpoint to give any. (DOT makes the
+    authorization responses while there is no authorization endpoint to give any (DOT makes the
     claim with its COMPLIANT_BCP_RFC9700_AUTHZ_RESPONSE_ISS gate, which stays set: its deploy check
-    W005 asks for it, and it would hold the day an authorization endpoint is added.)"""
+    W005 asks for it, and it would hold the day an authorization endpoint is added), and with the
+    bearer token among the introspection endpoint's authentication methods (IntrospectView takes
+    one; RFC 8414 2 names access token types as values there)."""
 
     def get(self, request, *args, **kwargs):
         response = super().get(request, *args, **kwargs)
         metadata = json.loads(response.content)
         if "authorization_endpoint" not in metadata:
             metadata.pop("authorization_response_iss_parameter_supported", None)
-            response.content = json.dumps(metadata, cls=DjangoJSONEncoder)
+        if "introspection_endpoint_auth_methods_supported" in metadata:
+            metadata["introspection_endpoint_auth_methods_supported"] = [
+                *metadata["introspection_endpoint_auth_methods_supported"],
+                "Bearer",
+            ]
+        response.content = json.dumps(metadata, cls=DjangoJSONEncoder)
         return response
 
 

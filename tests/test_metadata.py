@@ -31,6 +31,16 @@ def test_authorization_server_metadata_lists_what_really_works(client, db, setti
         "client_secret_basic",
         "client_secret_post",
     }
+    assert set(metadata["revocation_endpoint_auth_methods_supported"]) == {
+        "client_secret_basic",
+        "client_secret_post",
+    }
+    # RFC 8414 2: an access token type where the endpoint takes one (a resource server's token).
+    assert set(metadata["introspection_endpoint_auth_methods_supported"]) == {
+        "client_secret_basic",
+        "client_secret_post",
+        "Bearer",
+    }
 
 
 def test_scopes_supported_lists_the_public_scopes_only(client, db):
