@@ -37,6 +37,6 @@ errorlog = "-"
 def post_worker_init(worker):
     """Once the worker has loaded the site (Django, the apps, DOT, oauthlib: some 100,000 objects
     that live as long as the worker), take those out of the cyclic garbage collector's walks. Its
-    full collection otherwise visits every one of them every few thousand requests, a pause of
-    50-80 ms for the request that sets it off (docs/benchmarks.md, seventeenth round)."""
+    full collection otherwise visits every one of them, a pause of 60-80 ms for the request that
+    sets it off, about once in 25,000 requests (docs/benchmarks.md, seventeenth round)."""
     gc.freeze()
