@@ -389,6 +389,18 @@ def active_tokens(*, application: Application) -> list:
     )
 
 
+def token_issue_times(*, application: Application, actor: str, since: datetime) -> list[datetime]:
+    """When `actor` had tokens issued to `application` after `since`, oldest first: the audit
+    trail's token_issued events (issue_token_for_owner names its actor there)."""
+    return list(
+        AuditEvent.objects.filter(
+            kind=AuditEvent.Kind.TOKEN_ISSUED, application=application, actor=actor, created__gt=since
+        )
+        .order_by("created")
+        .values_list("created", flat=True)
+    )
+
+
 @transaction.atomic
 def issue_token_for_owner(
     *, application: Application, scopes: Collection[str], actor: str, remote_addr: str | None = None

@@ -43,9 +43,11 @@ CREDENTIALS_FILE_NAME = "foo-credentials.json"
 CERTIFICATE_FILE_NAME = "server-certificate.pem"
 PORTAL_CLIENT_NAME = "sdk-portal"
 PORTAL_CLIENT_SCOPES = ["products:read"]
-# Tokens the portal hands out stop here until some expire or are revoked: a click loop must not
-# fill the token table.
-MAX_ACTIVE_TEST_TOKENS = 20
+# The portal gives an application at most this many test tokens within one token lifetime (so at
+# most this many of them are alive at once): a click loop must not fill the token table. Tokens the
+# client gets with its secret (the SDK's, the first download's, a rotation's) are not the portal's
+# test tokens and do not count: using the SDK never stops the portal from working.
+MAX_TEST_TOKENS = 20
 CATALOGUE_CACHE_KEY = "sdkportal:catalogue"
 # After a failed call the portal waits this long before trying again, so an outage does not make
 # every page wait for a timeout.
@@ -152,7 +154,7 @@ def rotate_secret(*, developer, remote_addr: str) -> Delivery:
 @transaction.atomic
 def new_test_token(*, developer, remote_addr: str) -> SandboxToken:
     """A test token for the developer's client; counted and issued under the developer's lock, so
-    that two requests at once cannot both find room below MAX_ACTIVE_TEST_TOKENS."""
+    that two requests at once cannot both find room below MAX_TEST_TOKENS."""
     _lock(developer)
     sandbox = _existing(developer)
     return _owner_token(sandbox, actor=_actor(developer), remote_addr=remote_addr)
@@ -212,10 +214,16 @@ def request_token_with_secret(
 
 def _owner_token(sandbox: SandboxClient, *, actor: str, remote_addr: str) -> SandboxToken:
     _check_usable(sandbox)
-    if len(authserver_services.active_tokens(application=sandbox.application)) >= MAX_ACTIVE_TEST_TOKENS:
+    lifetime = timedelta(seconds=sandbox.application.token_lifetime)
+    issued = authserver_services.token_issue_times(
+        application=sandbox.application, actor=actor, since=timezone.now() - lifetime
+    )
+    if len(issued) >= MAX_TEST_TOKENS:
+        room_at = issued[-MAX_TEST_TOKENS] + lifetime  # when one fewer is within a lifetime
         raise PortalError(
-            f"Your application already has {MAX_ACTIVE_TEST_TOKENS} active tokens; "
-            "revoke some, or let them expire."
+            f"The portal has given your application {MAX_TEST_TOKENS} test tokens within one token "
+            f"lifetime; it gives the next from {room_at:%H:%M} UTC. Your application can get tokens "
+            "with its secret at any time, as the SDK does."
         )
     try:
         answer = authserver_services.issue_token_for_owner(

@@ -11,6 +11,7 @@ import threading
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
+from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -383,17 +384,41 @@ def test_a_new_test_token_is_shown_once_and_listed_without_its_value(signed_in):
     assert scopes_in(page, "tokens") == ["orders:read", "products:read"] * 2
 
 
-def test_the_number_of_active_test_tokens_is_bounded(signed_in, monkeypatch):
-    monkeypatch.setattr(services, "MAX_ACTIVE_TEST_TOKENS", 3)
-    download(signed_in)
+def test_the_portal_gives_a_bounded_number_of_test_tokens_within_a_token_lifetime(signed_in, monkeypatch):
+    monkeypatch.setattr(services, "MAX_TEST_TOKENS", 2)
+    download(signed_in)  # the first download's token is got with the new secret: not the portal's own
     assert signed_in.post("/portal/app/tokens").status_code == 200
     assert signed_in.post("/portal/app/tokens").status_code == 200
 
     refused = signed_in.post("/portal/app/tokens")
+    refused_download = download(signed_in)  # a repeat download brings a test token too
 
-    assert refused.status_code == 302
+    assert (refused.status_code, refused_download.status_code) == (302, 302)
     assert AccessToken.objects.count() == 3
-    assert "already has 3 active tokens" in signed_in.get("/portal/app/").content.decode()
+    page = signed_in.get("/portal/app/").content.decode()
+    assert "has given your application 2 test tokens within one token lifetime" in page
+
+    # A token lifetime later the first of them has expired: room for one more.
+    first = AuditEvent.objects.filter(kind=AuditEvent.Kind.TOKEN_ISSUED, actor="portal:ada").earliest(
+        "created"
+    )
+    AuditEvent.objects.filter(pk=first.pk).update(created=first.created - timedelta(hours=1))
+    assert signed_in.post("/portal/app/tokens").status_code == 200
+    assert signed_in.post("/portal/app/tokens").status_code == 302
+
+
+def test_tokens_the_application_gets_with_its_secret_leave_the_portal_working(signed_in, monkeypatch):
+    """Every run of the SDK's CLI gets a token with the secret: they are the application's own."""
+    monkeypatch.setattr(services, "MAX_TEST_TOKENS", 2)
+    delivered = download(signed_in)
+    sdk = SimpleNamespace(
+        application=Application.objects.get(), client_secret=shown(delivered, "client-secret")
+    )
+    for _ in range(5):
+        assert request_token(signed_in, sdk).status_code == 200
+
+    assert signed_in.post("/portal/app/tokens").status_code == 200
+    assert download(signed_in).status_code == 200
 
 
 def test_new_tokens_asked_for_at_once_stay_within_the_bound(transactional_db, monkeypatch):
@@ -403,20 +428,20 @@ def test_new_tokens_asked_for_at_once_stay_within_the_bound(transactional_db, mo
     browsers = [HttpsClient(), HttpsClient()]
     for browser in browsers:
         browser.force_login(developer)
-    download(browsers[0])  # the first active token
-    monkeypatch.setattr(services, "MAX_ACTIVE_TEST_TOKENS", 2)
+    download(browsers[0])  # the client, with a token got with its secret
+    monkeypatch.setattr(services, "MAX_TEST_TOKENS", 1)
     # Each request, once it has counted, waits for the other to count as well: without the lock both
-    # count one token and issue; with it the second counts only after the first has committed.
+    # count no test token and issue; with it the second counts only after the first has committed.
     both_counted = threading.Barrier(2, timeout=2)
-    count_active_tokens = authserver_services.active_tokens
+    count_test_tokens = authserver_services.token_issue_times
 
-    def count_then_wait(*, application):
-        tokens = count_active_tokens(application=application)
+    def count_then_wait(**query):
+        times = count_test_tokens(**query)
         with suppress(threading.BrokenBarrierError):
             both_counted.wait()
-        return tokens
+        return times
 
-    monkeypatch.setattr(authserver_services, "active_tokens", count_then_wait)
+    monkeypatch.setattr(authserver_services, "token_issue_times", count_then_wait)
 
     def new_token(browser) -> int:
         try:
@@ -430,7 +455,7 @@ def test_new_tokens_asked_for_at_once_stay_within_the_bound(transactional_db, mo
     assert sorted(statuses) == [200, 302]  # one token, one refusal
     assert AccessToken.objects.count() == 2
     refused = browsers[statuses.index(302)]
-    assert "already has 2 active tokens" in refused.get("/portal/app/").content.decode()
+    assert "has given your application 1 test tokens" in refused.get("/portal/app/").content.decode()
 
 
 def test_revoking_a_token_stops_it_at_once(signed_in):
