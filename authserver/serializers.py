@@ -42,6 +42,10 @@ class ClientMetadataSerializer(serializers.Serializer):
     )
     scope = MetadataString(required=False, allow_blank=True, default="")
 
+    def to_internal_value(self, data: dict) -> dict:
+        # RFC 7592 2.2: a null value asks what an omitted field asks (delete it: the default here).
+        return super().to_internal_value({name: value for name, value in data.items() if value is not None})
+
     def validate_grant_types(self, grant_types: list[str]) -> list[str]:
         if set(grant_types) != {CLIENT_CREDENTIALS}:
             raise serializers.ValidationError("Only the client_credentials grant can be registered.")

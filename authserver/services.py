@@ -166,9 +166,13 @@ def update_client(
     scopes: Collection[str] | None = None,
     remote_addr: str | None = None,
 ) -> Application:
-    """Save changes already set on `application` (and its scopes, when given)."""
+    """Save changes already set on `application` (and its scopes, when given). A client deleted
+    since it was read raises Application.DoesNotExist."""
     application.full_clean()
-    application.save()
+    # A client deleted meanwhile stays deleted: save() would INSERT it again, old secret and all.
+    if not Application.objects.filter(pk=application.pk).exists():
+        raise Application.DoesNotExist(f"The client {application.client_id} was deleted.")
+    application.save(force_update=True)
     changes = sorted(changed_fields)
     detail = {}
     if scopes is not None:

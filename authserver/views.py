@@ -263,13 +263,16 @@ class RegistrationManagementView(BareOptionsAPIMixin, APIView):
         metadata.is_valid(raise_exception=True)
         renamed = application.name != metadata.validated_data["client_name"]
         application.name = metadata.validated_data["client_name"]
-        services.update_client(
-            application=application,
-            scopes=metadata.validated_data["scope"],
-            changed_fields=["name"] if renamed else [],
-            actor=f"client:{client_id}",
-            remote_addr=remote_addr(request),
-        )
+        try:
+            services.update_client(
+                application=application,
+                scopes=metadata.validated_data["scope"],
+                changed_fields=["name"] if renamed else [],
+                actor=f"client:{client_id}",
+                remote_addr=remote_addr(request),
+            )
+        except Application.DoesNotExist:  # deleted since its token was checked: gone with it
+            raise errors.InvalidToken() from None
         return Response(
             registration_response(application, self._presented_token(request)), headers=errors.NO_STORE
         )

@@ -1,6 +1,8 @@
 """A trusted client registers new clients at /oauth2/register (RFC 7591) and manages them (RFC 7592)."""
 
+import bz2
 import json
+import zlib
 
 import pytest
 
@@ -144,6 +146,40 @@ def test_an_update_that_is_not_one_json_object_is_invalid_client_metadata(client
     assert Application.objects.get(client_id=registration["client_id"]).name == "svc"
 
 
+@pytest.mark.parametrize("charset", ["rot13", "base64", "hex", "zlib", "bz2", "utf-16", "latin-1"])
+def test_a_charset_parameter_does_not_change_how_the_json_is_read(client, initial_access_token, charset):
+    """RFC 8259 8.1 and 11: JSON is UTF-8 and application/json has no charset parameter. A codec
+    named there was applied to the body: rot13 and zlib on plain JSON were a 500."""
+    # generic() sends the bytes as they are; post() would encode them in the charset named.
+    response = client.generic(
+        "POST",
+        "/oauth2/register",
+        '{"client_name": "caf\u00e9"}'.encode(),
+        content_type=f"application/json; charset={charset}",
+        **bearer(initial_access_token),
+    )
+    assert response.status_code == 201, response.content
+    assert response.json()["client_name"] == "caf\u00e9"
+
+
+@pytest.mark.parametrize(("charset", "compress"), [("bz2", bz2.compress), ("zlib", zlib.compress)])
+def test_a_compressed_body_is_no_json_whatever_the_charset_says(
+    client, initial_access_token, charset, compress
+):
+    """A few hundred bytes of bz2 expanded to 200 MB in the worker (gigabytes within the body limit)."""
+    packed = compress(b'{"client_name": "svc", "contacts": ["' + b"a" * 1_000_000 + b'"]}')
+    response = client.generic(
+        "POST",
+        "/oauth2/register",
+        packed,
+        content_type=f"application/json; charset={charset}",
+        **bearer(initial_access_token),
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_client_metadata"
+    assert not Application.objects.filter(registration_source=Application.RegistrationSource.DCR).exists()
+
+
 def test_unknown_metadata_is_ignored(client, initial_access_token):
     response = register(
         client, initial_access_token, {"client_name": "x", "logo_uri": "https://x.example/logo"}
@@ -214,6 +250,23 @@ def test_updating_a_registration_replaces_its_metadata(client, initial_access_to
     assert set(changed.detail["changed"]) == {"name", "allowed_scopes"}
 
 
+def test_a_null_value_in_an_update_deletes_the_field_as_omitting_it_does(client, initial_access_token):
+    """RFC 7592 2.2: omitted fields are treated as null values, asking to delete them; a client that
+    sends the nulls themselves (a serialized object with unset fields) asks the same."""
+    registration = register(
+        client, initial_access_token, {"client_name": "svc", "scope": "products:read"}
+    ).json()
+    body = {"client_id": registration["client_id"], "client_name": None, "scope": None, "redirect_uris": None}
+
+    response = manage(client, "put", registration, body)
+
+    assert response.status_code == 200, response.content
+    assert response.json()["client_name"] == ""
+    assert response.json()["scope"] == "orders:read products:read"  # the default, as when omitted
+    registered = register(client, initial_access_token, {"client_name": "new", "grant_types": None})
+    assert registered.status_code == 201, registered.content
+
+
 @pytest.mark.parametrize(
     "change",
     [
@@ -240,6 +293,27 @@ def test_deleting_a_registration(client, initial_access_token):
     assert AuditEvent.objects.filter(
         kind=AuditEvent.Kind.CLIENT_DELETED, client_id=registration["client_id"]
     ).exists()
+
+
+def test_an_update_racing_a_delete_does_not_bring_the_client_back(client, initial_access_token, monkeypatch):
+    """A PUT authenticated just before a DELETE (the client's own, or an operator's) committed
+    saved its stale copy: Django's save() INSERTed the client again, with its old secret working and
+    no registration access token left to delete it with."""
+    registration = register(client, initial_access_token, {"client_name": "svc"}).json()
+    update_client = services.update_client
+
+    def deleted_meanwhile(*, application, **kwargs):
+        services.delete_client(application=Application.objects.get(pk=application.pk), actor="operator")
+        return update_client(application=application, **kwargs)
+
+    monkeypatch.setattr(services, "update_client", deleted_meanwhile)
+    response = manage(
+        client, "put", registration, {"client_id": registration["client_id"], "client_name": "x"}
+    )
+
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_token"
+    assert not Application.objects.filter(client_id=registration["client_id"]).exists()
 
 
 def test_a_registration_token_manages_its_own_client_only(client, initial_access_token):
