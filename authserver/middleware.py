@@ -1,3 +1,4 @@
+import codecs
 import logging
 
 from django.conf import settings
@@ -5,6 +6,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse, UnreadablePostError
 from django.shortcuts import render
+from django.utils.http import parse_header_parameters
 
 from authserver import errors
 
@@ -18,6 +20,9 @@ class ProtocolErrorMiddleware:
     - a body in a transfer coding other than chunked (gzip, deflate, compress: gunicorn passes them
       on undecoded): 501 (RFC 9112 6.1); a body in a content coding (Content-Encoding): 415 with
       `Accept-Encoding: identity` (RFC 9110 8.4, 12.5.3), rather than read as if it were plain;
+    - a body whose Content-Type names a charset that is no text encoding (rot13, base64, zlib,
+      bz2: codecs Python knows, which Django would take as the request's encoding and fail on
+      while parsing a form, a 500; or run on a body): 415;
     - the database unreachable: 503 `temporarily_unavailable`, so clients retry (the connection
       comes back by itself: CONN_HEALTH_CHECKS);
     - a 405 from a plain Django view on a machine path: JSON, like every other error there.
@@ -36,6 +41,10 @@ class ProtocolErrorMiddleware:
             "HTTP_CONTENT_ENCODING" in request.META and declared_length != "0"
         ):
             refused = _undecoded_body(request.META)
+            if refused is not None:
+                return refused
+        if "charset" in request.META.get("CONTENT_TYPE", "").lower():
+            refused = _charset_no_text_encoding(request.META["CONTENT_TYPE"])
             if refused is not None:
                 return refused
         response = self.get_response(request)
@@ -77,6 +86,26 @@ def _undecoded_body(meta) -> JsonResponse | None:
             "Content-Encoding: send the body uncompressed.",
             status=415,
             headers={"Accept-Encoding": "identity"},
+        )
+    return None
+
+
+def _charset_no_text_encoding(content_type: str) -> JsonResponse | None:
+    """The answer to a Content-Type whose charset is a codec Python knows but cannot decode text
+    with, if it is one. A name Python does not know is left to Django, which ignores it."""
+    _, parameters = parse_header_parameters(content_type)
+    charset = parameters.get("charset", "")
+    try:
+        codecs.lookup(charset)
+    except LookupError:
+        return None
+    try:
+        b"a\xff".decode(charset, "replace")  # as Django decodes a form's fields
+    except (LookupError, ValueError):  # no text encoding (rot13, zlib), or one that fails even so (idna)
+        return errors.error_response(
+            "invalid_request",
+            "The charset of the Content-Type is not a text encoding; send UTF-8.",
+            status=415,
         )
     return None
 

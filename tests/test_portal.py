@@ -384,6 +384,31 @@ def test_a_new_test_token_is_shown_once_and_listed_without_its_value(signed_in):
     assert scopes_in(page, "tokens") == ["orders:read", "products:read"] * 2
 
 
+@pytest.mark.parametrize("path", ["/accounts/login/", "/admin/login/"])
+@pytest.mark.parametrize("charset", ["rot13", "bz2", "base64", "idna"])
+def test_a_form_declared_in_a_charset_that_is_no_text_encoding_is_refused(db, path, charset):
+    """Codecs Python knows, which Django took as the form's encoding: decoding the fields with one
+    was a 500 (a TypeError or LookupError), for anyone holding a CSRF cookie."""
+    browser = HttpsClient(enforce_csrf_checks=True)
+    page = browser.get(path).content.decode()
+    csrf_token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+    fields = {"csrfmiddlewaretoken": csrf_token, "username": "ada", "password": PASSWORD}
+    body = "".join(
+        f'--XX\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+        for name, value in fields.items()
+    )
+    response = browser.generic(
+        "POST",
+        path,
+        f"{body}--XX--\r\n".encode(),
+        content_type=f"multipart/form-data; boundary=XX; charset={charset}",
+        HTTP_REFERER=f"https://testserver{path}",
+    )
+
+    assert response.status_code == 415
+    assert response.json()["error"] == "invalid_request"
+
+
 def test_the_portal_gives_a_bounded_number_of_test_tokens_within_a_token_lifetime(signed_in, monkeypatch):
     monkeypatch.setattr(services, "MAX_TEST_TOKENS", 2)
     download(signed_in)  # the first download's token is got with the new secret: not the portal's own
