@@ -35,6 +35,7 @@ from oauthlib.oauth2.rfc6749.tokens import get_token_from_header
 from authserver import errors as protocol_errors
 from authserver import hotpath, services, throttling, validity
 from authserver.models import Application, AuditEvent
+from authserver.scopes import SCOPE_SYNTAX_MESSAGE, well_formed_scope
 
 AccessToken = get_access_token_model()
 
@@ -94,8 +95,6 @@ class ClientCredentialsServer(BackendApplicationServer):
         return request.client.token_lifetime
 
 
-# RFC 6749 3.3: scope = scope-token *( SP scope-token ), scope-token = 1*( %x21 / %x23-5B / %x5D-7E ).
-_SCOPE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+(?: [\x21\x23-\x5b\x5d-\x7e]+)*")
 # RFC 7617 2: Basic credentials are base64 (RFC 4648 4) and nothing else.
 _BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 
@@ -238,10 +237,8 @@ class Validator(OAuth2Validator):
 
     def validate_scopes(self, client_id, scopes, client, request, *args, **kwargs):
         sent = request.scope  # as sent: oauthlib strips it of any whitespace, a no-break space too
-        if isinstance(sent, str) and not _SCOPE.fullmatch(sent.strip(" ")):
-            raise errors.InvalidScopeError(
-                description="The scope must be scope names separated by single spaces.", request=request
-            )
+        if isinstance(sent, str) and not well_formed_scope(sent):
+            raise errors.InvalidScopeError(description=SCOPE_SYNTAX_MESSAGE, request=request)
         requested = list(dict.fromkeys(scopes))  # a scope asked for twice is granted once
         request.scopes = requested
         if requested and super().validate_scopes(client_id, requested, client, request, *args, **kwargs):

@@ -1,6 +1,7 @@
 """Scopes as data: DOT's SCOPES_BACKEND_CLASS reading authserver.Scope rows."""
 
 import logging
+import re
 import time
 
 from django.core.cache import cache
@@ -9,6 +10,10 @@ from oauth2_provider.scopes import BaseScopes
 from authserver.models import Scope
 
 log = logging.getLogger(__name__)
+
+# RFC 6749 3.3: scope = scope-token *( SP scope-token ), scope-token = 1*( %x21 / %x23-5B / %x5D-7E ).
+_SCOPE_SYNTAX = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+(?: [\x21\x23-\x5b\x5d-\x7e]+)*")
+SCOPE_SYNTAX_MESSAGE = "The scope must be scope names separated by single spaces."
 
 CATALOGUE_CACHE_KEY = "authserver:scope-catalogue"
 # Scope descriptions and visibility change rarely; an edit reaches every worker within this time
@@ -20,6 +25,12 @@ CATALOGUE_CACHE_SECONDS = 60
 # shared cache's copy this long, so a request does not cost a cache round trip either.
 CATALOGUE_PROCESS_SECONDS = 5
 _in_process: tuple[float, list[dict]] | None = None
+
+
+def well_formed_scope(scope: str) -> bool:
+    """Whether `scope` is scope names separated by single spaces (RFC 6749 3.3), spaces around it
+    aside: not a tab, a line break or a no-break space between or inside them."""
+    return _SCOPE_SYNTAX.fullmatch(scope.strip(" ")) is not None
 
 
 def scope_catalogue() -> list[dict]:

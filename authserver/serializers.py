@@ -5,7 +5,7 @@ from django.urls import reverse
 from rest_framework import serializers
 
 from authserver.models import Application
-from authserver.scopes import sandbox_scope_names
+from authserver.scopes import SCOPE_SYNTAX_MESSAGE, sandbox_scope_names, well_formed_scope
 
 CLIENT_CREDENTIALS = "client_credentials"
 # Set by the server, never by the client (RFC 7592 2.2).
@@ -40,7 +40,8 @@ class ClientMetadataSerializer(serializers.Serializer):
     token_endpoint_auth_method = serializers.ChoiceField(
         choices=["client_secret_basic", "client_secret_post"], required=False, default="client_secret_basic"
     )
-    scope = MetadataString(required=False, allow_blank=True, default="")
+    # As sent: DRF would trim any Unicode whitespace (a no-break space too) before the syntax check.
+    scope = MetadataString(required=False, allow_blank=True, default="", trim_whitespace=False)
 
     def to_internal_value(self, data: dict) -> dict:
         # RFC 7592 2.2: a null value asks what an omitted field asks (delete it: the default here).
@@ -62,7 +63,10 @@ class ClientMetadataSerializer(serializers.Serializer):
         return []
 
     def validate_scope(self, scope: str) -> list[str]:
-        """Space-separated scopes, all of them sandbox scopes; none asked for means all sandbox scopes."""
+        """Space-separated scopes (RFC 7591 2, RFC 6749 3.3), all of them sandbox scopes; none asked
+        for means all sandbox scopes."""
+        if scope and not well_formed_scope(scope):
+            raise serializers.ValidationError(SCOPE_SYNTAX_MESSAGE)
         available = sandbox_scope_names()
         requested = list(dict.fromkeys(scope.split()))
         refused = sorted(set(requested) - set(available))
