@@ -9,9 +9,10 @@ revocation endpoints. JSONParser (client registration, the Foo API's orders):
 - nesting deeper than Python's recursion limit (a few kilobytes of `[[[[...`) is a parse error
   too, where DRF lets the RecursionError through as a 500;
 - the body is read as UTF-8 whatever charset the Content-Type names (RFC 8259 8.1, and 11: the
-  media type has no charset parameter): Django takes any codec Python knows from it, and applying
-  one ran rot13 or base64 on the body (a 500) or decompressed bz2 (a few hundred bytes on the wire,
-  hundreds of megabytes in the worker);
+  media type has no charset parameter), where DRF decodes it with that charset (a UTF-8 body read
+  as latin-1 or UTF-16). A charset that is no text encoding (rot13, bz2: run on the body, a 500 or
+  hundreds of megabytes from a few hundred bytes) never gets here: ProtocolErrorMiddleware answers
+  415;
 - a string holding an unpaired surrogate (`"\\ud800"`, which no UTF-8 can carry) is a parse error
   (I-JSON, RFC 7493 2.1): it reached the answer of an error that quotes the input, whose UTF-8
   encoding then failed (a 500).
