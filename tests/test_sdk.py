@@ -308,6 +308,31 @@ def test_a_503_is_retried_for_a_read_but_not_for_an_order(scripted):
     assert server.answers == []
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [
+        (200, {}, {"access_token": "a-token", "expires_in": "soon", "token_type": "Bearer"}),
+        (200, {}, {"token_type": "Bearer"}),
+        (200, {}, ["a-token"]),
+    ],
+)
+def test_a_token_answer_without_a_token_and_its_lifetime_is_a_foo_api_error(scripted, answer):
+    foo, _, _ = scripted(answer)
+    with pytest.raises(FooApiError) as raised:
+        foo.access_token()
+    assert raised.value.error == "invalid_response"
+
+
+@pytest.mark.parametrize(
+    "page", [{"count": 1}, {"results": None}, {"results": [{"name": "no id"}]}, ["a list"]]
+)
+def test_a_page_without_results_is_a_foo_api_error(scripted, page):
+    foo, _, _ = scripted(TOKEN, (200, {}, page))
+    with pytest.raises(FooApiError) as raised:
+        foo.list_products()
+    assert raised.value.error == "invalid_response"
+
+
 def test_sdk_errors_survive_pickling():
     """Raised in a worker process (multiprocessing, a task queue), they reach the parent whole."""
     errors = [

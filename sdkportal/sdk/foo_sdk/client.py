@@ -215,11 +215,15 @@ class FooClient:
         listed: set = set()
         for page in range(1, MAX_PAGES + 1):
             body = self._request("GET", path, params={"page": page})
-            # A row added meanwhile shifts the pages (a new order comes first): what a page repeats
-            # from the one before is listed once.
-            results.extend(item for item in body["results"] if item["id"] not in listed)
-            listed.update(item["id"] for item in body["results"])
-            if not body.get("next"):
+            try:
+                rows, more = body["results"], body.get("next")
+                # A row added meanwhile shifts the pages (a new order comes first): what a page
+                # repeats from the one before is listed once.
+                results.extend(row for row in rows if row["id"] not in listed)
+                listed.update(row["id"] for row in rows)
+            except (KeyError, TypeError, AttributeError) as error:
+                raise FooApiError(200, "invalid_response", f"{path} answered no page of results") from error
+            if not more:
                 return results
         raise FooApiError(200, "too_many_pages", f"{path} has more than {MAX_PAGES} pages")
 
@@ -279,11 +283,11 @@ class FooClient:
         try:
             token = response.json()
             access_token = token["access_token"]
-        except (ValueError, KeyError, TypeError) as error:
+            lifetime = float(token.get("expires_in") or 0)
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise FooApiError(
-                response.status_code, "invalid_response", "No access_token in the answer"
+                response.status_code, "invalid_response", "No access_token and expires_in in the answer"
             ) from error
-        lifetime = float(token.get("expires_in") or 0)
         self._access_token = access_token
         self._renew_at = time.monotonic() + lifetime - min(EXPIRY_MARGIN_SECONDS, lifetime / 10)
         self.token_scope = token.get("scope", "")
