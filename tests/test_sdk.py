@@ -247,7 +247,7 @@ class ScriptedServer(requests.adapters.BaseAdapter):
         return response
 
     def close(self):
-        pass
+        """Nothing to release: no connection was opened."""
 
 
 TOKEN = (200, {}, {"access_token": "a-token", "expires_in": 3600, "token_type": "Bearer"})
