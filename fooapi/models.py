@@ -5,6 +5,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 MAX_QUANTITY = 1000
+# The most Order.total holds (12 digits, 2 of them places).
+MAX_ORDER_TOTAL = Decimal("9999999999.99")
 
 
 class Product(models.Model):

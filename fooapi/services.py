@@ -8,7 +8,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from authserver.models import Application
-from fooapi.models import Order, OrderLine, Product
+from fooapi.models import MAX_ORDER_TOTAL, Order, OrderLine, Product
 
 # SKU, name, description, price in EUR
 DEMO_CATALOGUE = [
@@ -108,11 +108,11 @@ def place_order(*, client: Application, lines: Sequence[LineRequest]) -> Order:
         )
         for line in lines
     ]
-    order = Order.objects.create(
-        client=client,
-        currency=currencies.pop(),
-        total=sum((line.line_total for line in order_lines), Decimal("0")),
-    )
+    currency = currencies.pop()
+    total = sum((line.line_total for line in order_lines), Decimal("0"))
+    if total > MAX_ORDER_TOTAL:
+        raise ValidationError({"lines": f"An order's total can be at most {MAX_ORDER_TOTAL} {currency}."})
+    order = Order.objects.create(client=client, currency=currency, total=total)
     for line in order_lines:
         line.order = order
         line.full_clean(exclude=["order", "product"])

@@ -26,7 +26,7 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
-from authserver import hotpath
+from authserver import errors, hotpath
 from authserver.views import BareOptionsAPIMixin
 from fooapi import services
 from fooapi.models import Order, Product
@@ -200,6 +200,17 @@ def _renders_as_drfs_json(renderer_class: type) -> bool:
     )
 
 
+class NotStoredMixin:
+    """Every answer is to one client's token and may be that client's own data (its orders): no
+    cache keeps it (RFC 9111 5.2.2.5), as none keeps the API's errors (authserver.errors)."""
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        for name, value in errors.NO_STORE.items():
+            response.setdefault(name, value)
+        return response
+
+
 @extend_schema_view(
     get=extend_schema(
         summary="List the catalogue",
@@ -213,7 +224,7 @@ def _renders_as_drfs_json(renderer_class: type) -> bool:
         },
     )
 )
-class ProductList(BareOptionsAPIMixin, generics.ListAPIView):
+class ProductList(NotStoredMixin, BareOptionsAPIMixin, generics.ListAPIView):
     """The most requested page of the API, served without the ORM's per-request work: one statement
     compiled once per process returns the page and the count, ProductSerializer's fields are built
     once, and equal rows are represented and rendered once (docs/benchmarks.md). The answer is what
@@ -244,7 +255,7 @@ class ProductList(BareOptionsAPIMixin, generics.ListAPIView):
         responses={200: ProductSerializer, 401: UNAUTHORIZED, 403: FORBIDDEN, 404: NOT_FOUND},
     )
 )
-class ProductDetail(BareOptionsAPIMixin, generics.RetrieveAPIView):
+class ProductDetail(NotStoredMixin, BareOptionsAPIMixin, generics.RetrieveAPIView):
     queryset = Product.objects.all()
     serializer_class = ProductSerializer
     required_scopes = ["products:read"]
@@ -277,7 +288,7 @@ class OwnOrdersMixin:
         responses={201: OrderSerializer, 400: BAD_REQUEST, 401: UNAUTHORIZED, 403: FORBIDDEN},
     ),
 )
-class OrderList(BareOptionsAPIMixin, OwnOrdersMixin, generics.ListCreateAPIView):
+class OrderList(NotStoredMixin, BareOptionsAPIMixin, OwnOrdersMixin, generics.ListCreateAPIView):
     serializer_class = OrderSerializer
     pagination_class = Pages
     required_scopes_by_method = {"GET": ["orders:read"], "POST": ["orders:write"]}
@@ -303,7 +314,7 @@ class OrderList(BareOptionsAPIMixin, OwnOrdersMixin, generics.ListCreateAPIView)
         responses={200: OrderSerializer, 401: UNAUTHORIZED, 403: FORBIDDEN, 404: NOT_FOUND},
     )
 )
-class OrderDetail(BareOptionsAPIMixin, OwnOrdersMixin, generics.RetrieveAPIView):
+class OrderDetail(NotStoredMixin, BareOptionsAPIMixin, OwnOrdersMixin, generics.RetrieveAPIView):
     serializer_class = OrderSerializer
     required_scopes_by_method = {"GET": ["orders:read"]}
 

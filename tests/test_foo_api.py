@@ -301,6 +301,27 @@ def test_head_works_like_get(client, reader_token, catalogue):
     assert client.head("/api/v1/products").status_code == 401
 
 
+def test_no_cache_keeps_an_answer_to_a_token(client, shop, catalogue):
+    # Like the API's errors: the answers are one client's (its orders), whatever a cache in between does.
+    _, token = shop
+    sensor = catalogue["FOO-SENSOR-01"]
+    placed = place(client, token, [{"product": sensor.pk, "quantity": 1}])
+    order_id = placed.json()["id"]
+    paths = [
+        "/api/v1/products",
+        f"/api/v1/products/{sensor.pk}",
+        "/api/v1/orders",
+        f"/api/v1/orders/{order_id}",
+    ]
+    answers = [placed, *(client.get(path, **bearer(token)) for path in paths)]
+    answers.append(client.head("/api/v1/orders", **bearer(token)))
+
+    for answer in answers:
+        assert answer.status_code in (200, 201), answer.content
+        assert answer["Cache-Control"] == "no-store"
+        assert answer["Pragma"] == "no-cache"
+
+
 def test_methods_the_resource_does_not_have_are_a_json_405(client, reader_token):
     assert_api_error(client.delete("/api/v1/products", **bearer(reader_token)), 405, "method_not_allowed")
 
@@ -606,6 +627,24 @@ def test_an_invalid_order_is_400_invalid_request(client, shop, catalogue, lines,
 
     assert field in body["error_description"]
     assert not Order.objects.exists()
+
+
+def test_an_order_whose_total_the_order_cannot_hold_is_400_and_not_placed(client, shop, catalogue):
+    # A price the catalogue allows (10 digits) times 1000 is more than an order's total (12 digits)
+    # holds: on SQLite it was stored anyway, answered with a 500 and broke the client's order list.
+    _, token = shop
+    costly = Product.objects.create(sku="COSTLY-1", name="Costly", price=Decimal("10000000.00"))
+
+    body = assert_api_error(
+        place(client, token, [{"product": costly.pk, "quantity": 1000}]), 400, "invalid_request"
+    )
+
+    assert "9999999999.99 EUR" in body["error_description"]
+    assert not Order.objects.exists()
+    assert client.get("/api/v1/orders", **bearer(token)).status_code == 200
+    most = place(client, token, [{"product": costly.pk, "quantity": 999}])
+    assert most.status_code == 201, most.content
+    assert most.json()["total"] == "9990000000.00"
 
 
 @pytest.mark.parametrize(
