@@ -7,6 +7,7 @@ from io import StringIO
 import pytest
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
+from django.db import OperationalError
 from django.utils import timezone
 from oauth2_provider.models import AccessToken
 
@@ -99,3 +100,62 @@ def test_cleartokens_removes_expired_tokens(client, new_client):
     )
     call_command("cleartokens")
     assert AccessToken.objects.count() == 1
+
+
+def test_create_client_refuses_an_empty_scope(db):
+    # As the console does: a client without scopes gets no token.
+    with pytest.raises(CommandError, match="--scope must name at least one scope"):
+        run("create_client", "--name", "x", "--scope", " ")
+    assert not Application.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--batch-size", "0"], "--batch-size must be 1 or more"),
+        (["--batch-size", "-5"], "--batch-size must be 1 or more"),
+        (["--pause", "-1"], "--pause must be a number of seconds, 0 or more"),
+        (["--pause", "nan"], "--pause must be a number of seconds, 0 or more"),
+        (["--pause", "inf"], "--pause must be a number of seconds, 0 or more"),
+    ],
+)
+def test_clear_expired_tokens_refuses_bad_input_before_deleting_anything(new_client, args, message):
+    expired = timezone.now() - timedelta(days=1)
+    AccessToken.objects.create(application=new_client.application, token="a", expires=expired)
+    AccessToken.objects.create(application=new_client.application, token="b", expires=expired)
+    with pytest.raises(CommandError, match=message):
+        call_command("clear_expired_tokens", "--no-progress", *args, stdout=StringIO())
+    assert AccessToken.objects.count() == 2
+
+
+def test_clear_expired_tokens_interrupted_says_what_it_deleted(new_client, monkeypatch, capsys):
+    expired = timezone.now() - timedelta(days=1)
+    for token in "abc":
+        AccessToken.objects.create(application=new_client.application, token=token, expires=expired)
+
+    def interrupt(seconds):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("authserver.services.time.sleep", interrupt)
+    with pytest.raises(CommandError, match="Interrupted after deleting 2 expired access tokens") as raised:
+        call_command("clear_expired_tokens", "--batch-size", "2", "--pause", "1")
+    assert raised.value.returncode == 130
+    assert AccessToken.objects.count() == 1  # the batch that committed stays deleted
+
+
+@pytest.mark.parametrize(
+    "args, service",
+    [
+        (["create_client", "--name", "x"], "register_client"),
+        (["rotate_secret", "abc"], "find_client"),
+        (["clear_expired_tokens"], "clear_expired_tokens"),
+        (["bench_load_tokens", "--count", "1"], "register_client"),
+    ],
+)
+def test_an_unreachable_database_is_a_clear_error(db, monkeypatch, args, service):
+    def unreachable(*args, **kwargs):
+        raise OperationalError('connection to server at "db.example", port 5432 failed: Connection refused')
+
+    monkeypatch.setattr(f"authserver.services.{service}", unreachable)
+    with pytest.raises(CommandError, match=r"Database error: connection to server .* Connection refused"):
+        run(*args)

@@ -10,18 +10,19 @@ import time
 from datetime import timedelta
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 from oauth2_provider.models import get_access_token_model
 
 from authserver import services
+from authserver.management.base import OperatorCommand
 from authserver.models import Application
 
 BENCH_CLIENT_NAME = "benchmark: bulk-loaded tokens"
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = "BENCHMARK TOOL: store COUNT access tokens in bulk (bulk_create in batches), for bench/run.py."
 
     def add_arguments(self, parser):

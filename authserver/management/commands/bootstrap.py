@@ -4,15 +4,15 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
 
+from authserver.management.base import OperatorCommand
 from authserver.services import ensure_default_scopes, ensure_operators_group
 from config.tls import ensure_self_signed_certificate
 from fooapi.services import seed_demo_catalogue
 from sdkportal.services import ensure_portal_client
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = (
         "Prepare this machine to serve, once and idempotently: TLS certificate, database tables, "
         "static files, the admin account and the default data."

@@ -3,13 +3,14 @@ import json
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from authserver import services
+from authserver.management.base import OperatorCommand
 from authserver.scopes import sandbox_scope_names
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = "Register a client-credentials client and print its id and secret (shown this once)."
 
     def add_arguments(self, parser):
@@ -28,6 +29,8 @@ class Command(BaseCommand):
         if not name.strip():  # the console lists clients by name: an operator always gives one
             raise CommandError("--name must not be blank.")
         scopes = scope.split() if scope is not None else sandbox_scope_names()
+        if not scopes:  # as the console refuses one: a client without scopes gets no token
+            raise CommandError("--scope must name at least one scope.")
         try:
             new_client = services.register_client(
                 name=name,

@@ -1,11 +1,12 @@
 import json
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from authserver import services
+from authserver.management.base import OperatorCommand
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = "Give a client a new secret (printed this once); the old secret stops working at once."
 
     def add_arguments(self, parser):
