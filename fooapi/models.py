@@ -5,8 +5,11 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 MAX_QUANTITY = 1000
-# The most Order.total holds (12 digits, 2 of them places).
-MAX_ORDER_TOTAL = Decimal("9999999999.99")
+
+
+def largest_value(field: models.DecimalField) -> Decimal:
+    """The largest value `field` holds: max_digits digits, decimal_places of them places."""
+    return Decimal(10) ** (field.max_digits - field.decimal_places) - Decimal(1).scaleb(-field.decimal_places)
 
 
 class Product(models.Model):
@@ -48,6 +51,9 @@ class Order(models.Model):
 
     def __str__(self) -> str:
         return f"Order {self.pk} ({self.total} {self.currency})"
+
+
+MAX_ORDER_TOTAL = largest_value(Order._meta.get_field("total"))
 
 
 class OrderLine(models.Model):

@@ -19,7 +19,6 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import quote_plus, urlencode, urlsplit
 
-from cryptography import x509
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
@@ -32,6 +31,7 @@ from oauth2_provider.oauth2_backends import get_oauthlib_core
 
 from authserver import services as authserver_services
 from authserver.scopes import sandbox_scope_names
+from config.tls import served_self_signed_certificate
 from sdkportal.models import SandboxClient
 from sdkportal.sdk.foo_sdk import FooClient, FooError, __version__
 
@@ -281,14 +281,8 @@ def sdk_zip_name() -> str:
 def self_signed_certificate() -> str | None:
     """The server's certificate (PEM) when it serves TLS itself with a self-signed one: clients
     must be told to trust it. None for a certificate from an authority, or without TLS."""
-    if not settings.TLS:
-        return None
-    try:
-        pem = Path(settings.TLS_CERT_FILE).read_bytes()
-    except FileNotFoundError:
-        return None
-    certificate = x509.load_pem_x509_certificate(pem)
-    return pem.decode("ascii") if certificate.issuer == certificate.subject else None
+    served = served_self_signed_certificate(settings.TLS_CERT_FILE) if settings.TLS else None
+    return served.read_text("ascii") if served else None
 
 
 def credentials_document(*, client_id: str, client_secret: str | None, scope: str) -> dict:
