@@ -125,6 +125,11 @@ CLIENT_ACTIONS = {
 }
 
 
+# Session key: [form_id, client pk] of the registration forms this session posted, the last few.
+SUBMITTED_CLIENT_FORMS = "authserver_submitted_client_forms"
+SUBMITTED_FORMS_KEPT = 20
+
+
 class ApplicationAdmin(admin.ModelAdmin):
     """Clients: registered here with a secret shown once, then managed through services."""
 
@@ -243,6 +248,10 @@ class ApplicationAdmin(admin.ModelAdmin):
         return self.add_fieldsets if obj is None else self.fieldsets
 
     def add_view(self, request, form_url="", extra_context=None):
+        if request.method == "POST":
+            registered = self._registered_by_this_form(request)
+            if registered is not None:
+                return registered
         context = {
             "title": "Register a client",
             # The next page must be the one that shows the secret, whatever button is pressed.
@@ -280,6 +289,30 @@ class ApplicationAdmin(admin.ModelAdmin):
         obj._state.adding = False
         # Kept in memory for this request's response only (response_add): never in the session store.
         request.new_client_secret = new_client.client_secret
+        # The session remembers which form registered which client (not the secret).
+        submitted = list(request.session.get(SUBMITTED_CLIENT_FORMS, []))[-(SUBMITTED_FORMS_KEPT - 1) :]
+        request.session[SUBMITTED_CLIENT_FORMS] = [*submitted, [form.cleaned_data["form_id"], obj.pk]]
+
+    def _registered_by_this_form(self, request):
+        """When this registration form was posted before in this session (a reload of the page that
+        showed the secret, a second click): no second client, but the first one's page, which says
+        why. None for a form not seen before."""
+        form_id = request.POST.get("form_id")
+        submitted = dict(request.session.get(SUBMITTED_CLIENT_FORMS, []))
+        if not form_id or form_id not in submitted:
+            return None
+        client = Application.objects.filter(pk=submitted[form_id]).first()
+        if client is None:
+            message = "This form was submitted before; the client it registered is deleted since."
+            self.message_user(request, message, messages.WARNING)
+            return HttpResponseRedirect(admin_url(Application, "changelist"))
+        self.message_user(
+            request,
+            f"This form was submitted before: “{client}” was registered then and its secret shown once. "
+            "No other client was registered. To get a new secret, rotate this one's.",
+            messages.WARNING,
+        )
+        return HttpResponseRedirect(admin_url(Application, "change", client.pk))
 
     def response_add(self, request, obj, post_url_continue=None):
         self.message_user(request, f"The client “{obj}” was registered.", messages.SUCCESS)

@@ -1,5 +1,7 @@
 """The management console's client forms (used by authserver/admin.py)."""
 
+import secrets
+
 from django import forms
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -118,8 +120,16 @@ class ClientForm(forms.ModelForm):
             self.initial["user"] = self.instance.user.get_username()
 
 
+def new_form_id() -> str:
+    return secrets.token_urlsafe(16)
+
+
 class RegisterClientForm(ClientForm):
     """Registering a client: the server generates its id and secret; the grant type is chosen once."""
+
+    # A new one each time the form is shown: the same form posted again (the browser reloading the
+    # page that showed the secret) registers no second client (ApplicationAdmin.add_view).
+    form_id = forms.CharField(widget=forms.HiddenInput, initial=new_form_id, max_length=64)
 
     authorization_grant_type = forms.ChoiceField(
         label="Grant type",
@@ -141,6 +151,7 @@ class RegisterClientForm(ClientForm):
 
     class Meta(ClientForm.Meta):
         fields = [
+            "form_id",
             "name",
             "authorization_grant_type",
             "redirect_uris",

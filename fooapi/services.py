@@ -94,6 +94,10 @@ def place_order(*, client: Application, lines: Sequence[LineRequest]) -> Order:
         raise ValidationError({"lines": "List each product once; use its quantity for more."})
     # Re-read under lock: availability and price as they are when the order is written.
     current = Product.objects.select_for_update().in_bulk([product.pk for product in products])
+    # Deleted since the lines were validated (the catalogue is the operators' to edit meanwhile).
+    gone = [str(product.pk) for product in products if product.pk not in current]
+    if gone:
+        raise ValidationError({"lines": f"No longer in the catalogue: product {', '.join(gone)}."})
     unavailable = [current[product.pk].sku for product in products if not current[product.pk].available]
     if unavailable:
         raise ValidationError({"lines": f"Not available for ordering: {', '.join(unavailable)}."})

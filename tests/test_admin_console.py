@@ -3,6 +3,7 @@
 import html
 import json
 import re
+import secrets
 import shutil
 import subprocess
 from datetime import timedelta
@@ -58,6 +59,7 @@ def superuser_console(db):
 
 def register_form(**overrides) -> dict:
     data = {
+        "form_id": secrets.token_urlsafe(16),  # a new form each time, as the page gives
         "name": "Billing service",
         "authorization_grant_type": Application.GRANT_CLIENT_CREDENTIALS,
         "redirect_uris": "",
@@ -148,6 +150,39 @@ def test_registering_shows_the_secret_once_and_stores_only_its_hash(console, ope
     token = request_token(console, services.NewClient(client, secret))
     assert token.status_code == 200
     assert token.json()["expires_in"] == 900
+
+
+def test_the_register_form_posted_again_registers_no_second_client(console):
+    # A reload of the page that showed the secret posts the same form again: it used to register a
+    # second client (with a second secret) that nobody asked for.
+    page = console.get(CLIENTS + "add/").content.decode()
+    form_id = re.search(r'<input type="hidden" name="form_id" value="([^"]+)"', page).group(1)
+    assert form_id != re.search(
+        r'name="form_id" value="([^"]+)"', console.get(CLIENTS + "add/").content.decode()
+    ).group(1)  # one per form shown
+    form = register_form(form_id=form_id)
+    first = console.post(CLIENTS + "add/", form)
+    secret = shown_secret(first)
+
+    again = console.post(CLIENTS + "add/", form, follow=True)
+
+    client = Application.objects.get(name="Billing service")  # one, not two
+    assert again.redirect_chain == [(f"{CLIENTS}{client.pk}/change/", 302)]
+    page = again.content.decode()
+    assert "This form was submitted before" in page and "rotate" in page
+    assert '<code id="client-secret">' not in page and secret not in page
+    assert AuditEvent.objects.filter(kind=AuditEvent.Kind.CLIENT_CREATED).count() == 1
+    # Another form registers another client; a form the server never gave is refused.
+    assert console.post(CLIENTS + "add/", register_form(name="Second")).status_code == 200
+    missing = console.post(CLIENTS + "add/", register_form(name="Third", form_id=""))
+    assert "form_id" in missing.context["adminform"].form.errors
+    assert sorted(Application.objects.values_list("name", flat=True)) == ["Billing service", "Second"]
+    # Deleted since: nothing registered again either.
+    client.delete()
+    gone = console.post(CLIENTS + "add/", form, follow=True)
+    assert gone.redirect_chain == [(CLIENTS, 302)]
+    assert "deleted since" in gone.content.decode()
+    assert not Application.objects.filter(name="Billing service").exists()
 
 
 @pytest.mark.live

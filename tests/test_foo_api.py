@@ -13,6 +13,7 @@ from django.utils import timezone
 from oauth2_provider.models import AccessToken
 
 from authserver import services
+from fooapi import services as fooapi_services
 from fooapi.models import Order, Product
 from fooapi.serializers import ProductSerializer
 from fooapi.services import DEMO_CATALOGUE, seed_demo_catalogue
@@ -645,6 +646,27 @@ def test_an_order_whose_total_the_order_cannot_hold_is_400_and_not_placed(client
     most = place(client, token, [{"product": costly.pk, "quantity": 999}])
     assert most.status_code == 201, most.content
     assert most.json()["total"] == "9990000000.00"
+
+
+def test_a_product_deleted_while_its_order_is_placed_is_400(client, shop, catalogue, monkeypatch):
+    # The order's lines were validated against the catalogue, then the product went (an operator
+    # deleted it) before place_order locked the rows: that read found no row, a KeyError and a 500.
+    _, token = shop
+    doomed = Product.objects.create(sku="DOOMED-1", name="Doomed", price=Decimal("5.00"))
+    place_order = fooapi_services.place_order
+
+    def deleted_first(**kwargs):
+        Product.objects.filter(pk=doomed.pk).delete()
+        return place_order(**kwargs)
+
+    monkeypatch.setattr(fooapi_services, "place_order", deleted_first)
+    lines = [{"product": catalogue["FOO-SENSOR-01"].pk, "quantity": 1}, {"product": doomed.pk, "quantity": 2}]
+
+    body = assert_api_error(place(client, token, lines), 400, "invalid_request")
+
+    assert "DOOMED-1" not in body["error_description"]  # gone: named by the id the client sent
+    assert str(doomed.pk) in body["error_description"]
+    assert not Order.objects.exists()
 
 
 @pytest.mark.parametrize(
