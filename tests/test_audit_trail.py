@@ -128,6 +128,7 @@ def test_a_client_life_in_the_console_leaves_a_complete_trail(console):
     registered = console.post(
         CLIENTS + "add/",
         {
+            "form_id": "life-form",
             "name": "Life",
             "authorization_grant_type": Application.GRANT_CLIENT_CREDENTIALS,
             "scopes": [products.pk],
