@@ -125,11 +125,6 @@ CLIENT_ACTIONS = {
 }
 
 
-# Session key: [form_id, client pk] of the registration forms this session posted, the last few.
-SUBMITTED_CLIENT_FORMS = "authserver_submitted_client_forms"
-SUBMITTED_FORMS_KEPT = 20
-
-
 class ApplicationAdmin(admin.ModelAdmin):
     """Clients: registered here with a secret shown once, then managed through services."""
 
@@ -249,9 +244,17 @@ class ApplicationAdmin(admin.ModelAdmin):
 
     def add_view(self, request, form_url="", extra_context=None):
         if request.method == "POST":
-            registered = self._registered_by_this_form(request)
-            if registered is not None:
-                return registered
+            # Checked and registered in one transaction, one operator's form at a time: a double
+            # click posts the same form twice at once, and both must not find it unregistered.
+            with transaction.atomic():
+                get_user_model().objects.select_for_update().only("pk").get(pk=request.user.pk)
+                registered = self._registered_by_this_form(request)
+                if registered is not None:
+                    return registered
+                return self._add_view(request, form_url, extra_context)
+        return self._add_view(request, form_url, extra_context)
+
+    def _add_view(self, request, form_url, extra_context):
         context = {
             "title": "Register a client",
             # The next page must be the one that shows the secret, whatever button is pressed.
@@ -282,6 +285,7 @@ class ApplicationAdmin(admin.ModelAdmin):
             redirect_uris=obj.redirect_uris,
             actor=actor(request),
             remote_addr=remote_addr(request),
+            form_id=form.cleaned_data["form_id"],
         )
         # The admin goes on with `obj` (history, response): make it the client the service saved.
         obj.pk = new_client.application.pk
@@ -289,19 +293,16 @@ class ApplicationAdmin(admin.ModelAdmin):
         obj._state.adding = False
         # Kept in memory for this request's response only (response_add): never in the session store.
         request.new_client_secret = new_client.client_secret
-        # The session remembers which form registered which client (not the secret).
-        submitted = list(request.session.get(SUBMITTED_CLIENT_FORMS, []))[-(SUBMITTED_FORMS_KEPT - 1) :]
-        request.session[SUBMITTED_CLIENT_FORMS] = [*submitted, [form.cleaned_data["form_id"], obj.pk]]
 
     def _registered_by_this_form(self, request):
-        """When this registration form was posted before in this session (a reload of the page that
-        showed the secret, a second click): no second client, but the first one's page, which says
-        why. None for a form not seen before."""
+        """When this operator posted this registration form before (a reload of the page that showed
+        the secret, a second click): no second client, but the first one's page, which says why.
+        None for a form not seen before."""
         form_id = request.POST.get("form_id")
-        submitted = dict(request.session.get(SUBMITTED_CLIENT_FORMS, []))
-        if not form_id or form_id not in submitted:
+        registered = services.registered_with_form(actor=actor(request), form_id=form_id) if form_id else None
+        if registered is None:
             return None
-        client = Application.objects.filter(pk=submitted[form_id]).first()
+        client = registered.application
         if client is None:
             message = "This form was submitted before; the client it registered is deleted since."
             self.message_user(request, message, messages.WARNING)

@@ -128,9 +128,11 @@ def register_client(
     remote_addr: str | None = None,
     authorization_grant_type: str = Application.GRANT_CLIENT_CREDENTIALS,
     redirect_uris: str = "",
+    form_id: str = "",
 ) -> NewClient:
     """A confidential client (client credentials unless told otherwise); the server generates its id
-    and secret."""
+    and secret. `form_id`, the console form that asked for it, goes into the audit event, where
+    registered_with_form finds it."""
     client_secret = generate_client_secret()
     application = Application(
         name=name,
@@ -152,9 +154,23 @@ def register_client(
         application=application,
         actor=actor,
         remote_addr=remote_addr,
-        detail={"name": name, "scope": " ".join(sorted(scope.name for scope in granted))},
+        detail={
+            "name": name,
+            "scope": " ".join(sorted(scope.name for scope in granted)),
+            **({"form_id": form_id} if form_id else {}),
+        },
     )
     return NewClient(application=application, client_secret=client_secret)
+
+
+def registered_with_form(*, actor: str, form_id: str) -> AuditEvent | None:
+    """The client_created event of the client `actor` registered with this form (register_client's
+    form_id), if any; its application is None once that client is deleted."""
+    return (
+        AuditEvent.objects.filter(kind=AuditEvent.Kind.CLIENT_CREATED, actor=actor, detail__form_id=form_id)
+        .select_related("application")
+        .first()
+    )
 
 
 @changes_validity

@@ -168,9 +168,13 @@ def revoke_test_token(*, developer, token_id: int, remote_addr: str) -> None:
     authserver_services.revoke_token(token=token, actor=_actor(developer), remote_addr=remote_addr)
 
 
+@transaction.atomic
 def delete_application(*, developer, remote_addr: str) -> None:
-    """Delete the developer's client: its secret and tokens stop working at once."""
+    """Delete the developer's client: its secret and tokens stop working at once. A client the Foo
+    team disabled stays: deleting it would let the next download register a new, enabled one."""
+    _lock(developer)
     sandbox = _existing(developer)
+    _check_usable(sandbox)
     authserver_services.delete_client(
         application=sandbox.application, actor=_actor(developer), remote_addr=remote_addr
     )

@@ -6,11 +6,15 @@ import re
 import secrets
 import shutil
 import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from datetime import timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import check_password
+from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
 from oauth2_provider.models import AccessToken
@@ -183,6 +187,41 @@ def test_the_register_form_posted_again_registers_no_second_client(console):
     assert gone.redirect_chain == [(CLIENTS, 302)]
     assert "deleted since" in gone.content.decode()
     assert not Application.objects.filter(name="Billing service").exists()
+
+
+def test_the_register_form_posted_twice_at_once_registers_one_client(transactional_db, monkeypatch):
+    """A double click posts the form twice before either answer saved anything: one client still."""
+    operator = get_user_model().objects.create_user("olivia", password=PASSWORD, is_staff=True)
+    operator.groups.add(services.ensure_operators_group())
+    first_browser = HttpsClient()
+    first_browser.force_login(operator)
+    same_session = HttpsClient()
+    same_session.cookies = first_browser.cookies  # one browser, two requests
+    form = register_form()
+    # Each request, once it is about to register, waits for the other: without a lock both have
+    # checked the form by then; with one the second checks only after the first has committed.
+    both_checked = threading.Barrier(2, timeout=2)
+    register_client = services.register_client
+
+    def register_then_wait(**details):
+        with suppress(threading.BrokenBarrierError):
+            both_checked.wait()
+        return register_client(**details)
+
+    monkeypatch.setattr(services, "register_client", register_then_wait)
+
+    def post(browser) -> int:
+        try:
+            return browser.post(CLIENTS + "add/", form).status_code
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(2) as pool:
+        statuses = list(pool.map(post, [first_browser, same_session]))
+
+    assert sorted(statuses) == [200, 302]  # the secret page, then the first client's page
+    assert Application.objects.filter(name="Billing service").count() == 1
+    assert AuditEvent.objects.filter(kind=AuditEvent.Kind.CLIENT_CREATED).count() == 1
 
 
 @pytest.mark.live

@@ -338,6 +338,23 @@ def test_a_disabled_client_gets_no_new_token(signed_in):
     assert AccessToken.objects.count() == tokens_before
 
 
+def test_a_disabled_client_cannot_be_deleted_and_downloaded_anew(signed_in):
+    """Disabling is the operators' way to stop a developer's client; deleting it from the portal
+    and downloading again would hand the developer a new, enabled one."""
+    download(signed_in)
+    disabled = Application.objects.get()
+    authserver_services.set_client_enabled(application=disabled, enabled=False, actor="operator")
+
+    response = signed_in.post("/portal/app/delete")
+
+    assert response.status_code == 302
+    assert "disabled by the Foo team" in signed_in.get("/portal/app/").content.decode()
+    assert Application.objects.get() == disabled
+    assert download(signed_in).status_code == 302
+    assert list(Application.objects.all()) == [disabled]
+    assert not Application.objects.filter(enabled=True).exists()
+
+
 # --- the developer's application -----------------------------------------------------------------
 
 
