@@ -22,7 +22,10 @@ PROTECTED_RESOURCE_PREFIX = "/api/"  # the Foo API, whose RFC 9728 metadata DOT'
 
 
 def is_machine_path(path: str) -> bool:
-    return path.startswith(MACHINE_PATH_PREFIXES)
+    # A client whose base URL ends in a slash asks for //api/...: no such path, but a machine's.
+    return path.startswith(MACHINE_PATH_PREFIXES) or (
+        path.startswith("//") and ("/" + path.lstrip("/")).startswith(MACHINE_PATH_PREFIXES)
+    )
 
 
 def error_body(error: str, description: str = "", **extra) -> dict:

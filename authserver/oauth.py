@@ -17,7 +17,7 @@ import re
 import secrets
 import string
 from collections.abc import Callable
-from urllib.parse import unquote_plus
+from urllib.parse import unquote_plus, urlsplit
 
 from django.contrib.auth.hashers import identify_hasher, make_password
 from django.core.signals import setting_changed
@@ -251,6 +251,15 @@ class Validator(OAuth2Validator):
     def _validate_resource_uris(self, request, resources):
         # RFC 8707 2: DOT rejects a resource that is no absolute URI; a resource this server does not
         # protect is "unknown" to it, invalid_target too, rather than a token for someone else's API.
+        for resource in resources:
+            try:
+                urlsplit(resource)  # DOT's check lets its ValueError through (`https://[::1`): a 500
+            except ValueError:
+                raise errors.CustomOAuth2Error(
+                    error="invalid_target",
+                    description=f"The resource {resource!r} is not a valid resource indicator.",
+                    request=request,
+                ) from None
         super()._validate_resource_uris(request, resources)
         protected = oauth2_settings.OAUTH2_PROTECTED_RESOURCE_IDENTIFIER  # RFC 9728's `resource`
         for resource in resources:

@@ -1,4 +1,5 @@
 import functools
+import math
 from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 
@@ -111,8 +112,19 @@ class OrderSerializer(serializers.ModelSerializer):
         fields = ["id", "status", "created", "currency", "total", "lines"]
 
 
+class ProductIdField(serializers.PrimaryKeyRelatedField):
+    """A product id: a JSON number that is no whole number is no id. DRF's field hands it to the
+    database lookup, whose int() truncated a fraction (1.5 was product 1) and failed on infinity
+    (1e400) with an OverflowError, a 500."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, float) and not data.is_integer():
+            self.fail("incorrect_type", data_type="fraction" if math.isfinite(data) else "infinity")
+        return super().to_internal_value(data)
+
+
 class NewOrderLineSerializer(serializers.Serializer):
-    product = serializers.PrimaryKeyRelatedField(queryset=Product.objects.all(), help_text="A product id.")
+    product = ProductIdField(queryset=Product.objects.all(), help_text="A product id.")
     quantity = serializers.IntegerField(min_value=1, max_value=MAX_QUANTITY)
 
 

@@ -27,7 +27,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
 from authserver import errors, hotpath
-from authserver.views import BareOptionsAPIMixin
+from authserver.views import BareOptionsAPIMixin, ReadOnlyEndpointMixin
 from fooapi import services
 from fooapi.models import Order, Product
 from fooapi.serializers import ErrorSerializer, NewOrderSerializer, OrderSerializer, ProductSerializer
@@ -319,15 +319,16 @@ class OrderDetail(NotStoredMixin, BareOptionsAPIMixin, OwnOrdersMixin, generics.
     required_scopes_by_method = {"GET": ["orders:read"]}
 
 
-class SchemaView(SpectacularAPIView):
+class SchemaView(BareOptionsAPIMixin, SpectacularAPIView):
     """GET /api/v1/schema: the OpenAPI 3 description, JSON unless YAML is asked for
     (`Accept: application/yaml` or `?format=yaml`)."""
 
     renderer_classes = [OpenApiJsonRenderer, OpenApiJsonRenderer2, OpenApiYamlRenderer, OpenApiYamlRenderer2]
 
 
-class DocsView(TemplateView):
-    """GET /api/v1/docs: the API reference, rendered in the browser from the schema."""
+class DocsView(ReadOnlyEndpointMixin, TemplateView):
+    """GET /api/v1/docs: the API reference, rendered in the browser from the schema. It takes no
+    form: any other method is a 405 with Allow, not the CSRF check's 403."""
 
     template_name = "fooapi/docs.html"
     http_method_names = ["get", "head", "options"]

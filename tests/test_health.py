@@ -54,3 +54,14 @@ def test_unknown_machine_paths_are_json_404(client, db):
     response = client.get("/oauth2/nothing-here")
     assert response.status_code == 404
     assert response.json()["error"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    "path", ["//api/v1/products", "//oauth2/token", "///.well-known/oauth-authorization-server"]
+)
+def test_a_machine_path_after_a_doubled_slash_is_a_json_404(client, db, path):
+    # What a client whose base URL ends in a slash asks for: the HTML page was the answer.
+    response = client.get("/", PATH_INFO=path)
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["error"] == "not_found"

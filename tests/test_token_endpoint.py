@@ -482,6 +482,9 @@ def test_a_token_for_a_resource_here_is_restricted_to_it(client, new_client):
         [PROTECTED.replace("https://", "http://", 1)],
         [f"{PROTECTED}/api/v1", "https://elsewhere.example/api"],  # one of two
         ["/api/v1/products"],  # no absolute URI (DOT's own check)
+        # URIs urlsplit() refuses with a ValueError (an unclosed or invalid IPv6 literal): a 500.
+        ["https://[::1"],
+        [f"{PROTECTED}/api/v1", "https://[zz]/api"],
     ],
 )
 def test_a_resource_this_server_does_not_protect_is_invalid_target(client, new_client, resources):
