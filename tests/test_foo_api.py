@@ -17,7 +17,7 @@ from fooapi import services as fooapi_services
 from fooapi.models import Order, Product
 from fooapi.serializers import ProductSerializer
 from fooapi.services import DEMO_CATALOGUE, seed_demo_catalogue
-from tests.helpers import HttpsClient, bearer, issue_token, make_client
+from tests.helpers import bearer, issue_token, make_client
 
 
 @pytest.fixture
@@ -748,26 +748,6 @@ def test_the_schema_in_yaml(client, db):
     ):
         assert response.status_code == 200
         assert yaml.safe_load(response.content)["info"]["title"] == "Foo API"
-
-
-@pytest.mark.parametrize("path", ["/api/v1/docs", "/api/v1/schema"])
-@pytest.mark.parametrize("method", ["post", "put", "patch", "delete"])
-def test_the_documentation_answers_other_methods_with_a_json_405(db, path, method):
-    # As a browser's form would be checked: the docs page's CSRF check answered 403 access_denied
-    # before the view could answer 405 with Allow (RFC 9110 15.5.6).
-    response = getattr(HttpsClient(enforce_csrf_checks=True), method)(path)
-    assert_api_error(response, 405, "method_not_allowed")
-    assert response["Allow"] == "GET, HEAD, OPTIONS"
-
-
-@pytest.mark.parametrize("path", ["/api/v1/docs", "/api/v1/schema"])
-def test_the_documentation_answers_options_with_what_it_allows(client, db, path):
-    # RFC 9110 9.3.7, as every endpoint answers it: an empty HTML page, or the view's docstring.
-    response = client.options(path)
-    assert response.status_code == 204
-    assert response["Allow"] == "GET, HEAD, OPTIONS"
-    assert response.content == b""
-    assert "Content-Type" not in response
 
 
 def test_the_documentation_page_renders_the_schema_from_bundled_files(client, db):

@@ -3,8 +3,6 @@
 import pytest
 from django.db import OperationalError, connection
 
-from tests.helpers import HttpsClient
-
 
 def test_healthz_answers_without_the_database(client, db, django_assert_num_queries):
     with django_assert_num_queries(0):
@@ -30,24 +28,6 @@ def test_readyz_is_503_when_the_database_does_not_answer(client, db, monkeypatch
     assert response.status_code == 503
     assert response.json()["error"] == "temporarily_unavailable"
     assert response["Retry-After"]
-
-
-@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
-@pytest.mark.parametrize("method", ["post", "put", "patch", "delete"])
-def test_probes_only_read(db, path, method):
-    # CSRF checked as a live server checks it: no 403 before the probe's own 405.
-    response = getattr(HttpsClient(enforce_csrf_checks=True), method)(path)
-    assert response.status_code == 405
-    assert response.json()["error"] == "method_not_allowed"
-    assert response["Allow"] == "GET, HEAD, OPTIONS"
-
-
-@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
-def test_probes_answer_options_with_what_they_allow(client, db, path):
-    response = client.options(path)
-    assert response.status_code == 204
-    assert response["Allow"] == "GET, HEAD, OPTIONS"
-    assert response.content == b""
 
 
 def test_unknown_machine_paths_are_json_404(client, db):

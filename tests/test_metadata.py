@@ -88,10 +88,19 @@ def test_protected_resource_metadata_points_at_this_server(client, db, settings)
 
 
 @pytest.mark.parametrize(
-    "path", ["/.well-known/oauth-authorization-server", "/.well-known/oauth-protected-resource"]
+    "path",
+    [
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/oauth-protected-resource",
+        "/healthz",
+        "/readyz",
+        # The API's documentation page answered the CSRF check's 403 access_denied.
+        "/api/v1/docs",
+        "/api/v1/schema",
+    ],
 )
 @pytest.mark.parametrize("method", ["post", "put", "patch", "delete"])
-def test_metadata_is_read_only(db, path, method):
+def test_read_only_endpoints_answer_other_methods_405(db, path, method):
     # CSRF checked as a live server checks it: no 403 before the endpoint's own 405.
     response = getattr(HttpsClient(enforce_csrf_checks=True), method)(path)
     assert response.status_code == 405
@@ -115,6 +124,11 @@ def test_metadata_is_read_only(db, path, method):
         ("/api/v1/products/1", "GET, HEAD, OPTIONS"),
         ("/api/v1/orders", "GET, POST, HEAD, OPTIONS"),
         ("/api/v1/orders/1", "GET, HEAD, OPTIONS"),
+        # These were an empty HTML page and the schema view's docstring.
+        ("/api/v1/docs", "GET, HEAD, OPTIONS"),
+        ("/api/v1/schema", "GET, HEAD, OPTIONS"),
+        ("/healthz", "GET, HEAD, OPTIONS"),
+        ("/readyz", "GET, HEAD, OPTIONS"),
     ],
 )
 def test_options_says_what_is_allowed_and_nothing_more(client, db, path, allowed):
