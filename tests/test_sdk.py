@@ -115,7 +115,7 @@ def test_placing_and_reading_orders(shop):
 def test_an_order_placed_while_the_orders_are_listed_is_not_listed_twice(shop, monkeypatch):
     new_client, foo = shop
     Order.objects.bulk_create(
-        Order(client=new_client.application, currency="EUR", total=Decimal("1.00")) for _ in range(60)
+        Order(client=new_client.application, currency="EUR", total=Decimal("1.00")) for _ in range(150)
     )
     sensor = Product.objects.get(sku="FOO-SENSOR-01")
     placed = []
@@ -123,7 +123,7 @@ def test_an_order_placed_while_the_orders_are_listed_is_not_listed_twice(shop, m
 
     def place_an_order_after_the_first_page(method, path, **options):
         answer = original_request(method, path, **options)
-        if options.get("params") == {"page": 1} and not placed:
+        if (options.get("params") or {}).get("page") == 1 and not placed:
             placed.append(foo.create_order({sensor.pk: 1}))  # the newest: page 2 shifts by one
         return answer
 
@@ -131,7 +131,7 @@ def test_an_order_placed_while_the_orders_are_listed_is_not_listed_twice(shop, m
 
     listed = [order["id"] for order in foo.list_orders()]
 
-    assert len(listed) == len(set(listed)) == 60
+    assert len(listed) == len(set(listed)) == 150
 
 
 # --- tokens --------------------------------------------------------------------------------------
@@ -333,6 +333,47 @@ def test_a_page_without_results_is_a_foo_api_error(scripted, page):
     assert raised.value.error == "invalid_response"
 
 
+def test_a_list_longer_than_a_thousand_pages_is_listed_whole(scripted):
+    pages = [
+        (200, {}, {"count": 1001, "next": number < 1001, "results": [{"id": number}]})
+        for number in range(1, 1002)
+    ]
+    foo, server, _ = scripted(TOKEN, *pages)
+
+    assert [order["id"] for order in foo.list_orders()] == list(range(1, 1002))
+    assert server.requests[1].url.endswith("/orders?page=1&page_size=100")  # the API's largest page
+
+
+def test_a_page_that_lists_nothing_new_ends_the_listing(scripted):
+    again = (200, {}, {"count": 2, "next": "?page=2", "results": [{"id": 1}]})
+    foo, _, _ = scripted(TOKEN, again, again)
+    with pytest.raises(FooApiError) as raised:
+        foo.list_products()
+    assert raised.value.error == "invalid_response"
+
+
+def test_a_login_for_the_host_in_netrc_does_not_replace_the_token(scripted, tmp_path, monkeypatch):
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine foo.example login deploy password hunter2\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    foo, server, _ = scripted(TOKEN, ONE_PAGE)
+
+    foo.list_products()
+
+    assert server.requests[1].headers["Authorization"] == "Bearer a-token"
+
+
+@pytest.mark.parametrize("order", [{1: 2.9}, [(3.7, 1)], [{"product": 1, "quantity": 1.5}]])
+def test_a_product_or_quantity_that_is_no_whole_number_is_refused_not_truncated(scripted, order):
+    foo, server, _ = scripted(TOKEN)
+    with pytest.raises(ValueError, match="whole number"):
+        foo.create_order(order)
+    with pytest.raises(ValueError, match="whole number"):
+        foo.get_product(2.5)
+    assert server.requests == []
+
+
 def test_sdk_errors_survive_pickling():
     """Raised in a worker process (multiprocessing, a task queue), they reach the parent whole."""
     errors = [
@@ -380,6 +421,16 @@ def test_from_env_with_a_ca_bundle(server, catalogue, monkeypatch):
     monkeypatch.setenv("FOO_CA_BUNDLE", server.verify)
 
     assert len(FooClient.from_env().list_products()) == len(DEMO_CATALOGUE)
+
+
+def test_a_ca_bundle_that_is_not_there_is_a_configuration_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("FOO_CLIENT_ID", "id")
+    monkeypatch.setenv("FOO_CLIENT_SECRET", "secret")
+    monkeypatch.setenv("FOO_TOKEN_URL", "https://foo.example/oauth2/token")
+    monkeypatch.setenv("FOO_API_BASE_URL", "https://foo.example/api/v1")
+    monkeypatch.setenv("FOO_CA_BUNDLE", str(tmp_path / "server-certificate.pem"))
+    with pytest.raises(FooConfigurationError, match=r"server-certificate\.pem"):
+        FooClient.from_env()
 
 
 def test_from_env_names_what_is_missing(monkeypatch):

@@ -24,8 +24,8 @@ from .errors import FooApiError, FooAuthError, FooConfigurationError, FooConnect
 DEFAULT_TIMEOUT = 10.0
 # A token is renewed this long (at most) before it expires, so no request leaves with a dying token.
 EXPIRY_MARGIN_SECONDS = 30.0
-# Following `next` links at most this often: a server bug must not become an endless loop.
-MAX_PAGES = 1000
+# Rows asked for per page: the most the API gives.
+PAGE_SIZE = 100
 # A 429 (or a 503 to a request that may be repeated) asking to wait at most this long is retried
 # once after the wait; a longer one is raised at once, with its `retry_after`.
 MAX_RETRY_AFTER_SECONDS = 10.0
@@ -52,6 +52,26 @@ def _check_url(name: str, url: str) -> str:
     if parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS:
         return url.rstrip("/")  # a local development server; secrets never leave the machine
     raise FooConfigurationError(f"{name} must be an https:// URL, not {url!r}")
+
+
+def _whole_number(name: str, value: Any) -> int:
+    """`value` as an int; one int() would cut short (2.9, a quantity) is refused, not truncated."""
+    number = int(value)
+    if not isinstance(value, str) and number != value:
+        raise ValueError(f"{name} must be a whole number, not {value!r}")
+    return number
+
+
+class _BearerToken(requests.auth.AuthBase):
+    """The access token in the Authorization header. Given as `auth`, it is also what keeps requests
+    from replacing the header with a login for the host from ~/.netrc."""
+
+    def __init__(self, token: str):
+        self.token = token
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self.token}"
+        return request
 
 
 def _challenge_parameters(header: str) -> dict[str, str]:
@@ -104,6 +124,8 @@ class FooClient:
             self._verify = _certificate_file(ca_certificate)
             self._remove_certificate_file = weakref.finalize(self, Path(self._verify).unlink, missing_ok=True)
         elif ca_bundle:
+            if not os.path.exists(ca_bundle):
+                raise FooConfigurationError(f"ca_bundle {os.fspath(ca_bundle)!r} does not exist")
             self._verify = str(ca_bundle)
         self._lock = threading.Lock()
         self._access_token: str | None = None
@@ -182,14 +204,14 @@ class FooClient:
         return self._list("/products")
 
     def get_product(self, product_id: int) -> dict:
-        return self._request("GET", f"/products/{int(product_id)}")
+        return self._request("GET", f"/products/{_whole_number('product_id', product_id)}")
 
     def list_orders(self) -> list[dict]:
         """This client's orders, newest first (scope `orders:read`)."""
         return self._list("/orders")
 
     def get_order(self, order_id: int) -> dict:
-        return self._request("GET", f"/orders/{int(order_id)}")
+        return self._request("GET", f"/orders/{_whole_number('order_id', order_id)}")
 
     def create_order(self, lines: Mapping[int, int] | Iterable[Mapping[str, int] | tuple[int, int]]) -> dict:
         """Place an order (scope `orders:write`): `{product_id: quantity}`, or a list of
@@ -198,7 +220,8 @@ class FooClient:
         body = []
         for item in items:
             product, quantity = (item["product"], item["quantity"]) if isinstance(item, Mapping) else item
-            body.append({"product": int(product), "quantity": int(quantity)})
+            product, quantity = _whole_number("product", product), _whole_number("quantity", quantity)
+            body.append({"product": product, "quantity": quantity})
         return self._request("POST", "/orders", json_body={"lines": body})
 
     def access_token(self) -> str:
@@ -213,19 +236,23 @@ class FooClient:
     def _list(self, path: str) -> list[dict]:
         results: list[dict] = []
         listed: set = set()
-        for page in range(1, MAX_PAGES + 1):
-            body = self._request("GET", path, params={"page": page})
+        page = 1
+        while True:
+            body = self._request("GET", path, params={"page": page, "page_size": PAGE_SIZE})
             try:
                 rows, more = body["results"], body.get("next")
                 # A row added meanwhile shifts the pages (a new order comes first): what a page
                 # repeats from the one before is listed once.
-                results.extend(row for row in rows if row["id"] not in listed)
+                new = [row for row in rows if row["id"] not in listed]
                 listed.update(row["id"] for row in rows)
             except (KeyError, TypeError, AttributeError) as error:
                 raise FooApiError(200, "invalid_response", f"{path} answered no page of results") from error
+            results.extend(new)
             if not more:
                 return results
-        raise FooApiError(200, "too_many_pages", f"{path} has more than {MAX_PAGES} pages")
+            if not new:  # a server bug must not become an endless loop
+                raise FooApiError(200, "invalid_response", f"{path} page {page} listed nothing new")
+            page += 1
 
     def _request(self, method: str, path: str, *, params=None, json_body=None) -> Any:
         url = self.api_base_url + path
@@ -237,7 +264,7 @@ class FooClient:
                 repeatable=method == "GET",
                 params=params,
                 json=json_body,
-                headers={"Authorization": f"Bearer {token}"},
+                auth=_BearerToken(token),
             )
             if response.status_code == 401 and attempt == 1:
                 self._forget_token(token)  # revoked or expired early: one retry with a new token
