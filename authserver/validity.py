@@ -45,7 +45,7 @@ from contextlib import suppress
 from pathlib import Path
 
 from django.conf import settings
-from django.db import connections, transaction
+from django.db import OperationalError, connections, transaction
 from django.db.models import F
 
 from authserver.models import ValidityEpoch
@@ -72,7 +72,12 @@ class EpochFile:
         except FileNotFoundError:
             inode = None
         if inode is None or inode != self._inode:
-            self._open()
+            try:
+                self._open()
+            except OSError as error:
+                # Beside the SQLite file (or in VAR_DIR), it is as unusable as the database: the
+                # same 503 as an unreachable one (ProtocolErrorMiddleware), not a 500.
+                raise OperationalError(f"The validity epoch file {self.path}: {error.strerror}") from error
         return self._inode, int.from_bytes(self._map[:_SIZE], "little")
 
     def advance(self) -> None:

@@ -9,6 +9,13 @@ from pathlib import Path
 DEFAULT_BIND = "0.0.0.0:9443"  # README: `make run` serves every interface by default
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off", ""}
+# The range the console and create_client accept for a client's own token lifetime (models.py).
+TOKEN_LIFETIME_RANGE = {"minimum": 60, "maximum": 7 * 24 * 3600}
+
+
+class ConfigurationError(ValueError):
+    """A setting from the environment that cannot work: manage.py and gunicorn say so in one line
+    on stderr and exit 1, instead of starting with it or showing a traceback."""
 
 
 def env_str(name: str, default: str) -> str:
@@ -24,12 +31,21 @@ def env_bool(name: str, default: bool) -> bool:
         return True
     if word in FALSE_WORDS:
         return False
-    raise ValueError(f"{name}={raw!r}: expected one of on/off, true/false, yes/no, 1/0")
+    raise ConfigurationError(f"{name}={raw!r}: expected one of on/off, true/false, yes/no, 1/0")
 
 
-def env_int(name: str, default: int) -> int:
+def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
     raw = os.environ.get(name)
-    return default if raw in (None, "") else int(raw)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name}={raw!r}: expected a whole number") from None
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        bounds = f"{minimum} to {maximum}" if maximum is not None else f"{minimum} or more"
+        raise ConfigurationError(f"{name}={raw!r}: expected {bounds}")
+    return value
 
 
 def env_list(name: str, default: list[str]) -> list[str]:
@@ -42,7 +58,11 @@ def env_list(name: str, default: list[str]) -> list[str]:
 def persistent_secret_key(path: Path) -> str:
     """The key stored at `path`, created once (atomically: concurrent workers agree on one key)."""
     with suppress(FileNotFoundError):
-        return path.read_text().strip()
+        if key := path.read_text().strip():
+            return key
+        # Every request would be a 500 (Django refuses an empty SECRET_KEY). Not replaced here:
+        # two processes starting at once could each write their own.
+        raise ConfigurationError(f"{path} is empty: delete it (a new key is made) or set SECRET_KEY")
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False) as draft:
         draft.write(secrets.token_urlsafe(50))

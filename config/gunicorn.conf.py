@@ -7,12 +7,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from config.env import DEFAULT_BIND, env_bool, env_int, env_str
-from config.settings import TLS, TLS_CERT_FILE, TLS_KEY_FILE
+from config.env import DEFAULT_BIND, ConfigurationError, env_bool, env_int, env_str
+
+try:
+    from config.settings import TLS, TLS_CERT_FILE, TLS_KEY_FILE
+
+    # 0 would listen with no worker to answer: every request would hang.
+    workers = env_int("WEB_CONCURRENCY", 2 * (os.cpu_count() or 1), minimum=1)
+except ConfigurationError as error:  # one line and exit 1, not gunicorn's traceback
+    sys.exit(f"Configuration error: {error}")
 
 wsgi_app = "config.wsgi:application"
 bind = [env_str("BIND", DEFAULT_BIND)]
-workers = env_int("WEB_CONCURRENCY", 2 * (os.cpu_count() or 1))
 # gunicorn's sync worker, with its own refusals (malformed HTTP) answered as JSON errors.
 worker_class = "config.workers.SyncWorker"
 # Every instance is independent: no shared control socket under ~/.gunicorn.

@@ -10,6 +10,8 @@ import dj_database_url
 
 from config.env import (
     DEFAULT_BIND,
+    TOKEN_LIFETIME_RANGE,
+    ConfigurationError,
     default_issuer,
     env_bool,
     env_int,
@@ -80,7 +82,10 @@ TEMPLATES = [
 
 # --- Database: SQLite under var/ by default, PostgreSQL through DATABASE_URL ---------------------
 DATABASE_URL = env_str("DATABASE_URL", "") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=600, conn_health_checks=True)}
+try:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=600, conn_health_checks=True)}
+except ValueError as error:  # an unknown scheme, a port that is no number
+    raise ConfigurationError(f"DATABASE_URL: {error}") from None
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = {
         # WAL lets readers run beside the one writer; IMMEDIATE takes the write lock when a
@@ -92,7 +97,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
 else:
     # Fail fast when the database is unreachable instead of hanging the worker.
-    DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env_int("DATABASE_CONNECT_TIMEOUT", 3)
+    DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env_int(
+        "DATABASE_CONNECT_TIMEOUT", 3, minimum=1
+    )  # libpq waits forever on 0
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Django's backend, without a health-check round trip on every request under load.
     DATABASES["default"]["ENGINE"] = "config.postgresql"
@@ -112,7 +119,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 _ON_SQLITE = DATABASES["default"]["ENGINE"].endswith("sqlite3")
 TOKEN_CACHE = env_str("TOKEN_CACHE", "local" if _ON_SQLITE else "shared")
 if TOKEN_CACHE not in ("local", "shared", "off"):
-    raise ValueError(f"TOKEN_CACHE={TOKEN_CACHE!r}: expected local, shared or off")
+    raise ConfigurationError(f"TOKEN_CACHE={TOKEN_CACHE!r}: expected local, shared or off")
 
 # Whether a token issue's commit (the token with its audit event) waits until PostgreSQL has
 # flushed it to disk. Off: it is answered at once and a database crash within the WAL writer's
@@ -181,7 +188,7 @@ SECURE_HSTS_PRELOAD = TLS
 # (authserver/throttling.py; README "What the server promises").
 THROTTLE_ENABLED = env_bool("THROTTLE", True)
 THROTTLE_LIMITS = {
-    "token_requests_per_address": (env_int("THROTTLE_TOKEN_REQUESTS_PER_MINUTE", 6000), 60),
+    "token_requests_per_address": (env_int("THROTTLE_TOKEN_REQUESTS_PER_MINUTE", 6000, minimum=1), 60),
     "client_auth_failures_per_client_and_address": (10, 300),
     "client_auth_failures_per_address": (50, 300),
     "login_failures_per_user_and_address": (5, 900),
@@ -189,9 +196,9 @@ THROTTLE_LIMITS = {
     "signups_per_address": (10, 3600),
 }
 # How many proxies in front of gunicorn append to X-Forwarded-For (0: use the socket's address).
-TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)
 # Request bodies above this size are answered 413 before they are read.
-MAX_REQUEST_BODY_BYTES = env_int("MAX_REQUEST_BODY_BYTES", 64 * 1024)
+MAX_REQUEST_BODY_BYTES = env_int("MAX_REQUEST_BODY_BYTES", 64 * 1024, minimum=1)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 200
 
@@ -210,8 +217,9 @@ STORAGES = {
 
 # --- OAuth 2.0 (django-oauth-toolkit, extended through its settings-named classes) --------------
 OAUTH2_PROVIDER_APPLICATION_MODEL = "authserver.Application"
-ACCESS_TOKEN_LIFETIME = env_int("ACCESS_TOKEN_LIFETIME", 3600)
-SANDBOX_TOKEN_LIFETIME = env_int("SANDBOX_TOKEN_LIFETIME", 3600)
+# Within what a client's own lifetime may be: a sandbox client is registered with it.
+ACCESS_TOKEN_LIFETIME = env_int("ACCESS_TOKEN_LIFETIME", 3600, **TOKEN_LIFETIME_RANGE)
+SANDBOX_TOKEN_LIFETIME = env_int("SANDBOX_TOKEN_LIFETIME", 3600, **TOKEN_LIFETIME_RANGE)
 OAUTH_REALM = "foo"
 OAUTH2_PROVIDER = {
     "OAUTH2_SERVER_CLASS": "authserver.oauth.ClientCredentialsServer",
@@ -288,8 +296,8 @@ PORTAL_CREDENTIALS_FILE = VAR_DIR / "portal_client.json"
 # Where the portal itself calls the API: the public URLs unless a closer address is given.
 PORTAL_API_BASE_URL = env_str("PORTAL_API_BASE_URL", f"{ISSUER}/api/v1").rstrip("/")
 PORTAL_TOKEN_URL = env_str("PORTAL_TOKEN_URL", f"{ISSUER}/oauth2/token")
-PORTAL_API_TIMEOUT = env_int("PORTAL_API_TIMEOUT", 5)
-PORTAL_CATALOGUE_CACHE_SECONDS = env_int("PORTAL_CATALOGUE_CACHE_SECONDS", 60)
+PORTAL_API_TIMEOUT = env_int("PORTAL_API_TIMEOUT", 5, minimum=1)
+PORTAL_CATALOGUE_CACHE_SECONDS = env_int("PORTAL_CATALOGUE_CACHE_SECONDS", 60, minimum=0)
 
 # --- Django REST framework ---------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -305,6 +313,8 @@ REST_FRAMEWORK = {
 
 # --- Logging: to stderr; libraries that log credentials at DEBUG are held at WARNING -------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+if LOG_LEVEL not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+    raise ConfigurationError(f"LOG_LEVEL={LOG_LEVEL!r}: expected DEBUG, INFO, WARNING, ERROR or CRITICAL")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

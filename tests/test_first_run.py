@@ -90,6 +90,39 @@ def test_debug_is_off_unless_set(fresh_environment):
     )
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("DEBUG", "maybe", "DEBUG='maybe': expected one of on/off"),
+        ("ACCESS_TOKEN_LIFETIME", "abc", "ACCESS_TOKEN_LIFETIME='abc': expected a whole number"),
+        # Tokens answered already expired; a sandbox client could not be registered (a 500).
+        ("ACCESS_TOKEN_LIFETIME", "-5", "ACCESS_TOKEN_LIFETIME='-5': expected 60 to 604800"),
+        ("SANDBOX_TOKEN_LIFETIME", "30", "SANDBOX_TOKEN_LIFETIME='30': expected 60 to 604800"),
+        ("SANDBOX_TOKEN_LIFETIME", "1209600", "SANDBOX_TOKEN_LIFETIME='1209600': expected 60 to 604800"),
+        ("THROTTLE_TOKEN_REQUESTS_PER_MINUTE", "0", "expected 1 or more"),
+        ("LOG_LEVEL", "LOUD", "LOG_LEVEL='LOUD': expected DEBUG, INFO"),
+        ("TOKEN_CACHE", "bogus", "TOKEN_CACHE='bogus': expected local, shared or off"),
+        ("DATABASE_URL", "foo", "DATABASE_URL: "),
+    ],
+)
+def test_a_bad_environment_value_is_one_clear_line_and_exit_1(fresh_environment, variable, value, message):
+    result = manage({**fresh_environment, variable: value}, "bootstrap")
+    assert result.returncode == 1
+    assert result.stderr.startswith("Configuration error: ") and message in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_an_empty_secret_key_file_is_refused_not_served(fresh_environment, tmp_path):
+    """Django refuses an empty SECRET_KEY on first use: every request, /healthz included, was a 500
+    while bootstrap said Ready."""
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "secret_key").write_text("")
+    result = manage(fresh_environment, "bootstrap")
+    assert result.returncode == 1
+    assert "secret_key is empty: delete it (a new key is made) or set SECRET_KEY" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_session_and_csrf_cookies_are_secure_over_tls_even_in_debug(fresh_environment):
     show = (
         "from django.conf import settings; print(settings.SESSION_COOKIE_SECURE, settings.CSRF_COOKIE_SECURE)"

@@ -3,6 +3,7 @@ disabled or changed: in this process, in another one, and in every worker of a l
 
 import dataclasses
 import datetime
+import errno
 import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -10,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 import pytest
 import requests
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.db.models.signals import post_init
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -693,6 +694,34 @@ def test_a_file_replaced_under_a_worker_is_noticed(tmp_path):
 
     assert worker.read() != before
     assert worker.read() == EpochFile(path).read()
+
+
+def read_only_file_system(path, flags, *args):
+    raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+
+def test_an_epoch_file_that_cannot_be_opened_is_a_database_error(tmp_path, monkeypatch):
+    # A read-only directory beside the SQLite file: an OSError, which the token endpoint answered
+    # with a 500 while /readyz said 503. As unusable as the database: OperationalError, a 503.
+    monkeypatch.setattr(validity.os, "open", read_only_file_system)
+    with pytest.raises(OperationalError, match="Read-only file system"):
+        EpochFile(tmp_path / "epoch").read()
+
+
+def test_the_token_endpoint_answers_503_when_the_epoch_file_cannot_be_opened(
+    settings, transactional_db, monkeypatch
+):
+    settings.TOKEN_CACHE = "local"
+    new_client = make_client(scopes=["products:read"])
+    epoch_file = validity._epoch("default").epoch_file
+    monkeypatch.setattr(epoch_file, "_inode", None)  # as in a worker that has not mapped it yet
+    monkeypatch.setattr(validity.os, "open", read_only_file_system)
+
+    response = request_token(HttpsClient(), new_client)
+
+    assert response.status_code == 503, response.content
+    assert response.json()["error"] == "temporarily_unavailable"
+    assert response["Retry-After"]
 
 
 # --- every worker of a live server ----------------------------------------------------------------
