@@ -98,6 +98,10 @@ class ClientSecretAuthentication(BaseAuthentication):
         # none (RFC 6749 3.2).
         if scheme.lower() != "basic" and not sent_values(request.POST, "client_secret"):
             return None
+        if scheme.lower() == "bearer":
+            # A secret in the body beside a bearer token: two methods (RFC 6749 2.3, 5.2), refused as
+            # at the token endpoint rather than one of them taken and the other ignored.
+            raise exceptions.ParseError("Use one authentication method: a client secret or a bearer token.")
         try:
             client = oauthlib_core().authenticated_client(request)
         except TooManyRequestsError as throttled:

@@ -145,6 +145,24 @@ def test_no_credentials_is_invalid_client_with_a_challenge_for_each_scheme(clien
     assert (revocation.status_code, revocation.json()["error"]) == (401, "invalid_client")
 
 
+@pytest.mark.parametrize("secret", ["right", "wrong"])
+def test_a_bearer_token_beside_a_body_secret_is_two_methods(client, resource_server, new_client, secret):
+    """RFC 6749 2.3 and 5.2: one authentication method a request, at this endpoint as at the token
+    endpoint; the server does not pick one of the two (and answer as the other never came)."""
+    token = issue_token(client, new_client)
+    params = {
+        "token": token,
+        "client_id": resource_server.application.client_id,
+        "client_secret": resource_server.client_secret if secret == "right" else "nope",
+    }
+
+    response = post_form(client, "/oauth2/introspect", params, **bearer(issue_token(client, resource_server)))
+
+    assert response.status_code == 400, response.content
+    assert response.json()["error"] == "invalid_request"
+    assert "active" not in response.json()
+
+
 @pytest.mark.parametrize(
     "pairs",
     [

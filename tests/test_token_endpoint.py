@@ -3,6 +3,7 @@
 import base64
 import hashlib
 import inspect
+import re
 from urllib.parse import urlsplit
 
 import pytest
@@ -497,6 +498,19 @@ def test_a_resource_this_server_does_not_protect_is_invalid_target(client, new_c
 
     assert_oauth_error(response, 400, "invalid_target")
     assert not AccessToken.objects.exists()
+
+
+# RFC 6749 5.2: error_description = *( %x20-21 / %x23-5B / %x5D-7E ): no quote, backslash or
+# non-ASCII character, even where it names what the client sent.
+_ERROR_DESCRIPTION = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")
+
+
+@pytest.mark.parametrize("resource", ['urn:x"\u00e9\\', 'https://[::1"\u00e9', "/api\\v1\n"])
+def test_a_refused_resource_is_described_in_rfc_6749s_characters(client, new_client, resource):
+    response = request_token(client, new_client, resource=resource)
+
+    assert_oauth_error(response, 400, "invalid_target")
+    assert _ERROR_DESCRIPTION.fullmatch(response.json()["error_description"]), response.json()
 
 
 # --- secrets at rest -------------------------------------------------------------------------------
