@@ -112,6 +112,17 @@ def test_a_bad_environment_value_is_one_clear_line_and_exit_1(fresh_environment,
     assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1
 
 
+@pytest.mark.parametrize("command", [["bootstrap"], ["create_client", "--name", "x"]])
+def test_a_file_that_is_no_database_is_one_clear_line(fresh_environment, tmp_path, command):
+    """A corrupt or wrong DATABASE_URL file: it was a traceback ending in DatabaseError."""
+    garbage = tmp_path / "not-a-database.sqlite3"
+    garbage.write_text("garbage " * 1000)
+    result = manage({**fresh_environment, "DATABASE_URL": f"sqlite:///{garbage}"}, *command)
+    assert result.returncode == 1
+    assert "Database error: file is not a database" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_an_empty_secret_key_file_is_refused_not_served(fresh_environment, tmp_path):
     """Django refuses an empty SECRET_KEY on first use: every request, /healthz included, was a 500
     while bootstrap said Ready."""
