@@ -5,6 +5,7 @@ resources answer RFC 6750 Bearer challenges; paths for machines never get an HTM
 """
 
 import math
+from urllib.parse import quote
 
 from django.conf import settings
 from django.core.exceptions import BadRequest
@@ -18,7 +19,19 @@ from rest_framework.response import Response
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 MACHINE_PATH_PREFIXES = ("/oauth2/", "/api/", "/.well-known/", "/healthz", "/readyz")
+OAUTH_PATH_PREFIX = "/oauth2/"
 PROTECTED_RESOURCE_PREFIX = "/api/"  # the Foo API, whose RFC 9728 metadata DOT's view publishes
+
+
+# RFC 6749 5.2 (RFC 7591 3.2.2 and RFC 7662 too): an error_description holds %x20-21 / %x23-5B /
+# %x5D-7E, printable ASCII without the double quote and the backslash.
+_DESCRIBABLE = "".join(chr(code) for code in range(0x20, 0x7F) if chr(code) not in '"%\\')
+
+
+def describable(text: str) -> str:
+    """`text` as an OAuth error_description may hold it: any other character (a quote, a backslash,
+    non-ASCII, a control character) percent-encoded, and so a percent sign too."""
+    return quote(text, safe=_DESCRIBABLE)
 
 
 def is_machine_path(path: str) -> bool:
@@ -239,7 +252,12 @@ def api_exception_handler(exc, context):
     if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
         headers["Retry-After"] = str(math.ceil(exc.wait))  # what DRF says in the description
     error, extra = _drf_error(exc, view)
-    return Response(error_body(error, _description(exc), **extra), status=exc.status_code, headers=headers)
+    description = _description(exc)
+    if request.path.startswith(OAUTH_PATH_PREFIX):
+        # DRF's messages quote what the client sent ("é" is not a valid choice.): quoted in single
+        # quotes, and what RFC 6749 5.2 allows no error_description to hold percent-encoded.
+        description = describable(description.replace('"', "'"))
+    return Response(error_body(error, description, **extra), status=exc.status_code, headers=headers)
 
 
 def _authenticated_with_a_bearer_token(request) -> bool:

@@ -17,7 +17,7 @@ import re
 import secrets
 import string
 from collections.abc import Callable
-from urllib.parse import quote, unquote_plus, urlsplit
+from urllib.parse import unquote_plus, urlsplit
 
 from django.contrib.auth.hashers import identify_hasher, make_password
 from django.core.signals import setting_changed
@@ -94,10 +94,6 @@ class ClientCredentialsServer(BackendApplicationServer):
     def access_token_lifetime(request) -> int:
         return request.client.token_lifetime
 
-
-# RFC 6749 5.2: what an error_description may hold, %x20-21 / %x23-5B / %x5D-7E; a value the client
-# sent is named in it percent-encoded (so a percent sign is encoded too).
-_DESCRIBABLE = "".join(chr(code) for code in range(0x21, 0x7F) if chr(code) not in '"%\\')
 
 # RFC 7617 2: Basic credentials are base64 (RFC 4648 4) and nothing else.
 _BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
@@ -261,12 +257,14 @@ class Validator(OAuth2Validator):
                 super()._validate_resource_uris(request, [resource])
             except (ValueError, errors.CustomOAuth2Error):
                 # DOT's description quotes the resource as sent: RFC 6749 5.2 allows none of its
-                # quotes, backslashes or non-ASCII characters there, so it is named percent-encoded.
+                # quotes, backslashes or non-ASCII characters there, so it is named percent-encoded
+                # (a space too: it is a URI's).
+                named = protocol_errors.describable(resource).replace(" ", "%20")
                 raise errors.CustomOAuth2Error(
                     error="invalid_target",
                     description=(
-                        f"The resource {quote(resource, safe=_DESCRIBABLE)} is not a valid resource "
-                        "indicator: it must be an absolute URI with a scheme and host."
+                        f"The resource {named} is not a valid resource indicator: it must be an "
+                        "absolute URI with a scheme and host."
                     ),
                     request=request,
                 ) from None

@@ -2,6 +2,7 @@
 
 import bz2
 import json
+import re
 import zlib
 
 import pytest
@@ -101,12 +102,15 @@ def test_spaces_around_the_scope_are_no_part_of_it(client, initial_access_token)
         {"scope": "orders:read  products:read"},
         {"scope": "orders:read\nproducts:read"},
         {"scope": "products:read\u00a0"},
+        # Named in the description, which holds printable ASCII but " and \ (RFC 7591 3.2.2, RFC 6749 5.2).
+        {"token_endpoint_auth_method": 'caf\u00e9"\\'},
     ],
 )
 def test_metadata_beyond_a_sandbox_client_is_invalid_client_metadata(client, initial_access_token, metadata):
     response = register(client, initial_access_token, metadata)
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_client_metadata"
+    assert re.fullmatch(r"[\x20\x21\x23-\x5b\x5d-\x7e]+", response.json()["error_description"])
     assert not Application.objects.filter(registration_source=Application.RegistrationSource.DCR).exists()
 
 
