@@ -621,13 +621,21 @@ class ScopeAdmin(admin.ModelAdmin):
             for holding in holdings
         ]
 
+    def save_model(self, request, obj, form, change):
+        services.save_scope(
+            scope=obj,
+            changed_fields=form.changed_data if change else (),
+            actor=actor(request),
+            remote_addr=remote_addr(request),
+        )
+
     def delete_model(self, request, obj):
-        services.delete_scope(scope=obj)
+        services.delete_scope(scope=obj, actor=actor(request), remote_addr=remote_addr(request))
 
     @transaction.atomic
     def delete_queryset(self, request, queryset):
         for scope in queryset:
-            services.delete_scope(scope=scope)
+            self.delete_model(request, scope)
 
 
 # --- Users ---------------------------------------------------------------------------------------

@@ -66,8 +66,18 @@ def tokens_issued_per_day(*, now: datetime, application: Application | None = No
 
 
 def active_token_count(*, now: datetime, application: Application | None = None) -> int:
-    tokens = get_access_token_model().objects.filter(expires__gt=now)
+    """Tokens active as introspection sees them (and the token list's "active" filter): not
+    expired, and their client enabled."""
+    tokens = get_access_token_model().objects.filter(expires__gt=now, application__enabled=True)
     return (tokens if application is None else tokens.filter(application=application)).count()
+
+
+def tokens_issued_count(*, now: datetime, hours: int = 24) -> int:
+    """Tokens issued in the last `hours` hours to the second (the hourly chart starts at the top of
+    its first hour), as failed_authentication_count counts."""
+    return AuditEvent.objects.filter(
+        kind=AuditEvent.Kind.TOKEN_ISSUED, created__gt=now - HOUR * hours, created__lte=now
+    ).count()
 
 
 def failed_authentication_count(*, now: datetime, hours: int = 24) -> int:

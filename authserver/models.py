@@ -112,6 +112,9 @@ class AuditEvent(models.Model):
         CLIENT_CREATED = "client_created", "client created"
         CLIENT_CHANGED = "client_changed", "client changed"
         CLIENT_DELETED = "client_deleted", "client deleted"
+        SCOPE_CREATED = "scope_created", "scope created"
+        SCOPE_CHANGED = "scope_changed", "scope changed"
+        SCOPE_DELETED = "scope_deleted", "scope deleted"
 
     created = models.DateTimeField(default=timezone.now)
     kind = models.CharField(max_length=32, choices=Kind.choices)

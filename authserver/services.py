@@ -362,13 +362,40 @@ def introspect_token(token: str) -> dict:
     return metadata
 
 
+def _scope_detail(scope: Scope) -> dict:
+    return {"scope": scope.name, "sandbox": scope.sandbox, "public": scope.public}
+
+
 @transaction.atomic
-def delete_scope(*, scope: Scope) -> None:
+def save_scope(
+    *, scope: Scope, actor: str, changed_fields: Collection[str] = (), remote_addr: str | None = None
+) -> Scope:
+    """Save a new scope, or changes already set on `scope` (`changed_fields` names them): whether
+    portal test tokens and dynamically registered clients may carry it (sandbox) is a grant."""
+    created = scope._state.adding
+    scope.full_clean()
+    scope.save()
+    changes = sorted(changed_fields)
+    if created or changes:
+        record_event(
+            kind=AuditEvent.Kind.SCOPE_CREATED if created else AuditEvent.Kind.SCOPE_CHANGED,
+            actor=actor,
+            remote_addr=remote_addr,
+            detail={**({} if created else {"changed": changes}), **_scope_detail(scope)},
+        )
+    return scope
+
+
+@transaction.atomic
+def delete_scope(*, scope: Scope, actor: str, remote_addr: str | None = None) -> None:
     """Delete a scope no client holds; one still held is refused, naming the clients that hold it."""
     holders = Application.objects.filter(allowed_scopes=scope).order_by("name")
     if holders.exists():
         named = ", ".join(f"{client.name} ({client.client_id})" for client in holders)
         raise ValidationError(f"The scope {scope.name} is held by {named}; remove it from them first.")
+    record_event(
+        kind=AuditEvent.Kind.SCOPE_DELETED, actor=actor, remote_addr=remote_addr, detail=_scope_detail(scope)
+    )
     scope.delete()
 
 

@@ -16,6 +16,7 @@ import ipaddress
 import logging
 import threading
 import time
+import unicodedata
 from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
@@ -259,7 +260,9 @@ class LoginThrottleMixin:
     and from their session failed guesses at an operator's password must count as failures."""
 
     def post(self, request, *args, **kwargs):
-        username = request.POST.get("username", "").strip().lower()
+        # As the login form reads it (Django's UsernameField: NFKC), in any case: a username written
+        # in fullwidth or other compatibility characters logs in as the same account.
+        username = unicodedata.normalize("NFKC", request.POST.get("username", "")).strip().lower()
         address = client_address(request.META)
         wait = longest_wait(
             (LOGIN_FAILURES_PER_USER_AND_ADDRESS, (username, address)),

@@ -690,7 +690,7 @@ def test_the_delete_scope_service_refuses_a_scope_in_use(db):
     from django.core.exceptions import ValidationError
 
     with pytest.raises(ValidationError, match="held by Holder"):
-        services.delete_scope(scope=Scope.objects.get(name="orders:read"))
+        services.delete_scope(scope=Scope.objects.get(name="orders:read"), actor="tests")
 
 
 # --- who may do what ----------------------------------------------------------------------------

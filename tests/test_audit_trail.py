@@ -163,6 +163,27 @@ def test_a_client_life_in_the_console_leaves_a_complete_trail(console):
     assert {event.application_id for event in trail} == {None}
 
 
+def test_a_scope_life_in_the_console_leaves_a_trail(console):
+    # Whether portal test tokens and dynamically registered clients may carry a scope (sandbox) is
+    # a grant: who made, changed or deleted which scope is recorded as a client's changes are.
+    scopes = "/admin/authserver/scope/"
+    console.post(scopes + "add/", {"name": "invoices:read", "description": "Read invoices", "public": "on"})
+    scope = Scope.objects.get(name="invoices:read")
+    fields = {"description": "Read invoices", "public": "on"}
+    console.post(f"{scopes}{scope.pk}/change/", {**fields, "sandbox": "on"})
+    console.post(f"{scopes}{scope.pk}/change/", {**fields, "sandbox": "on"})  # nothing changed
+    console.post(f"{scopes}{scope.pk}/delete/", {"post": "yes"})
+
+    trail = AuditEvent.objects.filter(detail__scope="invoices:read").order_by("created", "pk")
+    invoices = {"scope": "invoices:read", "public": True}
+    assert [(event.kind, event.detail) for event in trail] == [
+        ("scope_created", {**invoices, "sandbox": False}),
+        ("scope_changed", {**invoices, "sandbox": True, "changed": ["sandbox"]}),
+        ("scope_deleted", {**invoices, "sandbox": True}),
+    ]
+    assert {(event.actor, event.remote_addr) for event in trail} == {("user:olivia", "127.0.0.1")}
+
+
 # --- reading the trail in the console ------------------------------------------------------------
 
 

@@ -13,7 +13,7 @@ from django.db import connection
 
 from authserver import dashboard, services
 from authserver.models import AuditEvent
-from tests.helpers import HttpsClient, make_client
+from tests.helpers import HttpsClient, issue_token, make_client
 
 NOW = datetime(2026, 3, 10, 12, 30, 15, tzinfo=UTC)
 
@@ -101,8 +101,6 @@ def test_clients_with_the_most_failed_authentications(two_clients):
 
 
 def test_active_tokens_are_counted_until_they_expire(db, client):
-    from tests.helpers import issue_token
-
     new_client = make_client()
     issue_token(client, new_client)
     issue_token(client, new_client)
@@ -111,6 +109,20 @@ def test_active_tokens_are_counted_until_they_expire(db, client):
     assert dashboard.active_token_count(now=datetime.now(UTC)) == 2
     assert dashboard.active_token_count(now=datetime.now(UTC), application=new_client.application) == 2
     assert dashboard.active_token_count(now=later) == 0
+
+
+def test_a_disabled_clients_tokens_are_not_counted_active(db, client):
+    # Active as introspection and the token list's "active" filter see it: a disabled client's
+    # tokens stop working at once.
+    disabled, working = make_client(name="disabled"), make_client(name="working")
+    issue_token(client, disabled)
+    issue_token(client, working)
+    services.set_client_enabled(application=disabled.application, enabled=False, actor="tests")
+    now = datetime.now(UTC)
+
+    assert dashboard.active_token_count(now=now) == 1
+    assert dashboard.active_token_count(now=now, application=disabled.application) == 0
+    assert dashboard.active_token_count(now=now, application=working.application) == 1
 
 
 def test_bar_chart_scales_to_a_round_ceiling():
@@ -216,6 +228,20 @@ def test_the_index_page_summarises_the_last_day(console, two_clients):
         "clients": 2,
         "disabled_clients": 1,
     }
+
+
+def test_the_index_page_counts_tokens_of_the_whole_last_day(console, two_clients):
+    # Beside failed authentications, which count the last 24 hours to the second, not from the
+    # start of the first hour the dashboard's hourly chart draws.
+    alpha, _ = two_clients
+    now = now_well_inside_an_hour()
+    almost_a_day_ago = now - timedelta(hours=24) + timedelta(seconds=5)
+    issued(almost_a_day_ago, application=alpha)
+    events(AuditEvent.Kind.AUTH_FAILED, almost_a_day_ago, client_id="x")
+
+    summary = console.get("/admin/").context["dashboard_summary"]
+
+    assert (summary["issued_last_day"], summary["failed_last_day"]) == (1, 1)
 
 
 def failed_authentications_of_a_made_up_client_id(console, alpha):

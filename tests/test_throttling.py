@@ -328,6 +328,18 @@ def test_failed_logins_lock_that_username_at_that_address_only(client, request, 
 
 
 @pytest.mark.parametrize(("path", "account"), LOGIN_PAGES)
+def test_a_username_in_compatibility_characters_is_no_way_around_the_lock(client, request, path, account):
+    """The login form normalizes a username (NFKC): written in fullwidth letters it logs in to the
+    same account, and is counted as that username."""
+    user = request.getfixturevalue(account)
+    for _ in range(limit("login_failures_per_user_and_address").count):
+        login(client, path, user.username, "wrong", ATTACKER)
+
+    fullwidth = "".join(chr(ord(character) + 0xFEE0) for character in user.username)
+    assert_throttled_page(login(client, path, fullwidth, PASSWORD, ATTACKER), at_most=900)
+
+
+@pytest.mark.parametrize(("path", "account"), LOGIN_PAGES)
 def test_failed_logins_across_usernames_lock_the_address(client, request, path, account):
     user = request.getfixturevalue(account)
     for attempt in range(limit("login_failures_per_address").count):
