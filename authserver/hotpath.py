@@ -469,9 +469,13 @@ class CompiledInsertsTogether(_CompiledPerConnection):
         self, alias: str, while_epoch: bool = False, asynchronous: bool = False
     ) -> _CompiledTogether:
         # WITH row_0 AS (INSERT ... RETURNING id), row_1 AS (...) SELECT (SELECT * FROM row_0), ...
-        # While an epoch: WITH epoch AS (SELECT "value" ... WHERE "id" = %s), row_0 AS (INSERT INTO
-        # t (...) SELECT %s, ... WHERE (SELECT "value" FROM epoch) = %s RETURNING id), ...
-        # SELECT (SELECT * FROM row_0), ..., (SELECT "value" FROM epoch): all in one snapshot.
+        # While an epoch: WITH epoch AS (SELECT "value" ... WHERE "id" = %s FOR SHARE), row_0 AS
+        # (INSERT INTO t (...) SELECT %s, ... WHERE (SELECT "value" FROM epoch) = %s RETURNING id),
+        # ... SELECT (SELECT * FROM row_0), ..., (SELECT "value" FROM epoch): all in one snapshot.
+        # FOR SHARE: a change that has taken the epoch (its UPDATE) and not committed yet is waited
+        # for, and its new epoch read once it commits. Read without a lock, the old value would
+        # pass while that change narrows or revokes tokens that cannot include this one yet (READ
+        # COMMITTED), and this token would keep what the change took away.
         # Asynchronous: ... SELECT ... FROM (SELECT set_config('synchronous_commit', 'off', true))
         # AS commit_setting, for this statement's own transaction.
         compiled = [insert._compiled(alias) for insert in self._inserts]
@@ -480,7 +484,7 @@ class CompiledInsertsTogether(_CompiledPerConnection):
         columns = [f"(SELECT * FROM {name})" for name in names]  # noqa: S608 (our names only)
         ctes = []
         if while_epoch:
-            ctes.append(f"epoch AS ({validity.select_epoch_sql(alias)})")
+            ctes.append(f"epoch AS ({validity.select_epoch_sql(alias)} FOR SHARE)")
             inserts = [_insert_while_epoch(sql) for sql in inserts]
             columns.append('(SELECT "value" FROM epoch)')
         ctes += [f"{name} AS ({sql})" for name, sql in zip(names, inserts, strict=True)]

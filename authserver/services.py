@@ -47,7 +47,8 @@ def changes_validity(service: Callable) -> Callable:
     """A service whose transaction can make tokens or clients invalid: atomic, and it takes the
     validity epoch before anything else (authserver/validity.py; with TOKEN_CACHE=shared a row
     lock). Every such transaction then locks the epoch first, so two of them never wait for each
-    other's rows in opposite orders (a client deleted while an operator saves it)."""
+    other's rows in opposite orders (a client deleted while an operator saves it). Only a user's
+    row, which the portal and the console lock before the epoch, comes first (delete_user)."""
 
     @functools.wraps(service)
     @transaction.atomic
@@ -265,10 +266,15 @@ def delete_client(*, application: Application, actor: str, remote_addr: str | No
     application.delete()  # its tokens go with it (CASCADE)
 
 
-@changes_validity
+@transaction.atomic
 def delete_user(*, user, actor: str, remote_addr: str | None = None) -> None:
     """Delete a user account: each client it owns is deleted as delete_client deletes one (with its
-    audit event), not by the database's cascade."""
+    audit event), not by the database's cascade. The user's row is locked before the validity
+    epoch, in the order of the portal's developer lock and the console's operator lock (each taken
+    before the epoch): a developer's portal action and their deletion do not wait for each other
+    (a deadlock)."""
+    list(type(user).objects.select_for_update().filter(pk=user.pk).values_list("pk", flat=True))
+    validity.tokens_or_clients_changed()
     for application in Application.objects.filter(user=user).order_by("pk"):
         delete_client(application=application, actor=actor, remote_addr=remote_addr)
     user.delete()

@@ -2,6 +2,7 @@
 from audit events with known timestamps."""
 
 import importlib
+import io
 import re
 import time
 from datetime import UTC, datetime, timedelta
@@ -9,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.apps import apps
 from django.contrib.auth import get_user_model
+from django.core.management import call_command
 from django.db import connection
 
 from authserver import dashboard, services
@@ -297,3 +299,13 @@ def test_only_users_who_may_read_the_audit_trail_see_the_dashboard(db):
 
     assert http.get("/admin/dashboard/").status_code == 403
     assert http.get("/admin/").context["dashboard_summary"] is None
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="ADD CONSTRAINT locks the table on PostgreSQL")
+def test_the_foreign_keys_index_is_dropped_without_locking_the_audit_trail_against_writes(db):
+    # AlterField would drop the foreign key and add it again, validating every audit event while
+    # token issuance waits to write its own.
+    printed = io.StringIO()
+    call_command("sqlmigrate", "authserver", "0002", stdout=printed)
+
+    assert "CONSTRAINT" not in printed.getvalue()

@@ -3,7 +3,7 @@ hot path's statements share a cursor kept per connection."""
 
 import psycopg
 import pytest
-from django.db import connection, connections
+from django.db import DatabaseError, connection, connections
 from django.test.utils import CaptureQueriesContext
 
 from config.postgresql.base import HEALTH_CHECK_BYPASS_SECONDS
@@ -147,3 +147,37 @@ def test_a_connection_dropped_while_idle_is_replaced_before_the_kept_cursor_is_u
     again, rows = kept_cursor_answer("SELECT 6")
 
     assert rows == [(6,)] and again is not kept
+
+
+def other_connection() -> psycopg.Connection:
+    return psycopg.connect(
+        dbname=connection.settings_dict["NAME"],
+        user=connection.settings_dict["USER"],
+        host=connection.settings_dict["HOST"],
+        port=connection.settings_dict["PORT"],
+        autocommit=True,
+    )
+
+
+@pytest.mark.parametrize("invalidated_by", ["a migration", "a pooler's DISCARD ALL"])
+def test_a_prepared_statement_invalidated_under_a_worker_fails_one_request(transactional_db, invalidated_by):
+    with other_connection() as other:
+        other.execute("CREATE TABLE review_prepared (id integer PRIMARY KEY, name varchar(10))")
+        other.execute("INSERT INTO review_prepared VALUES (1, 'one')")
+    try:
+        for _ in range(6):  # prepared from the fifth run on (prepare_threshold)
+            kept_cursor_answer("SELECT name FROM review_prepared WHERE id = 1")
+        if invalidated_by == "a migration":  # another process, while the worker keeps its connection
+            with other_connection() as other:
+                other.execute("ALTER TABLE review_prepared ALTER COLUMN name TYPE varchar(20)")
+        else:  # behind the driver's back, as a pooler resets the server connection
+            connection.connection.pgconn.exec_(b"DISCARD ALL")
+        with pytest.raises(DatabaseError):
+            kept_cursor_answer("SELECT name FROM review_prepared WHERE id = 1")
+        connection.close_if_unusable_or_obsolete()  # what Django does when that request ends
+
+        next_request()
+        assert kept_cursor_answer("SELECT name FROM review_prepared WHERE id = 1")[1] == [("one",)]
+    finally:
+        with other_connection() as other:
+            other.execute("DROP TABLE review_prepared")

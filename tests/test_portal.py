@@ -636,3 +636,41 @@ def test_a_portal_client_from_the_environment_is_used_as_given(db, settings):
     assert services.ensure_portal_client() is False
     assert not Path(settings.PORTAL_CREDENTIALS_FILE).exists()
     assert services.portal_credentials() == ("given-id", "given-secret")
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks: PostgreSQL's")
+def test_a_developer_deleted_during_their_portal_action_is_no_deadlock(transactional_db, monkeypatch):
+    # The portal locks the developer's row, then the validity epoch (a new secret); deleting the
+    # developer must take them in the same order.
+    authserver_services.ensure_default_scopes()
+    developer = get_user_model().objects.create_user("dana", password="x")
+    services.download_sdk(developer=developer, remote_addr="127.0.0.1")
+    locked, lock = threading.Event(), services._lock
+
+    def lock_then_linger(someone):
+        lock(someone)
+        locked.set()
+        threading.Event().wait(1)  # the developer's row locked, the epoch not yet taken
+
+    monkeypatch.setattr(services, "_lock", lock_then_linger)
+
+    def in_its_own_connection(work):
+        try:
+            return work()
+        finally:
+            connection.close()
+
+    def delete_developer():
+        assert locked.wait(10)
+        authserver_services.delete_user(user=get_user_model().objects.get(pk=developer.pk), actor="tests")
+
+    def rotate():
+        return services.rotate_secret(developer=developer, remote_addr="127.0.0.1")
+
+    with ThreadPoolExecutor(2) as workers:
+        rotating = workers.submit(in_its_own_connection, rotate)
+        deleting = workers.submit(in_its_own_connection, delete_developer)
+        rotating.result(), deleting.result()  # neither aborted as a deadlock's victim
+
+    assert not get_user_model().objects.filter(pk=developer.pk).exists()
+    assert not Application.objects.filter(user_id=developer.pk).exists()

@@ -6,6 +6,8 @@ import datetime
 import errno
 import hashlib
 import os
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
@@ -823,3 +825,29 @@ def test_no_worker_issues_a_token_on_what_it_remembered_once_the_client_changed(
     assert not tokens.exists()  # none issued since
     failures = AuditEvent.objects.filter(application=new_client.application, kind=AuditEvent.Kind.AUTH_FAILED)
     assert failures.count() == 10  # each refusal recorded once
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="confirmed in the INSERT: PostgreSQL's")
+def test_a_token_issued_while_a_scope_is_taken_does_not_keep_it(shared, monkeypatch):
+    """A scope withdrawn while a token with it is being issued: the token is refused, or issued
+    before the withdrawal and narrowed by it, never left holding the scope the client lost."""
+    http = HttpsClient()
+    new_client = make_client(scopes=["products:read", "orders:read"])
+    issue_token(http, new_client, scope="orders:read")  # the client remembered, the epoch seen
+    withdrawn, withdraw = threading.Event(), services._withdraw
+
+    def withdraw_then_linger(application, scopes):
+        narrowed = withdraw(application, scopes)
+        withdrawn.set()
+        time.sleep(1)  # the epoch changed, the tokens narrowed: not committed yet
+        return narrowed
+
+    monkeypatch.setattr(services, "_withdraw", withdraw_then_linger)
+    with ThreadPoolExecutor(1) as other:
+        taking = other.submit(in_another_worker, lambda: take_scope(new_client.application, new_client))
+        assert withdrawn.wait(10)
+        response = request_token(http, new_client, scope="orders:read")
+        taking.result()
+
+    holding = AccessToken.objects.filter(application=new_client.application, scope__contains="orders:read")
+    assert (response.status_code, holding.count()) == (400, 0)

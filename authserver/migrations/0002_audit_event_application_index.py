@@ -5,16 +5,46 @@ from django.conf import settings
 from django.db import migrations, models
 
 
+def application_index(create: bool):
+    """The index Django made for AuditEvent.application (the foreign key's own, named as Django
+    names it), dropped or made again by name; on PostgreSQL CONCURRENTLY. AlterField would drop the
+    foreign key and add it again, validating every audit event while the table is locked against
+    writes: every token issued writes an audit event (as migration 0004)."""
+
+    def run(apps, schema_editor):
+        model = apps.get_model("authserver", "AuditEvent")
+        table, column = model._meta.db_table, model._meta.get_field("application").column
+        quote = schema_editor.quote_name
+        name = quote(schema_editor._create_index_name(table, [column], suffix=""))
+        concurrently = " CONCURRENTLY" if schema_editor.connection.vendor == "postgresql" else ""
+        if create:
+            schema_editor.execute(
+                f"CREATE INDEX{concurrently} IF NOT EXISTS {name} ON {quote(table)} ({quote(column)})"
+            )
+        else:
+            schema_editor.execute(f"DROP INDEX{concurrently} IF EXISTS {name}")
+
+    return run
+
+
 class Migration(migrations.Migration):
+    atomic = False  # DROP INDEX CONCURRENTLY runs outside a transaction
 
     dependencies = [
         ('authserver', '0001_initial'),
     ]
 
     operations = [
-        migrations.AlterField(
-            model_name='auditevent',
-            name='application',
-            field=models.ForeignKey(blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='audit_events', to=settings.OAUTH2_PROVIDER_APPLICATION_MODEL),
+        migrations.SeparateDatabaseAndState(
+            state_operations=[
+                migrations.AlterField(
+                    model_name='auditevent',
+                    name='application',
+                    field=models.ForeignKey(blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='audit_events', to=settings.OAUTH2_PROVIDER_APPLICATION_MODEL),
+                ),
+            ],
+            database_operations=[
+                migrations.RunPython(application_index(create=False), application_index(create=True)),
+            ],
         ),
     ]

@@ -10,6 +10,12 @@ before its first query (the alive-bypass window of HikariCP, the JDBC pool). A c
 breaks inside that window fails one request with a 503 and is replaced at its end, as Django does
 without health checks.
 
+A connection on which a statement failed is replaced when its request ends, not pinged and kept as
+Django does: psycopg forgets a prepared statement only when a transaction rolls back, so one
+PostgreSQL invalidated under it (a migration in another process changing a column's type: "cached
+plan must not change result type"; a pooler's DISCARD ALL: "prepared statement does not exist")
+would fail every autocommit request that runs it, for as long as the connection lives.
+
 psycopg builds each new cursor's adapters and its loaders for every result column anew: 25-40 us of
 CPU, a fifth of what a one-row statement costs a worker. `kept_cursor()` hands authserver.hotpath's
 statements (the remembered lookups, the validity epoch, the catalogue page, a token's INSERT) one
@@ -55,6 +61,12 @@ class DatabaseWrapper(base.DatabaseWrapper):
     def _close(self):
         self._kept_cursor = None
         super()._close()
+
+    def close_if_unusable_or_obsolete(self):
+        if self.connection is not None and self.errors_occurred and not self.in_atomic_block:
+            self.close()  # its prepared statements may be what failed: a new connection has none
+            return
+        super().close_if_unusable_or_obsolete()
 
     def close_if_health_check_failed(self):
         recently_fine = time.monotonic() - self._cursor_opened_at < HEALTH_CHECK_BYPASS_SECONDS
