@@ -131,24 +131,6 @@ def test_the_kept_cursor_counts_as_use_for_the_health_check_window(db, pings):
     assert pings == [True]
 
 
-def test_a_connection_dropped_while_idle_is_replaced_before_the_kept_cursor_is_used(transactional_db):
-    kept, _ = kept_cursor_answer()
-    with psycopg.connect(
-        dbname=connection.settings_dict["NAME"],
-        user=connection.settings_dict["USER"],
-        host=connection.settings_dict["HOST"],
-        port=connection.settings_dict["PORT"],
-        autocommit=True,
-    ) as other:
-        other.execute("SELECT pg_terminate_backend(%s)", [connection.connection.info.backend_pid])
-    connection._cursor_opened_at -= HEALTH_CHECK_BYPASS_SECONDS + 1  # idle since
-    next_request()
-
-    again, rows = kept_cursor_answer("SELECT 6")
-
-    assert rows == [(6,)] and again is not kept
-
-
 def other_connection() -> psycopg.Connection:
     return psycopg.connect(
         dbname=connection.settings_dict["NAME"],
@@ -157,6 +139,18 @@ def other_connection() -> psycopg.Connection:
         port=connection.settings_dict["PORT"],
         autocommit=True,
     )
+
+
+def test_a_connection_dropped_while_idle_is_replaced_before_the_kept_cursor_is_used(transactional_db):
+    kept, _ = kept_cursor_answer()
+    with other_connection() as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [connection.connection.info.backend_pid])
+    connection._cursor_opened_at -= HEALTH_CHECK_BYPASS_SECONDS + 1  # idle since
+    next_request()
+
+    again, rows = kept_cursor_answer("SELECT 6")
+
+    assert rows == [(6,)] and again is not kept
 
 
 @pytest.mark.parametrize("invalidated_by", ["a migration", "a pooler's DISCARD ALL"])
