@@ -247,7 +247,7 @@ class ApplicationAdmin(admin.ModelAdmin):
             # Checked and registered in one transaction, one operator's form at a time: a double
             # click posts the same form twice at once, and both must not find it unregistered.
             with transaction.atomic():
-                get_user_model().objects.select_for_update().only("pk").get(pk=request.user.pk)
+                services.lock_user(request.user)
                 registered = self._registered_by_this_form(request)
                 if registered is not None:
                     return registered

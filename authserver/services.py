@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
 from django.core.exceptions import ValidationError
 from django.db import connections, router, transaction
@@ -266,6 +267,13 @@ def delete_client(*, application: Application, actor: str, remote_addr: str | No
     application.delete()  # its tokens go with it (CASCADE)
 
 
+def lock_user(user) -> None:
+    """Inside a transaction: one action at a time by or on this user (a double click in the portal
+    or the console, a developer deleted during their portal action). A user's row is locked before
+    the validity epoch (changes_validity), always in that order."""
+    get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk").first()
+
+
 @transaction.atomic
 def delete_user(*, user, actor: str, remote_addr: str | None = None) -> None:
     """Delete a user account: each client it owns is deleted as delete_client deletes one (with its
@@ -273,7 +281,7 @@ def delete_user(*, user, actor: str, remote_addr: str | None = None) -> None:
     epoch, in the order of the portal's developer lock and the console's operator lock (each taken
     before the epoch): a developer's portal action and their deletion do not wait for each other
     (a deadlock)."""
-    list(type(user).objects.select_for_update().filter(pk=user.pk).values_list("pk", flat=True))
+    lock_user(user)
     validity.tokens_or_clients_changed()
     for application in Application.objects.filter(user=user).order_by("pk"):
         delete_client(application=application, actor=actor, remote_addr=remote_addr)

@@ -20,7 +20,6 @@ from pathlib import Path
 from urllib.parse import quote_plus, urlencode, urlsplit
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -268,7 +267,7 @@ def _existing(developer) -> SandboxClient:
 def _lock(developer) -> None:
     """One portal action at a time per developer: a double click must not register two clients,
     nor two requests at once both find room for the last test token."""
-    get_user_model().objects.select_for_update().only("pk").get(pk=developer.pk)
+    authserver_services.lock_user(developer)
 
 
 def _actor(developer) -> str:
