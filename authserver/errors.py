@@ -35,10 +35,9 @@ def describable(text: str) -> str:
 
 
 def is_machine_path(path: str) -> bool:
-    # A client whose base URL ends in a slash asks for //api/...: no such path, but a machine's.
-    return path.startswith(MACHINE_PATH_PREFIXES) or (
-        path.startswith("//") and ("/" + path.lstrip("/")).startswith(MACHINE_PATH_PREFIXES)
-    )
+    # Leading slashes as one: a client whose base URL ends in a slash asks for //api/..., no such
+    # path, but a machine's.
+    return ("/" + path.lstrip("/")).startswith(MACHINE_PATH_PREFIXES)
 
 
 def error_body(error: str, description: str = "", **extra) -> dict:

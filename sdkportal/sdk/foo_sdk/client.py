@@ -55,7 +55,7 @@ def _check_url(name: str, url: str) -> str:
 
 
 def _whole_number(name: str, value: Any) -> int:
-    """`value` as an int; one int() would cut short (2.9, a quantity) is refused, not truncated."""
+    """`value` as an int; a value int() would truncate (a quantity of 2.9) is refused instead."""
     number = int(value)
     if not isinstance(value, str) and number != value:
         raise ValueError(f"{name} must be a whole number, not {value!r}")
