@@ -85,6 +85,10 @@ class FormPostEndpointMixin(BareOptionsMixin):
     def dispatch(self, request, *args, **kwargs):
         if request.method == "POST" and request.content_type != FORM_CONTENT_TYPE:
             return errors.error_response("invalid_request", f"Content-Type must be {FORM_CONTENT_TYPE}.")
+        if request.method == "POST" and request.META.get("QUERY_STRING"):
+            # RFC 6749 3.2 and 2.3.1, as oauthlib answers, and at introspection: parameters and
+            # credentials travel in the body. oauthlib raised on a malformed escape (`?%zz`): a 500.
+            return errors.error_response("invalid_request", "URL query parameters are not allowed.")
         return View.dispatch(self, request, *args, **kwargs)
 
     dispatch.csrf_exempt = True  # what csrf_exempt sets

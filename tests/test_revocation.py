@@ -9,7 +9,7 @@ from django.db import connection
 
 from authserver import services
 from authserver.models import AuditEvent
-from tests.helpers import EMPTY_VALUES_BESIDE_A_TOKEN, basic, issue_token, make_client, post_form
+from tests.helpers import EMPTY_VALUES_BESIDE_A_TOKEN, FORM, basic, issue_token, make_client, post_form
 
 
 def revoke(http, new_client, **params):
@@ -180,6 +180,17 @@ def test_a_json_body_is_invalid_request(client, new_client):
     response = client.post("/oauth2/revoke", {"token": "x"}, content_type="application/json", **credentials)
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_request"
+
+
+@pytest.mark.parametrize("query", ["?x=1", "?%zz", "?token=%g0"])
+def test_a_query_string_is_invalid_request_and_revokes_nothing(client, new_client, query):
+    """RFC 6749 3.2, as at the token endpoint; oauthlib raised on a malformed percent-escape (a 500)."""
+    token = issue_token(client, new_client)
+    credentials = basic(new_client.application.client_id, new_client.client_secret)
+    response = client.post("/oauth2/revoke" + query, f"token={token}", content_type=FORM, **credentials)
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
+    assert services.introspect_token(token)["active"] is True
 
 
 @pytest.mark.skipif(connection.vendor != "sqlite", reason="PostgreSQL flushes every such commit itself")

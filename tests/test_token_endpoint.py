@@ -357,6 +357,17 @@ def test_parameters_in_the_query_string_are_invalid_request(client, new_client):
     assert_oauth_error(response, 400, "invalid_request")
 
 
+@pytest.mark.parametrize("query", ["?%zz", "?scope=%g0", "?x=%0z"])
+def test_a_query_string_oauthlib_cannot_decode_is_invalid_request(client, new_client, query):
+    """oauthlib refuses a query string at the token endpoint (RFC 6749 3.2), but raised on one with a
+    malformed percent-escape before it could: a 500."""
+    credentials = basic(new_client.application.client_id, new_client.client_secret)
+    response = client.post(
+        "/oauth2/token" + query, form({"grant_type": "client_credentials"}), content_type=FORM, **credentials
+    )
+    assert_oauth_error(response, 400, "invalid_request")
+
+
 def test_invalid_utf8_in_the_body_is_a_json_4xx(client, new_client):
     credentials = basic(new_client.application.client_id, new_client.client_secret)
     response = client.post(
