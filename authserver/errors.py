@@ -150,6 +150,12 @@ class MalformedBearer(exceptions.ParseError):
     default_code = "invalid_request"
 
 
+class InvalidRedirectUri(exceptions.ValidationError):
+    """Registration metadata whose redirection URIs are refused: RFC 7591 3.2.2 names its own code."""
+
+    default_code = "invalid_redirect_uri"
+
+
 class InsufficientScope(exceptions.PermissionDenied):
     default_code = "insufficient_scope"
 
@@ -170,6 +176,8 @@ def _drf_error(exc: exceptions.APIException, view) -> tuple[str, dict]:
         return "invalid_client", {}
     if isinstance(exc, MalformedBearer):  # RFC 6750's, wherever the token is presented
         return "invalid_request", {}
+    if isinstance(exc, InvalidRedirectUri):
+        return "invalid_redirect_uri", {}
     if isinstance(exc, (exceptions.ParseError, exceptions.ValidationError, exceptions.UnsupportedMediaType)):
         # A view may name its RFC's own code for a bad body, e.g. invalid_client_metadata (RFC 7591).
         return getattr(view, "bad_request_error", "invalid_request"), {}

@@ -4,6 +4,7 @@ from django.conf import settings
 from django.urls import reverse
 from rest_framework import serializers
 
+from authserver.errors import InvalidRedirectUri
 from authserver.models import Application
 from authserver.scopes import SCOPE_SYNTAX_MESSAGE, sandbox_scope_names, well_formed_scope
 
@@ -42,6 +43,16 @@ class ClientMetadataSerializer(serializers.Serializer):
     )
     # As sent: DRF would trim any Unicode whitespace (a no-break space too) before the syntax check.
     scope = MetadataString(required=False, allow_blank=True, default="", trim_whitespace=False)
+
+    def is_valid(self, *, raise_exception: bool = False) -> bool:
+        valid = super().is_valid()
+        if not valid and raise_exception:
+            # RFC 7591 3.2.2: refused redirection URIs are invalid_redirect_uri, the rest
+            # invalid_client_metadata (the view's bad_request_error).
+            if "redirect_uris" in self.errors:
+                raise InvalidRedirectUri(self.errors)
+            raise serializers.ValidationError(self.errors)
+        return valid
 
     def to_internal_value(self, data: dict) -> dict:
         # RFC 7592 2.2: a null value asks what an omitted field asks (delete it: the default here).

@@ -88,7 +88,6 @@ def test_spaces_around_the_scope_are_no_part_of_it(client, initial_access_token)
         {"scope": "no-such-scope"},
         {"grant_types": ["authorization_code"]},
         {"grant_types": ["client_credentials", "refresh_token"]},
-        {"redirect_uris": ["https://app.example/cb"]},
         {"response_types": ["code"]},
         {"token_endpoint_auth_method": "none"},
         {"client_name": 42 * "x" * 10},
@@ -112,6 +111,26 @@ def test_metadata_beyond_a_sandbox_client_is_invalid_client_metadata(client, ini
     assert response.json()["error"] == "invalid_client_metadata"
     assert re.fullmatch(r"[\x20\x21\x23-\x5b\x5d-\x7e]+", response.json()["error_description"])
     assert not Application.objects.filter(registration_source=Application.RegistrationSource.DCR).exists()
+
+
+@pytest.mark.parametrize(
+    "redirect_uris",
+    [["https://app.example/cb"], ["not a uri"], "https://app.example/cb", [5]],
+)
+def test_redirection_uris_are_invalid_redirect_uri(client, initial_access_token, redirect_uris):
+    """RFC 7591 3.2.2 names its own error for redirection URIs the server refuses (a
+    client-credentials client has none), at registration and at an update (RFC 7592 2.2)."""
+    response = register(client, initial_access_token, {"client_name": "svc", "redirect_uris": redirect_uris})
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_redirect_uri"
+    assert response.json()["error_description"].startswith("redirect_uris")
+    assert not Application.objects.filter(registration_source=Application.RegistrationSource.DCR).exists()
+
+    registration = register(client, initial_access_token, {"client_name": "svc"}).json()
+    body = {"client_id": registration["client_id"], "client_name": "x", "redirect_uris": redirect_uris}
+    updated = manage(client, "put", registration, body)
+    assert (updated.status_code, updated.json()["error"]) == (400, "invalid_redirect_uri")
+    assert Application.objects.get(client_id=registration["client_id"]).name == "svc"
 
 
 NOT_ONE_JSON_OBJECT = [

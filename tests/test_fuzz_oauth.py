@@ -44,7 +44,13 @@ ENDPOINT_ERRORS = {
     # RFC 7662 2.3 (client or bearer authentication, RFC 6750 errors for the latter)
     "introspect": {"invalid_client", "invalid_token", "insufficient_scope"},
     # RFC 7591 3.2.2 and RFC 7592 (bearer authentication)
-    "register": {"invalid_client_metadata", "invalid_token", "insufficient_scope", "unauthorized"},
+    "register": {
+        "invalid_client_metadata",
+        "invalid_redirect_uri",
+        "invalid_token",
+        "insufficient_scope",
+        "unauthorized",
+    },
 }
 
 LATIN1 = st.characters(max_codepoint=255, blacklist_categories=["Cs"])
