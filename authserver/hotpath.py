@@ -408,9 +408,11 @@ class CompiledInsertsTogether(_CompiledPerConnection):
     other databases in one transaction, queued on SQLite (`queued_writes`). Either way the
     parameters are prepared before any lock is taken.
 
-    `while_epoch`: the shared validity epoch this request assumed (validity.assume_shared_epoch).
-    The rows are written only while it is still the epoch: checked and confirmed in the same
-    statement on PostgreSQL, read first elsewhere. Otherwise nothing is written: StaleEpoch.
+    `while_epoch`: the shared validity epoch this request stands on, assumed or read
+    (validity.standing_shared_epoch). The rows are written only while it is still the epoch, read
+    where a change's commit is waited for: in the same statement, FOR SHARE, on PostgreSQL; in the
+    write transaction, which a change's holds the lock of until it commits, elsewhere. Otherwise
+    nothing is written: StaleEpoch.
 
     `synchronous_commit=False`: on PostgreSQL, outside any transaction, the rows' commit does not
     wait for its WAL to reach the disk (`synchronous_commit` off for that transaction only, as
@@ -429,19 +431,22 @@ class CompiledInsertsTogether(_CompiledPerConnection):
         connection = connections[alias]
         pairs = list(zip(self._inserts, instances, strict=True))
         through_save = any(insert.goes_through_save() for insert in self._inserts)
-        checked = while_epoch is not None and connection.vendor == "postgresql" and not through_save
+        checked = while_epoch is not None
         asynchronous = not synchronous_commit and _commits_by_itself(connection)
-        if while_epoch is not None and not checked:
-            validity.confirm_shared_epoch(alias)  # read first (StaleEpoch when it changed)
         if through_save:
-            with transaction.atomic(using=alias):
+            with _EpochMoved.caught() as moved, transaction.atomic(using=alias):
+                if checked:
+                    moved.check(alias, while_epoch)
                 if asynchronous:
                     with connection.cursor() as cursor:
                         cursor.execute(_ASYNCHRONOUS_COMMIT)
                 for insert, instance in pairs:
                     insert.insert(instance)
+            if checked:
+                validity.written_under_shared_epoch(alias, while_epoch, moved.epoch_now)
             return
         statements = [insert.prepare(alias, instance) for insert, instance in pairs]
+        epoch_now = while_epoch
         if connection.vendor == "postgresql":
             together = self._compiled(alias, checked, asynchronous, variant=(checked, asynchronous))
             if checked:
@@ -453,15 +458,24 @@ class CompiledInsertsTogether(_CompiledPerConnection):
                 primary_keys = cursor.fetchone()
             if checked:
                 *primary_keys, epoch_now = primary_keys
-                validity.confirm_shared_epoch(alias, epoch_now)  # StaleEpoch: nothing was written
         elif _runs_on_the_driver(connection):
-            primary_keys = _insert_on_the_driver(connection, statements)
+            primary_keys, epoch_now = _insert_on_the_driver(connection, statements, while_epoch)
         else:
-            with queued_writes(alias), transaction.atomic(using=alias), connection.cursor() as cursor:
+            with (
+                _EpochMoved.caught() as moved,
+                queued_writes(alias),
+                transaction.atomic(using=alias),
+                connection.cursor() as cursor,
+            ):
+                if checked:
+                    moved.check(alias, while_epoch)
                 primary_keys = []
                 for (sql, params), (insert, _) in zip(statements, pairs, strict=True):
                     cursor.execute(sql, params)
                     primary_keys.append(insert.returned_primary_key(cursor))
+            epoch_now = moved.epoch_now
+        if checked:
+            validity.written_under_shared_epoch(alias, while_epoch, epoch_now)  # StaleEpoch: none written
         for instance, primary_key in zip(instances, primary_keys, strict=True):
             saved(instance, alias, primary_key)
 
@@ -528,6 +542,40 @@ def _params_while_epoch(statements: list[tuple[str, list]], epoch: int) -> list:
     return params
 
 
+class _EpochMoved(Exception):
+    """Raised inside a write transaction whose epoch is not the one the request stands on, to roll
+    it back; `caught()` keeps the epoch found for the caller to confirm."""
+
+    def __init__(self):
+        self.epoch_now = None
+
+    @classmethod
+    @contextmanager
+    def caught(cls) -> Iterator["_EpochMoved"]:
+        moved = cls()
+        with suppress(cls):
+            yield moved
+
+    def check(self, alias: str, while_epoch: int) -> None:
+        """Inside the write transaction: the epoch as it is now (FOR SHARE on PostgreSQL: a change
+        that has taken it and not committed yet is waited for); raised when it has moved."""
+        self.epoch_now = _epoch_in_transaction(connections[alias])
+        if self.epoch_now != while_epoch:
+            raise self
+
+
+def _epoch_in_transaction(connection) -> int | None:
+    """The epoch's value read inside the open write transaction (None: no row). On SQLite that
+    transaction holds the write lock a change holds until it commits: the value is the latest."""
+    sql = validity.select_epoch_sql(connection.alias)
+    if connection.vendor == "postgresql":
+        sql += " FOR SHARE"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [ValidityEpoch.ROW])
+        row = cursor.fetchone()
+    return None if row is None else row[0]
+
+
 def _runs_on_the_driver(connection) -> bool:
     """Whether a token's two INSERTs can run on SQLite's own cursor (`_insert_on_the_driver`):
     outside any transaction (every request; the portal's test token is written inside the
@@ -544,18 +592,31 @@ def _runs_on_the_driver(connection) -> bool:
     )
 
 
-def _insert_on_the_driver(connection, statements: list[tuple[str, list]]) -> list:
+def _insert_on_the_driver(
+    connection, statements: list[tuple[str, list]], while_epoch: int | None = None
+) -> tuple[list, int | None]:
     """BEGIN IMMEDIATE, each INSERT ... RETURNING, COMMIT, in the writers' queue, on the sqlite3
     cursor under Django's error translation (an OperationalError is still the 503 of
     ProtocolErrorMiddleware): the statements atomic() and Django's cursor would run, without their
     bookkeeping (autocommit switched off and on, savepoint state, cursor wrappers, placeholders
-    rewritten on every call), which cost as much CPU as the INSERTs themselves. The primary keys."""
+    rewritten on every call), which cost as much CPU as the INSERTs themselves.
+
+    With `while_epoch`, the shared epoch is read first inside the transaction, and nothing is
+    written unless it is still that value. (The primary keys, or [] when nothing was written; the
+    epoch read, else `while_epoch`.)"""
     driver_statements = [(_qmark_sql(sql), params) for sql, params in statements]
     driver = connection.connection
     with queued_writes(connection.alias), connection.wrap_database_errors:
         cursor = driver.cursor()
         try:
             cursor.execute("BEGIN IMMEDIATE")
+            if while_epoch is not None:
+                sql = _qmark_sql(validity.select_epoch_sql(connection.alias))
+                row = cursor.execute(sql, [ValidityEpoch.ROW]).fetchone()
+                epoch_now = None if row is None else row[0]
+                if epoch_now != while_epoch:
+                    cursor.execute("ROLLBACK")
+                    return [], epoch_now
             primary_keys = [cursor.execute(sql, params).fetchone()[0] for sql, params in driver_statements]
             cursor.execute("COMMIT")
         except BaseException:
@@ -571,7 +632,7 @@ def _insert_on_the_driver(connection, statements: list[tuple[str, list]]) -> lis
         finally:
             with suppress(connection.Database.Error):
                 cursor.close()
-    return primary_keys
+    return primary_keys, while_epoch
 
 
 _FORMAT_PLACEHOLDER = re.compile(r"(?<!%)%s")  # as django.db.backends.sqlite3.base's FORMAT_QMARK_REGEX
@@ -712,15 +773,20 @@ def insert_audit_event(event: AuditEvent) -> AuditEvent:
 
 
 def insert_issued_token(access_token, event: AuditEvent) -> None:
-    """A new AccessToken and its audit event, saved all or none; with an assumed shared epoch
-    (validity.assume_shared_epoch) only while it is still the epoch, else validity.StaleEpoch.
+    """A new AccessToken and its audit event, saved all or none; on the shared epoch this request
+    stands on (assumed or read: what its client and scopes were looked up under) only while it is
+    still the epoch, else validity.StaleEpoch: a change committed meanwhile (a scope withdrawn, the
+    client's tokens revoked) would not have reached this token.
     Committed without waiting for the disk unless TOKEN_SYNCHRONOUS_COMMIT (PostgreSQL): a token
     lost in a database crash fails closed, and its client asks for a new one."""
     alias = router.db_for_write(access_token.__class__)
+    # Inside a transaction (the portal's test token, with the client it registers) the lookups read
+    # the database in it, and the caller's commit decides.
+    in_transaction = connections[alias].in_atomic_block
     _ISSUED_TOKENS.insert(
         access_token,
         event,
-        while_epoch=validity.assumed_shared_epoch(alias),
+        while_epoch=None if in_transaction else validity.standing_shared_epoch(alias),
         synchronous_commit=settings.TOKEN_SYNCHRONOUS_COMMIT,
     )
 

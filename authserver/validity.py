@@ -189,6 +189,23 @@ class SharedEpoch:
         if value != assumed:
             raise StaleEpoch(self.using)
 
+    def stood_on(self) -> int | None:
+        """The value this request stands on, assumed or read: what its lookups were made under."""
+        epoch = _request.__dict__.get("epochs", {}).get(self.using)
+        return None if epoch is None else epoch[1]
+
+    def written_under(self, stood_on: int, value: int | None) -> None:
+        """The statement that writes on `stood_on` found the epoch at `value` (None: no row), under
+        a lock that a change's commit waits for: it wrote only if they are the same. From then on
+        `value` is this request's epoch, read. StaleEpoch when they differ."""
+        _request.__dict__.get("assumed", {}).pop(self.using, None)
+        if value is None:
+            value = self._value()
+        self.last_seen = value
+        _request.epochs[self.using] = ("shared", value)
+        if value != stood_on:
+            raise StaleEpoch(self.using)
+
     def unread(self) -> bool:
         """Whether this request has yet to read the epoch (False outside requests)."""
         epochs = _request.__dict__.get("epochs")
@@ -311,6 +328,21 @@ def assumed_shared_epoch(using: str = "default") -> int | None:
     """The epoch this request assumed and has yet to confirm, if any."""
     epoch = _epoch(using)
     return epoch.assumed() if isinstance(epoch, SharedEpoch) else None
+
+
+def standing_shared_epoch(using: str = "default") -> int | None:
+    """The shared epoch this request stands on (assumed or read), if any: what a token it writes
+    must still be the epoch for (`written_under_shared_epoch`)."""
+    epoch = _epoch(using)
+    return epoch.stood_on() if isinstance(epoch, SharedEpoch) else None
+
+
+def written_under_shared_epoch(using: str, stood_on: int, value: int | None) -> None:
+    """A write made on the shared epoch `stood_on` found the epoch at `value` in its own transaction
+    (and wrote nothing unless they are the same): StaleEpoch when they differ."""
+    epoch = _epoch(using)
+    if isinstance(epoch, SharedEpoch):
+        epoch.written_under(stood_on, value)
 
 
 def confirm_shared_epoch(using: str = "default", value: int | None = None) -> None:
