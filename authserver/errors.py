@@ -306,7 +306,13 @@ def page_not_found(request, exception=None):
 
 
 def csrf_failure(request, reason=""):
-    return _error_page(request, 403)
+    # Most often a page loaded before a login or logout in another tab: its form is out of date.
+    return _error_page(
+        request,
+        403,
+        "This form is out of date: you may have logged in or out in another tab since the page was "
+        "loaded. Go back, reload the page and try again.",
+    )
 
 
 def server_error(request):

@@ -113,7 +113,8 @@ class ClientForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["name"].required = True
+        if "name" in self.fields:  # a user who may only view clients gets a form without fields
+            self.fields["name"].required = True
         if self.instance.pk is not None:
             self.initial["scopes"] = [scope.pk for scope in self.instance.allowed_scopes.all()]
         if self.instance.user_id is not None:

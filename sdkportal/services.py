@@ -168,11 +168,18 @@ def revoke_test_token(*, developer, token_id: int, remote_addr: str) -> None:
 
 
 @transaction.atomic
-def delete_application(*, developer, remote_addr: str) -> None:
+def delete_application(*, developer, remote_addr: str, client_id: str | None = None) -> None:
     """Delete the developer's client: its secret and tokens stop working at once. A client the Foo
-    team disabled stays: deleting it would let the next download register a new, enabled one."""
+    team disabled stays: deleting it would let the next download register a new, enabled one.
+    `client_id`, the client the confirmation page named: another one (created since, in another
+    tab) is not deleted in its place."""
     _lock(developer)
     sandbox = _existing(developer)
+    if client_id is not None and client_id != sandbox.application.client_id:
+        raise PortalError(
+            f"The application {client_id} was already deleted; your current one was kept. "
+            "To delete it, use its Delete button."
+        )
     _check_usable(sandbox)
     authserver_services.delete_client(
         application=sandbox.application, actor=_actor(developer), remote_addr=remote_addr

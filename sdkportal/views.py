@@ -185,7 +185,11 @@ class DeleteApplicationView(LoginRequiredMixin, View):
 
     def post(self, request):
         try:
-            services.delete_application(developer=request.user, remote_addr=remote_addr(request))
+            services.delete_application(
+                developer=request.user,
+                remote_addr=remote_addr(request),
+                client_id=request.POST.get("client_id"),
+            )
         except services.PortalError as error:
             messages.error(request, str(error))
         else:

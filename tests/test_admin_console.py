@@ -14,6 +14,7 @@ from datetime import timedelta
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import check_password
+from django.contrib.auth.models import Permission
 from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
@@ -720,6 +721,25 @@ def test_staff_without_the_operators_group_see_nothing(db):
     assert http.get(CLIENTS).status_code == 403
     assert http.get("/admin/dashboard/").status_code == 403
     assert "permission to view or edit anything" in http.get("/admin/").content.decode()
+
+
+def test_staff_who_may_only_view_clients_read_a_client_page_and_change_nothing(db):
+    auditor = get_user_model().objects.create_user("ivy", password=PASSWORD, is_staff=True)
+    auditor.user_permissions.add(
+        *Permission.objects.filter(content_type__app_label="authserver", codename="view_application")
+    )
+    http = HttpsClient()
+    http.force_login(auditor)
+    new_client = make_client(name="Read me", scopes=["products:read"])
+    page = f"{CLIENTS}{new_client.application.pk}/change/"
+
+    response = http.get(page)
+
+    assert response.status_code == 200
+    assert new_client.application.client_id in response.content.decode()
+    assert http.post(page, {"name": "Renamed", "scopes": [], "enabled": "on"}).status_code == 403
+    assert http.post(f"{CLIENTS}{new_client.application.pk}/disable/").status_code == 403
+    assert Application.objects.get().name == "Read me"
 
 
 def test_non_staff_users_cannot_log_in(client, db):

@@ -186,6 +186,34 @@ def test_every_form_is_csrf_protected(developer):
     assert not SandboxClient.objects.exists()
 
 
+def test_a_form_from_before_a_login_in_another_tab_says_to_reload_the_page(developer):
+    browser = Client(enforce_csrf_checks=True, secure=True, headers={"Referer": "https://testserver/portal/"})
+
+    def form_token(path: str) -> str:
+        page = browser.get(path, secure=True).content.decode()
+        return re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+
+    browser.post(
+        "/accounts/login/",
+        {"username": "ada", "password": PASSWORD, "csrfmiddlewaretoken": form_token("/accounts/login/")},
+        secure=True,
+    )
+    stale_token = form_token("/portal/app/")  # this tab's page; in another, a log out and in again:
+    browser.post("/accounts/logout/", {"csrfmiddlewaretoken": stale_token}, secure=True)
+    browser.post(
+        "/accounts/login/",
+        {"username": "ada", "password": PASSWORD, "csrfmiddlewaretoken": form_token("/accounts/login/")},
+        secure=True,
+    )
+
+    response = browser.post("/portal/download", {"csrfmiddlewaretoken": stale_token}, secure=True)
+
+    assert response.status_code == 403
+    assert "reload the page and try again" in response.content.decode()
+    assert "You do not have access" not in response.content.decode()
+    assert not SandboxClient.objects.exists()
+
+
 def test_portal_actions_need_a_signed_in_developer(client, db):
     for path in ["/portal/app/", "/portal/app/delete"]:
         assert client.get(path)["Location"] == f"/accounts/login/?next={path}"
@@ -545,6 +573,21 @@ def test_deleting_the_application(signed_in):
     assert AuditEvent.objects.filter(kind=AuditEvent.Kind.CLIENT_DELETED, client_id=first_id).exists()
     # A new download starts afresh with a new client.
     assert credentials_in(zip_of(download(signed_in)))["client_id"] != first_id
+
+
+def test_a_delete_confirmed_in_another_tab_deletes_only_the_client_it_named(signed_in):
+    download(signed_in)
+    confirm = signed_in.get("/portal/app/delete").content.decode()
+    confirmed = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', confirm))
+    # Meanwhile, in another tab: deleted, and a new client downloaded.
+    signed_in.post("/portal/app/delete")
+    second_id = credentials_in(zip_of(download(signed_in)))["client_id"]
+
+    response = signed_in.post("/portal/app/delete", confirmed)
+
+    assert response.status_code == 302
+    assert list(Application.objects.values_list("client_id", flat=True)) == [second_id]
+    assert "was already deleted; your current one was kept" in signed_in.get("/portal/app/").content.decode()
 
 
 def test_the_application_page_before_the_first_download(signed_in):
