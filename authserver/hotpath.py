@@ -801,6 +801,20 @@ def access_token_with_client(token_checksum: str):
     return _ACCESS_TOKEN_WITH_CLIENT.get(token_checksum)
 
 
+@contextmanager
+def changes_held_off(using: str = "default") -> Iterator[None]:
+    """A transaction beside which no change to tokens or clients commits: on SQLite the write lock
+    (taken at BEGIN, in the writers' queue), on PostgreSQL the validity epoch's row FOR SHARE,
+    which every change updates before anything else (services.changes_validity). What is read in
+    it and written in it is one state: a token issued in it needs no epoch to be confirmed (its
+    lookups read the database). For a token request whose epoch kept moving."""
+    connection = connections[using]
+    with queued_writes(using), transaction.atomic(using=using):
+        if connection.vendor != "sqlite":
+            _epoch_in_transaction(connection)  # FOR SHARE
+        yield
+
+
 _writer_locks = threading.local()  # one open file per thread: flock excludes open files, not processes
 
 

@@ -21,7 +21,7 @@ from urllib.parse import unquote_plus, urlsplit
 
 from django.contrib.auth.hashers import identify_hasher, make_password
 from django.core.signals import setting_changed
-from django.db import OperationalError, router
+from django.db import router
 from django.dispatch import receiver
 from oauth2_provider import oauth2_backends
 from oauth2_provider.models import get_access_token_model
@@ -343,11 +343,6 @@ class _BearerTokenRequest(OauthlibRequest):
         return self._build_uri()
 
 
-# A token request served on an epoch that changed before its token was written is served again;
-# after this many attempts in a row (changes committing faster than a token is issued), a 503.
-_TOKEN_ATTEMPTS = 3
-
-
 def _token_database() -> str:
     """The database tokens are written to, whose epoch the token endpoint assumes and confirms."""
     return router.db_for_write(AccessToken)
@@ -426,19 +421,22 @@ class OAuthLibCore(oauth2_backends.OAuthLibCore):
         return valid, oauthlib_request
 
     def create_token_response(self, request):
-        serve = self._token_response_on_assumed_epoch
-        for _ in range(_TOKEN_ATTEMPTS):
-            try:
-                uri, headers, body, status = serve(request)
-                break
-            except validity.StaleEpoch:
-                # A token or client changed since the epoch this request stood on: nothing was
-                # written or answered on what it looked up; served again on the epoch the token's
-                # write found.
-                serve = super().create_token_response
-        else:
-            raise OperationalError("Tokens and clients kept changing while a token was issued.")
+        try:
+            uri, headers, body, status = self._token_response_on_stable_epoch(request)
+        except validity.StaleEpoch:
+            # Changes kept committing while the request was served twice: once more, in a
+            # transaction no change commits beside (what it reads and writes is all one state).
+            with hotpath.changes_held_off(_token_database()):
+                uri, headers, body, status = super().create_token_response(request)
         return uri, protocol_errors.oauth_response_headers(headers, status), body, status
+
+    def _token_response_on_stable_epoch(self, request):
+        try:
+            return self._token_response_on_assumed_epoch(request)
+        except validity.StaleEpoch:
+            # A token or client changed since the epoch this request stood on: nothing was written
+            # or answered on what it looked up; served again on the epoch the token's write found.
+            return super().create_token_response(request)
 
     def _token_response_on_assumed_epoch(self, request):
         """With TOKEN_CACHE=shared, DOT's token response on the epoch this worker last saw rather

@@ -29,7 +29,7 @@ from oauth2_provider.settings import oauth2_settings
 from oauthlib.common import Request as OauthlibRequest
 
 from authserver import hotpath, validity
-from authserver.models import Application, AuditEvent, Scope
+from authserver.models import Application, AuditEvent, ClientScope, Scope
 
 AccessToken = get_access_token_model()
 
@@ -150,7 +150,9 @@ def register_client(
     application.full_clean()
     application.save()  # DOT's ClientSecretField stores the hash (CLIENT_SECRET_HASHER)
     granted = scopes_named(scopes)
-    application.allowed_scopes.set(granted)
+    # Rows of its own, not allowed_scopes.set(): m2m_changed would change the validity epoch, and
+    # every worker would forget what it remembers, for a client none of them can remember yet.
+    ClientScope.objects.bulk_create(ClientScope(application=application, scope=scope) for scope in granted)
     record_event(
         kind=AuditEvent.Kind.CLIENT_CREATED,
         application=application,

@@ -11,27 +11,34 @@ Why it is safe. A worker keeps a looked-up row together with the epoch it read *
 when the change commits, never before: in the same transaction (shared) or right after it (local).
 So a row read before the commit is forgotten at the next lookup, and a row read after it is
 already the new one: a revocation takes effect at once in every worker, and no worker ever accepts
-a revoked token from memory. (The one gap, with "local": a process killed between its COMMIT and
-the advance right after it, microseconds in which Django runs the commit's callbacks. Its change is
-then not seen by workers that remember the old row until the next advance. With "shared", a change
-made outside any transaction, by hand in a shell, commits a moment before its epoch does.)
+a revoked token from memory. (The gaps, with "local": a process killed between its COMMIT and
+the advance right after it, microseconds in which Django runs the commit's callbacks, whose change
+is then not seen by workers that remember the old row until the next advance; and a token issued on
+a client looked up just before a change commits and written just after it, which keeps what the
+change took from the client's tokens (a withdrawn scope). With "shared", a change made outside any
+transaction, by hand in a shell, commits a moment before its epoch does.)
 
 Where it lives (settings.TOKEN_CACHE):
 - "local": 8 bytes in a file, mapped into the memory of every process that opens it, so reading it
   is a stat() and a memory read. Correct when every process that serves or changes tokens runs on
   this machine: always so with SQLite, whose file sits next to the database's own -wal and -shm.
-  With PostgreSQL, only when every app server runs on this one machine (the operator says so).
+  With PostgreSQL, only when every app server runs on this one machine (the operator says so). Not
+  the default: the gaps above.
 - "shared": a row of the database itself (ValidityEpoch), which every app server on every machine
   reads: once per request, one primary-key read before the request's first lookup (or, for the
   catalogue page, a subquery of the page's own statement: CompiledPages.page_and_epoch). It is changed
   by an UPDATE inside the very transaction that makes the change, so both commit together (no gap
-  at all, where the change runs in a transaction, as the services' do). The default with
-  PostgreSQL: an introspection then costs one round trip instead of two, and a client's
+  at all, where the change runs in a transaction, as the services' do). The default. With
+  PostgreSQL an introspection then costs one round trip instead of two, and a client's
   authentication a primary-key read instead of the client with its scopes. The token endpoint
-  does not read it first: it assumes the epoch its worker last saw (`assume_shared_epoch`), and
-  confirms it in the very statement that writes the token, or by reading it before any error is
-  recorded or answered (`confirm_shared_epoch`); when it has changed meanwhile, nothing was written
-  or answered on it (StaleEpoch), and the request is served again with the epoch read.
+  does not read it first: it assumes the epoch its worker last saw (`assume_shared_epoch`). A token
+  is written only while the epoch the request stands on, assumed or read
+  (`standing_shared_epoch`), is still the epoch, read where a change's commit is waited for: in the
+  very statement that writes the token, FOR SHARE, on PostgreSQL; in the token's write transaction,
+  which a change's holds the lock of until it commits, on SQLite. Any other answer is given, and a
+  failed authentication recorded, only once an assumed epoch is confirmed (`confirm_shared_epoch`).
+  When it has changed meanwhile, nothing was written or answered on it (StaleEpoch), and the
+  request is served again on the epoch found (a 503 after three attempts in a row).
 - "off": nothing is remembered; every lookup reads the database.
 """
 
@@ -222,10 +229,16 @@ class SharedEpoch:
 
     def _value(self) -> int:
         connection = connections[self.using]
-        # A cursor kept for hot statements where the backend keeps one (config.postgresql).
-        with getattr(connection, "kept_cursor", connection.cursor)() as cursor:
-            cursor.execute(select_epoch_sql(self.using), [ValidityEpoch.ROW])
-            row = cursor.fetchone()
+        if _reads_on_the_driver(connection):
+            connection.ensure_connection()
+            with connection.wrap_database_errors:
+                sql = select_epoch_sql(self.using).replace("%s", "?")
+                row = connection.connection.execute(sql, [ValidityEpoch.ROW]).fetchone()
+        else:
+            # A cursor kept for hot statements where the backend keeps one (config.postgresql).
+            with getattr(connection, "kept_cursor", connection.cursor)() as cursor:
+                cursor.execute(select_epoch_sql(self.using), [ValidityEpoch.ROW])
+                row = cursor.fetchone()
         if row is None:  # the table was emptied (manage.py flush): a new, random value
             self._create()
             return self._value()
@@ -244,6 +257,13 @@ _SELECT_EPOCH = 'SELECT "value" FROM {table} WHERE "id" = %s'
 def select_epoch_sql(using: str = "default") -> str:
     """The statement that reads the epoch's row; its one parameter is ValidityEpoch.ROW."""
     return _SELECT_EPOCH.format(table=connections[using].ops.quote_name(ValidityEpoch._meta.db_table))
+
+
+def _reads_on_the_driver(connection) -> bool:
+    """Whether the epoch's read on SQLite can run on sqlite3's own connection: Django's cursor
+    (its wrapper, placeholders rewritten on every call) costs three times the read itself. Not
+    while anything watches Django's cursor (its query log, execute wrappers): they see it there."""
+    return connection.vendor == "sqlite" and not connection.queries_logged and not connection.execute_wrappers
 
 
 _request = threading.local()

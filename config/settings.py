@@ -113,11 +113,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Workers remember looked-up tokens and clients until one is revoked, disabled or changed
-# (authserver/validity.py): "local" shares that epoch through a file on this machine, which every
-# process using a SQLite database shares (with PostgreSQL only when every app server runs here);
-# "shared" keeps it in the database, read once per request by app servers on any machine.
-_ON_SQLITE = DATABASES["default"]["ENGINE"].endswith("sqlite3")
-TOKEN_CACHE = env_str("TOKEN_CACHE", "local" if _ON_SQLITE else "shared")
+# (authserver/validity.py): "shared" keeps that epoch in the database, changed in the change's own
+# transaction, read once per request by app servers on any machine, and checked where a token is
+# written; "local" shares it through a file on this machine (no read, but a token issued while its
+# client changes may keep what the change took away); "off" remembers nothing.
+TOKEN_CACHE = env_str("TOKEN_CACHE", "shared")
 if TOKEN_CACHE not in ("local", "shared", "off"):
     raise ConfigurationError(f"TOKEN_CACHE={TOKEN_CACHE!r}: expected local, shared or off")
 

@@ -68,10 +68,10 @@ def test_bench_measures_every_row_against_the_floor_and_counts_queries(tmp_path)
     )
     assert rows["introspect"]["floor_around"][0] == after
     assert results["queries"]["floor"] == 0
-    # Steady state, by what workers remember: with TOKEN_CACHE=local (SQLite's default)
-    # introspection reads nothing and the catalogue only its page; with shared (PostgreSQL's) each
-    # request reads the epoch, the catalogue in its page's statement, a token in its INSERT's; with
-    # off every lookup reads. On PostgreSQL a token and its audit event are one statement.
+    # Steady state, by what workers remember: with TOKEN_CACHE=local introspection reads nothing
+    # and the catalogue only its page; with shared (the default) each request reads the epoch, the
+    # catalogue in its page's statement, a token in its INSERT's (on SQLite in its transaction);
+    # with off every lookup reads. On PostgreSQL a token and its audit event are one statement.
     token, introspect, products = {"local": (1, 0, 1), "shared": (1, 1, 1), "off": (2, 2, 2)}[
         settings.TOKEN_CACHE
     ]

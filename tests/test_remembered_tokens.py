@@ -30,8 +30,8 @@ from tests.servers import LiveServer
 
 @pytest.fixture(params=["local", "shared"])
 def remembering(request, settings, transactional_db):
-    """Workers remember, with the epoch in a file on this machine (SQLite's default) or in the
-    database (PostgreSQL's): outside a test transaction, so that commits happen."""
+    """Workers remember, with the epoch in a file on this machine or in the database (the
+    default): outside a test transaction, so that commits happen."""
     settings.TOKEN_CACHE = request.param
     validity.current()  # the shared epoch's row, made again after the last test emptied the tables
     return request.param
@@ -287,6 +287,17 @@ def test_a_change_rolled_back_changes_no_epoch(remembering):
     assert validity.current() == epoch_in_another_worker() == before
 
 
+def test_registering_a_client_changes_no_epoch(remembering):
+    """No worker can remember a client that did not exist (a missing row is not remembered): every
+    worker keeps what it remembers, and the new client is found with its scopes."""
+    before = validity.current()
+
+    new_client = make_client(scopes=["products:read", "orders:read"])
+
+    assert validity.current() == epoch_in_another_worker() == before
+    assert in_another_worker(lambda: issue_token(HttpsClient(), new_client, scope="orders:read"))
+
+
 # --- the epoch in the database (TOKEN_CACHE=shared) -----------------------------------------------
 
 
@@ -507,25 +518,32 @@ def test_an_assumed_epoch_changed_since_is_stale(shared):
         validity.request_finished()
 
 
-def test_a_token_request_whose_epoch_keeps_moving_is_a_503_with_nothing_written(shared, monkeypatch):
-    """Served again each time the token's write finds another epoch than its lookups' (changes
-    committing faster than a token is issued): after three attempts, the database's 503."""
+def test_a_token_request_whose_epoch_keeps_moving_is_served_with_changes_held_off(shared, monkeypatch):
+    """Served again when the token's write finds another epoch than its lookups'; a second time
+    (changes committing faster than a token is issued), in a transaction beside which no change
+    commits, whose lookups read the database: a token, and nothing written on a stale epoch."""
     http = HttpsClient()
     new_client = make_client(scopes=["products:read"])
     issue_token(http, new_client)
-    before = written_rows()
+    tokens, issued, failed = written_rows()
     attempts = []
 
     def never_the_epoch(epoch):
         attempts.append(epoch)
-        return -1  # no epoch is -1: every write finds the epoch moved
+        return -1  # no epoch is -1: every write on one finds the epoch moved
 
     monkeypatch.setattr(validity.SharedEpoch, "stood_on", never_the_epoch)
-    response = request_token(http, new_client)
+    with CaptureQueriesContext(connection) as captured:
+        response = request_token(http, new_client)
 
-    assert response.status_code == 503 and response.json()["error"] == "temporarily_unavailable"
-    assert len(attempts) == 3
-    assert written_rows() == before
+    assert response.status_code == 200
+    assert len(attempts) == 2  # the third, with changes held off, stands on no epoch
+    assert written_rows() == (tokens + 1, issued + 1, failed)
+    statements = [query["sql"] for query in captured.captured_queries]
+    held_off = statements.index(next(sql for sql in reversed(statements) if sql.startswith("BEGIN")))
+    if connection.vendor == "postgresql":
+        assert statements[held_off + 1].endswith("FOR SHARE")
+    assert any("authserver_application" in sql for sql in statements[held_off:])  # read in it
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's one statement")
@@ -882,3 +900,37 @@ def test_a_token_issued_while_a_scope_is_taken_does_not_keep_it(shared, monkeypa
 
     holding = AccessToken.objects.filter(application=new_client.application, scope__contains="orders:read")
     assert (response.status_code, holding.count()) == (400, 0)
+
+
+def test_a_scope_taken_while_changes_are_held_off_waits_for_the_token(shared, monkeypatch):
+    """The third attempt of a token request whose epoch kept moving holds changes off: a scope
+    withdrawn as it looks its client up waits until the token is written, then narrows it too."""
+    http = HttpsClient()
+    new_client = make_client(scopes=["products:read", "orders:read"])
+    issue_token(http, new_client, scope="orders:read")
+    monkeypatch.setattr(validity.SharedEpoch, "stood_on", lambda epoch: -1)  # two stale attempts
+    withdrawn, withdraw = threading.Event(), services._withdraw
+
+    def withdraw_then_linger(application, scopes):
+        narrowed = withdraw(application, scopes)
+        withdrawn.set()
+        time.sleep(1)  # not committed yet
+        return narrowed
+
+    monkeypatch.setattr(services, "_withdraw", withdraw_then_linger)
+    lookup, taking = hotpath.client_with_scope_names, []
+
+    def lookup_as_a_scope_is_taken(client_id):
+        if connection.in_atomic_block and not taking:  # the third attempt, changes held off
+            other = ThreadPoolExecutor(1)
+            taking.append(other.submit(in_another_worker, lambda: take_scope(new_client.application, None)))
+            withdrawn.wait(0.5)  # held off: it cannot withdraw before this request commits
+        return lookup(client_id)
+
+    monkeypatch.setattr(hotpath, "client_with_scope_names", lookup_as_a_scope_is_taken)
+    response = request_token(http, new_client, scope="orders:read")
+    taking[0].result(timeout=30)
+
+    assert response.status_code == 200  # issued before the withdrawal...
+    holding = AccessToken.objects.filter(application=new_client.application, scope__contains="orders:read")
+    assert holding.count() == 0  # ...and narrowed by it
