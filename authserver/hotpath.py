@@ -433,20 +433,21 @@ class CompiledInsertsTogether(_CompiledPerConnection):
         through_save = any(insert.goes_through_save() for insert in self._inserts)
         checked = while_epoch is not None
         asynchronous = not synchronous_commit and _commits_by_itself(connection)
+        epoch_now = while_epoch  # as found where the rows are written (nothing written otherwise)
         if through_save:
-            with _EpochMoved.caught() as moved, transaction.atomic(using=alias):
+            with transaction.atomic(using=alias):
                 if checked:
-                    moved.check(alias, while_epoch)
-                if asynchronous:
-                    with connection.cursor() as cursor:
-                        cursor.execute(_ASYNCHRONOUS_COMMIT)
-                for insert, instance in pairs:
-                    insert.insert(instance)
+                    epoch_now = _epoch_in_transaction(connection)
+                if epoch_now == while_epoch:
+                    if asynchronous:
+                        with connection.cursor() as cursor:
+                            cursor.execute(_ASYNCHRONOUS_COMMIT)
+                    for insert, instance in pairs:
+                        insert.insert(instance)
             if checked:
-                validity.written_under_shared_epoch(alias, while_epoch, moved.epoch_now)
+                validity.written_under_shared_epoch(alias, while_epoch, epoch_now)
             return
         statements = [insert.prepare(alias, instance) for insert, instance in pairs]
-        epoch_now = while_epoch
         if connection.vendor == "postgresql":
             together = self._compiled(alias, checked, asynchronous, variant=(checked, asynchronous))
             if checked:
@@ -461,19 +462,14 @@ class CompiledInsertsTogether(_CompiledPerConnection):
         elif _runs_on_the_driver(connection):
             primary_keys, epoch_now = _insert_on_the_driver(connection, statements, while_epoch)
         else:
-            with (
-                _EpochMoved.caught() as moved,
-                queued_writes(alias),
-                transaction.atomic(using=alias),
-                connection.cursor() as cursor,
-            ):
+            with queued_writes(alias), transaction.atomic(using=alias), connection.cursor() as cursor:
                 if checked:
-                    moved.check(alias, while_epoch)
+                    epoch_now = _epoch_in_transaction(connection)
                 primary_keys = []
-                for (sql, params), (insert, _) in zip(statements, pairs, strict=True):
-                    cursor.execute(sql, params)
-                    primary_keys.append(insert.returned_primary_key(cursor))
-            epoch_now = moved.epoch_now
+                if epoch_now == while_epoch:
+                    for (sql, params), (insert, _) in zip(statements, pairs, strict=True):
+                        cursor.execute(sql, params)
+                        primary_keys.append(insert.returned_primary_key(cursor))
         if checked:
             validity.written_under_shared_epoch(alias, while_epoch, epoch_now)  # StaleEpoch: none written
         for instance, primary_key in zip(instances, primary_keys, strict=True):
@@ -542,31 +538,10 @@ def _params_while_epoch(statements: list[tuple[str, list]], epoch: int) -> list:
     return params
 
 
-class _EpochMoved(Exception):
-    """Raised inside a write transaction whose epoch is not the one the request stands on, to roll
-    it back; `caught()` keeps the epoch found for the caller to confirm."""
-
-    def __init__(self):
-        self.epoch_now = None
-
-    @classmethod
-    @contextmanager
-    def caught(cls) -> Iterator["_EpochMoved"]:
-        moved = cls()
-        with suppress(cls):
-            yield moved
-
-    def check(self, alias: str, while_epoch: int) -> None:
-        """Inside the write transaction: the epoch as it is now (FOR SHARE on PostgreSQL: a change
-        that has taken it and not committed yet is waited for); raised when it has moved."""
-        self.epoch_now = _epoch_in_transaction(connections[alias])
-        if self.epoch_now != while_epoch:
-            raise self
-
-
 def _epoch_in_transaction(connection) -> int | None:
-    """The epoch's value read inside the open write transaction (None: no row). On SQLite that
-    transaction holds the write lock a change holds until it commits: the value is the latest."""
+    """The epoch's value read inside the open write transaction (None: no row): on PostgreSQL FOR
+    SHARE, which waits for a change that has taken it; on SQLite the transaction holds the write
+    lock a change holds until it commits. Either way, the value is the latest."""
     sql = validity.select_epoch_sql(connection.alias)
     if connection.vendor == "postgresql":
         sql += " FOR SHARE"

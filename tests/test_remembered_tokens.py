@@ -14,7 +14,7 @@ import psycopg
 import pytest
 import requests
 from django.db import OperationalError, connection, transaction
-from django.db.models.signals import post_init
+from django.db.models.signals import post_init, post_save
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from oauth2_provider.models import AccessToken
@@ -518,7 +518,23 @@ def test_an_assumed_epoch_changed_since_is_stale(shared):
         validity.request_finished()
 
 
-def test_a_token_request_whose_epoch_keeps_moving_is_served_with_changes_held_off(shared, monkeypatch):
+@pytest.fixture(params=["compiled INSERTs", "save()"])
+def token_rows_written_by(request):
+    """How a token and its audit event are written: the compiled INSERTs, or save() while a
+    post_save receiver listens (hotpath.CompiledInsert.goes_through_save)."""
+
+    def noticed(**signal_arguments):
+        pass
+
+    if request.param == "save()":
+        post_save.connect(noticed, sender=AuditEvent)
+    yield request.param
+    post_save.disconnect(noticed, sender=AuditEvent)
+
+
+def test_a_token_request_whose_epoch_keeps_moving_is_served_with_changes_held_off(
+    shared, monkeypatch, token_rows_written_by
+):
     """Served again when the token's write finds another epoch than its lookups'; a second time
     (changes committing faster than a token is issued), in a transaction beside which no change
     commits, whose lookups read the database: a token, and nothing written on a stale epoch."""
