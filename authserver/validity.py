@@ -187,14 +187,8 @@ class SharedEpoch:
         statement of this request read it (None: no row), else read now. From then on the epoch
         counts as read. StaleEpoch when it has changed."""
         assumed = _request.__dict__.get("assumed", {}).pop(self.using, None)
-        if assumed is None:
-            return
-        if value is None:
-            value = self._value()
-        self.last_seen = value
-        _request.epochs[self.using] = ("shared", value)
-        if value != assumed:
-            raise StaleEpoch(self.using)
+        if assumed is not None:
+            self.written_under(assumed, value)
 
     def stood_on(self) -> int | None:
         """The value this request stands on, assumed or read: what its lookups were made under."""
@@ -202,9 +196,10 @@ class SharedEpoch:
         return None if epoch is None else epoch[1]
 
     def written_under(self, stood_on: int, value: int | None) -> None:
-        """The statement that writes on `stood_on` found the epoch at `value` (None: no row), under
-        a lock that a change's commit waits for: it wrote only if they are the same. From then on
-        `value` is this request's epoch, read. StaleEpoch when they differ."""
+        """What this request stood on, `stood_on`, against the epoch as a statement of it found it,
+        `value` (None: no row; then read now), e.g. where it writes, under a lock that a change's
+        commit waits for. From then on `value` is this request's epoch, read. StaleEpoch when they
+        differ."""
         _request.__dict__.get("assumed", {}).pop(self.using, None)
         if value is None:
             value = self._value()

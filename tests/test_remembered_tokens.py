@@ -521,14 +521,18 @@ def test_an_assumed_epoch_changed_since_is_stale(shared):
 @pytest.fixture(params=["compiled INSERTs", "save()"])
 def token_rows_written_by(request):
     """How a token and its audit event are written: the compiled INSERTs, or save() while a
-    post_save receiver listens (hotpath.CompiledInsert.goes_through_save)."""
+    post_save receiver listens (hotpath.CompiledInsert.goes_through_save): then the events it
+    saw (else None)."""
+    if request.param != "save()":
+        yield None
+        return
+    saved = []
 
-    def noticed(**signal_arguments):
-        pass
+    def noticed(instance, **signal_arguments):
+        saved.append(instance)
 
-    if request.param == "save()":
-        post_save.connect(noticed, sender=AuditEvent)
-    yield request.param
+    post_save.connect(noticed, sender=AuditEvent)
+    yield saved
     post_save.disconnect(noticed, sender=AuditEvent)
 
 
@@ -549,12 +553,16 @@ def test_a_token_request_whose_epoch_keeps_moving_is_served_with_changes_held_of
         return -1  # no epoch is -1: every write on one finds the epoch moved
 
     monkeypatch.setattr(validity.SharedEpoch, "stood_on", never_the_epoch)
+    saved_before = len(token_rows_written_by or [])  # the client's and the first token's events
     with CaptureQueriesContext(connection) as captured:
         response = request_token(http, new_client)
 
     assert response.status_code == 200
     assert len(attempts) == 2  # the third, with changes held off, stands on no epoch
     assert written_rows() == (tokens + 1, issued + 1, failed)
+    if token_rows_written_by is not None:  # through save(): once, none on a stale epoch
+        saved = [event.kind for event in token_rows_written_by[saved_before:]]
+        assert saved == [AuditEvent.Kind.TOKEN_ISSUED]
     statements = [query["sql"] for query in captured.captured_queries]
     held_off = statements.index(next(sql for sql in reversed(statements) if sql.startswith("BEGIN")))
     if connection.vendor == "postgresql":
