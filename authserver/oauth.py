@@ -230,10 +230,13 @@ class Validator(OAuth2Validator):
         if current == wanted:
             return
         # Conditional on the old hash: a secret rotated meanwhile must not be overwritten.
-        Application.objects.filter(pk=application.pk, client_secret=stored).update(
+        upgraded = Application.objects.filter(pk=application.pk, client_secret=stored).update(
             client_secret=make_password(client_secret, hasher=wanted)
         )
-        validity.tokens_or_clients_changed()  # workers remember the client with its old hash
+        if upgraded:  # not when another worker did it first
+            # Workers remember the client with its old hash. This request's token, decided on the
+            # epoch before, is then written nowhere: it is served again (validity.StaleEpoch).
+            validity.tokens_or_clients_changed()
 
     def validate_scopes(self, client_id, scopes, client, request, *args, **kwargs):
         sent = request.scope  # as sent: oauthlib strips it of any whitespace, a no-break space too

@@ -27,6 +27,7 @@ from oauth2_provider.models import (
 from oauth2_provider.oauth2_backends import get_oauthlib_core
 from oauth2_provider.settings import oauth2_settings
 from oauthlib.common import Request as OauthlibRequest
+from oauthlib.oauth2.rfc6749.errors import OAuth2Error
 
 from authserver import hotpath, validity
 from authserver.models import Application, AuditEvent, ClientScope, Scope
@@ -471,20 +472,32 @@ def issue_token_for_owner(
     """A client-credentials access token for `application`, asked for by its signed-in owner (the SDK
     portal's "New test token") rather than by the client with its secret, which the server cannot
     know. Generated, limited, stored and audited by the same DOT/oauthlib code as POST /oauth2/token;
-    returns the token response (access_token, expires_in, scope, token_type)."""
+    returns the token response (access_token, expires_in, scope, token_type).
+
+    Decided and written with changes held off (hotpath.changes_held_off), on the client as it is
+    then rather than as the caller read it: a scope withdrawn, or the client disabled, a moment
+    before is seen; one a moment after waits for the token, and then narrows or revokes it."""
     server = get_oauthlib_core().server
     validator = server.request_validator
     request = OauthlibRequest(
         f"{settings.ISSUER}/oauth2/token", http_method="POST", headers={"REMOTE_ADDR": remote_addr or ""}
     )
-    request.client, request.client_id = application, application.client_id
-    request.grant_type, request.user, request.actor = "client_credentials", None, actor
-    if not application.is_usable(request):
-        raise ValidationError("This client is disabled.")
-    if not validator.validate_scopes(application.client_id, list(scopes), application, request):
-        raise ValidationError(f"This client may not hold the scope {' '.join(scopes) or '(none)'}.")
-    token = server.default_token_type.create_token(request, refresh_token=False)
-    validator.save_token(token, request)
+    with hotpath.changes_held_off(router.db_for_write(AccessToken)):
+        application = Application.objects.filter(pk=application.pk).first()
+        if application is None:
+            raise ValidationError("This client was deleted.")
+        request.client, request.client_id = application, application.client_id
+        request.grant_type, request.user, request.actor = "client_credentials", None, actor
+        if not application.is_usable(request):
+            raise ValidationError("This client is disabled.")
+        try:
+            allowed = validator.validate_scopes(application.client_id, list(scopes), application, request)
+        except OAuth2Error as refused:  # the client's scopes since the caller read them
+            raise ValidationError(refused.description) from refused
+        if not allowed:
+            raise ValidationError(f"This client may not hold the scope {' '.join(scopes) or '(none)'}.")
+        token = server.default_token_type.create_token(request, refresh_token=False)
+        validator.save_token(token, request)
     return dict(token)
 
 

@@ -148,6 +148,7 @@ class SharedEpoch:
         epoch = ("shared", self._value())
         if epochs is not None:
             epochs[self.using] = epoch
+            _request.stood.setdefault(self.using, epoch[1])
         return epoch
 
     def changing(self) -> None:
@@ -158,7 +159,8 @@ class SharedEpoch:
             self._create()
 
     def committed(self) -> None:
-        """After the change committed: this request's next lookup reads the epoch again."""
+        """After the change committed: this request's next lookup reads the epoch again (what it
+        looked up before still stands on the epoch it read first: `stood_on`)."""
         epochs = _request.__dict__.get("epochs")
         if epochs is not None:
             epochs.pop(self.using, None)
@@ -175,6 +177,7 @@ class SharedEpoch:
         ):
             return False
         epochs[self.using] = ("shared", self.last_seen)
+        _request.stood.setdefault(self.using, self.last_seen)
         _request.assumed[self.using] = self.last_seen
         return True
 
@@ -191,9 +194,9 @@ class SharedEpoch:
             self.written_under(assumed, value)
 
     def stood_on(self) -> int | None:
-        """The value this request stands on, assumed or read: what its lookups were made under."""
-        epoch = _request.__dict__.get("epochs", {}).get(self.using)
-        return None if epoch is None else epoch[1]
+        """The value this request stands on, assumed or read: the first its lookups were made
+        under, kept when a change this request commits has it read the epoch again."""
+        return _request.__dict__.get("stood", {}).get(self.using)
 
     def written_under(self, stood_on: int, value: int | None) -> None:
         """What this request stood on, `stood_on`, against the epoch as a statement of it found it,
@@ -205,6 +208,7 @@ class SharedEpoch:
             value = self._value()
         self.last_seen = value
         _request.epochs[self.using] = ("shared", value)
+        _request.stood[self.using] = value  # served again, it stands on this one
         if value != stood_on:
             raise StaleEpoch(self.using)
 
@@ -220,6 +224,7 @@ class SharedEpoch:
         epochs = _request.__dict__.get("epochs")
         if value is not None and epochs is not None:
             epochs.setdefault(self.using, ("shared", value))
+            _request.stood.setdefault(self.using, value)
             self.last_seen = value
 
     def _value(self) -> int:
@@ -270,11 +275,13 @@ def request_started(**signal_arguments) -> None:
     served a moment earlier; one committed by this request is seen at its next lookup."""
     _request.epochs = {}
     _request.assumed = {}
+    _request.stood = {}
 
 
 def request_finished(**signal_arguments) -> None:
     _request.__dict__.pop("epochs", None)
     _request.__dict__.pop("assumed", None)
+    _request.__dict__.pop("stood", None)
 
 
 class _LocalEpoch:

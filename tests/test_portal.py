@@ -22,7 +22,7 @@ from django.test import Client
 from oauth2_provider.models import AccessToken
 
 from authserver import services as authserver_services
-from authserver import throttling
+from authserver import throttling, validity
 from authserver.models import Application, AuditEvent, Scope
 from fooapi.services import seed_demo_catalogue
 from sdkportal import services
@@ -717,3 +717,58 @@ def test_a_developer_deleted_during_their_portal_action_is_no_deadlock(transacti
 
     assert not get_user_model().objects.filter(pk=developer.pk).exists()
     assert not Application.objects.filter(user_id=developer.pk).exists()
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="SQLite: the portal's transaction holds the write lock from its start",
+)
+def test_a_scope_withdrawn_while_a_test_token_is_issued_is_not_left_in_it(transactional_db, monkeypatch):
+    """The portal reads the client's scopes, then an operator withdraws one (not committed yet):
+    the test token is decided on the client as it is once that commits, never written with the
+    scope the withdrawal already took from the client's other tokens."""
+    authserver_services.ensure_default_scopes()
+    validity.current()  # the epoch's row, made again after the last test emptied the tables
+    developer = get_user_model().objects.create_user("tess", password="x")
+    services.download_sdk(developer=developer, remote_addr="127.0.0.1")
+    application = SandboxClient.objects.get(developer=developer).application
+    withdrawn, withdraw = threading.Event(), authserver_services._withdraw
+
+    def withdraw_then_linger(client, scopes):
+        narrowed = withdraw(client, scopes)
+        withdrawn.set()
+        threading.Event().wait(1)  # the scope withdrawn, the tokens narrowed: not committed yet
+        return narrowed
+
+    monkeypatch.setattr(authserver_services, "_withdraw", withdraw_then_linger)
+    sandbox_scopes, taking = services._sandbox_scopes, []
+
+    def scopes_then_a_withdrawal(sandbox):
+        scopes = sandbox_scopes(sandbox)  # read: the client holds both
+        taking.append(ThreadPoolExecutor(1).submit(in_its_own_connection, withdraw_orders_read))
+        assert withdrawn.wait(10)
+        return scopes
+
+    def withdraw_orders_read():
+        authserver_services.update_client(
+            application=Application.objects.get(pk=application.pk),
+            actor="tests",
+            changed_fields=[],
+            scopes=["products:read"],
+        )
+
+    monkeypatch.setattr(services, "_sandbox_scopes", scopes_then_a_withdrawal)
+    try:
+        with pytest.raises(services.PortalError, match="may be granted: products:read"):
+            services.new_test_token(developer=developer, remote_addr="127.0.0.1")
+    finally:
+        taking[0].result(timeout=30)  # committed before the tables are emptied
+
+    assert not AccessToken.objects.filter(application=application, scope__contains="orders:read").exists()
+
+
+def in_its_own_connection(work):
+    try:
+        return work()
+    finally:
+        connection.close()

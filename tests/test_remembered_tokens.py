@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 import pytest
 import requests
+from django.contrib.auth.hashers import make_password
 from django.db import OperationalError, connection, transaction
 from django.db.models.signals import post_init, post_save
 from django.test.utils import CaptureQueriesContext
@@ -534,6 +535,31 @@ def token_rows_written_by(request):
     post_save.connect(noticed, sender=AuditEvent)
     yield saved
     post_save.disconnect(noticed, sender=AuditEvent)
+
+
+@pytest.mark.parametrize("epoch", ["assumed", "read"])
+def test_a_legacy_secret_upgraded_by_a_token_request_writes_one_token(shared, monkeypatch, epoch):
+    """The request that re-hashes a legacy secret changes the epoch itself, after its client was
+    looked up on the one before: its token is not written on that one but served again, once."""
+    http = HttpsClient()
+    new_client = make_client(scopes=["products:read"])
+    issue_token(http, new_client)  # the client remembered, the epoch seen
+    legacy_hash = make_password(new_client.client_secret, hasher="pbkdf2_sha256")
+    Application.objects.filter(pk=new_client.application.pk).update(client_secret=legacy_hash)
+    validity.tokens_or_clients_changed()  # as a rotation would: every worker reads the client again
+    issue_token(http, make_client(scopes=["products:read"]))  # the epoch seen again
+    if epoch == "read":
+        monkeypatch.setattr(validity, "assume_shared_epoch", lambda using="default": False)
+    tokens = AccessToken.objects.filter(application=new_client.application)
+    events = AuditEvent.objects.filter(application=new_client.application, kind=AuditEvent.Kind.TOKEN_ISSUED)
+    before = (tokens.count(), events.count())
+
+    response = request_token(http, new_client)
+
+    assert response.status_code == 200
+    assert (tokens.count(), events.count()) == (before[0] + 1, before[1] + 1)
+    assert tokens.filter(token_checksum=checksum(response.json()["access_token"])).exists()
+    assert Application.objects.get(pk=new_client.application.pk).client_secret != legacy_hash
 
 
 def test_a_token_request_whose_epoch_keeps_moving_is_served_with_changes_held_off(
