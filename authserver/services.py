@@ -193,7 +193,9 @@ def update_client(
     # A client deleted meanwhile stays deleted: save() would INSERT it again, old secret and all.
     if not Application.objects.filter(pk=application.pk).exists():
         raise Application.DoesNotExist(f"The client {application.client_id} was deleted.")
-    application.save(force_update=True)
+    # Only what this change sets: a field another change set since `application` was read (an
+    # operator disabling the client while its registration is updated) keeps that change.
+    application.save(update_fields=[*changed_fields, "updated"])
     changes = sorted(changed_fields)
     detail = {}
     if scopes is not None:

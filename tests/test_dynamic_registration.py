@@ -358,6 +358,28 @@ def test_an_update_racing_a_delete_does_not_bring_the_client_back(client, initia
     assert not Application.objects.filter(client_id=registration["client_id"]).exists()
 
 
+def test_an_update_racing_an_operators_disable_leaves_the_client_disabled(
+    client, initial_access_token, monkeypatch
+):
+    """A PUT authenticated just before an operator disabled the client saved its whole stale copy:
+    enabled again, by the client it was taken from. An update writes only what it changes."""
+    registration = register(client, initial_access_token, {"client_name": "svc"}).json()
+    update_client = services.update_client
+
+    def disabled_meanwhile(*, application, **kwargs):
+        fresh = Application.objects.get(pk=application.pk)
+        fresh.enabled = False  # what set_client_enabled does, through the service itself
+        update_client(application=fresh, changed_fields=["enabled"], actor="operator")
+        return update_client(application=application, **kwargs)
+
+    monkeypatch.setattr(services, "update_client", disabled_meanwhile)
+    body = {"client_id": registration["client_id"], "client_name": "renamed"}
+    manage(client, "put", registration, body)
+
+    stored = Application.objects.get(client_id=registration["client_id"])
+    assert (stored.name, stored.enabled) == ("renamed", False)
+
+
 def test_a_registration_token_manages_its_own_client_only(client, initial_access_token):
     first = register(client, initial_access_token, {"client_name": "first"}).json()
     second = register(client, initial_access_token, {"client_name": "second"}).json()
