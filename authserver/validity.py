@@ -38,7 +38,9 @@ Where it lives (settings.TOKEN_CACHE):
   which a change's holds the lock of until it commits, on SQLite. Any other answer is given, and a
   failed authentication recorded, only once an assumed epoch is confirmed (`confirm_shared_epoch`).
   When it has changed meanwhile, nothing was written or answered on it (StaleEpoch), and the
-  request is served again on the epoch found (a 503 after three attempts in a row).
+  request is served again on the epoch found; when that one moves too, a third time with changes
+  held off (hotpath.changes_held_off). The epoch a request stands on is the first its lookups were
+  made under: a change of its own (a legacy secret re-hashed) does not move it.
 - "off": nothing is remembered; every lookup reads the database.
 """
 
