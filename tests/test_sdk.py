@@ -1,7 +1,9 @@
 """A developer's program uses foo_sdk against a real HTTPS server: tokens, retries, errors, TLS, CLI."""
 
 import json
+import os
 import pickle
+import sys
 from decimal import Decimal
 from pathlib import Path
 
@@ -539,3 +541,21 @@ def test_cli_token_prints_a_token_the_api_accepts(server, catalogue, tmp_path, c
     assert cli.main(["--credentials", str(path), "token"]) == 0
     token = capsys.readouterr().out.strip()
     assert services.introspect_token(token)["client_id"] == new_client.application.client_id
+
+
+def test_cli_output_to_a_closed_pipe_ends_quietly(server, catalogue, tmp_path, monkeypatch):
+    """`python -m foo_sdk products | head -1`: the reader closes the pipe, and the CLI ends with
+    status 1 and no traceback, with stdout pointed at /dev/null so that Python's own flush at exit
+    writes nothing more to the closed pipe."""
+    path = write_credentials(tmp_path, credentials(server, make_client(scopes=SANDBOX_SCOPES)))
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    closed_pipe = open(write_end, "w")  # noqa: SIM115 (closed below, after the CLI is done with it)
+    monkeypatch.setattr(sys, "stdout", closed_pipe)
+    try:
+        assert cli.main(["--credentials", str(path), "products"]) == 1
+        closed_pipe.write("written at exit\n")
+        closed_pipe.flush()  # into /dev/null: no BrokenPipeError
+        assert os.path.samestat(os.fstat(write_end), os.stat(os.devnull))
+    finally:
+        closed_pipe.close()

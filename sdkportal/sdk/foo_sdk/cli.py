@@ -133,5 +133,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FooError as error:
         print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
-    print(json.dumps(result, indent=2) if arguments.json else text)
+    try:
+        print(json.dumps(result, indent=2) if arguments.json else text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`... | head`): no traceback, and nothing more written to the closed
+        # pipe when Python flushes stdout at exit (the docs' "Note on SIGPIPE").
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 1
     return 0
