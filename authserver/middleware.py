@@ -22,7 +22,8 @@ class ProtocolErrorMiddleware:
       `Accept-Encoding: identity` (RFC 9110 8.4, 12.5.3), rather than read as if it were plain;
     - a body whose Content-Type names a charset that is no text encoding (rot13, base64, zlib,
       bz2: codecs Python knows, which Django would take as the request's encoding and fail on
-      while parsing a form, a 500; or run on a body): 415;
+      while parsing a form, a 500; or run on a body): 415; UTF-8 under another name (utf8) is
+      read as UTF-8 at every endpoint;
     - the database unreachable: 503 `temporarily_unavailable`, so clients retry (the connection
       comes back by itself: CONN_HEALTH_CHECKS);
     - a 405 from a plain Django view on a machine path: JSON, like every other error there.
@@ -47,6 +48,11 @@ class ProtocolErrorMiddleware:
             refused = _charset_no_text_encoding(request.META["CONTENT_TYPE"])
             if refused is not None:
                 return refused
+            if _names_utf8_otherwise(request.META["CONTENT_TYPE"]):
+                # `charset=utf8` (an alias of UTF-8): Django's form parsing refuses every name but
+                # "utf-8" (a 400 at the token and revocation endpoints), DRF's (introspection,
+                # registration) takes Python's aliases. Both read the body as the UTF-8 it is.
+                request.encoding = "utf-8"
         response = self.get_response(request)
         if response.status_code == 405 and errors.is_machine_path(request.path) and not _is_json(response):
             return errors.error_response(
@@ -108,6 +114,16 @@ def _charset_no_text_encoding(content_type: str) -> JsonResponse | None:
             status=415,
         )
     return None
+
+
+def _names_utf8_otherwise(content_type: str) -> bool:
+    """Whether the Content-Type's charset is UTF-8 under another of Python's names (utf8, UTF_8)."""
+    _, parameters = parse_header_parameters(content_type)
+    charset = parameters.get("charset", "")
+    try:
+        return codecs.lookup(charset).name == "utf-8" and charset.lower() != "utf-8"
+    except LookupError:
+        return False
 
 
 def _codings(header: str) -> set[str]:

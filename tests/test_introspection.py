@@ -222,6 +222,31 @@ def test_a_form_body_in_another_charset_is_refused_as_at_the_token_endpoint(
     assert declared_utf8.json()["active"] is True
 
 
+@pytest.mark.parametrize("charset", ["utf8", "UTF8", "utf_8", "U8"])
+def test_utf8_under_another_name_is_read_as_utf8_at_every_endpoint(
+    client, resource_server, new_client, charset
+):
+    """Python's aliases of UTF-8 name the encoding RFC 6749 Appendix B asks for: DRF's form parser
+    (introspection) took them, Django's (token, revocation) answered 400."""
+    content_type = f"{FORM}; charset={charset}"
+    credentials = basic(new_client.application.client_id, new_client.client_secret)
+    issued = client.post(
+        "/oauth2/token", "grant_type=client_credentials", content_type=content_type, **credentials
+    )
+    assert issued.status_code == 200, issued.content
+    token = issued.json()["access_token"]
+
+    server = basic(resource_server.application.client_id, resource_server.client_secret)
+    introspected = client.post("/oauth2/introspect", f"token={token}", content_type=content_type, **server)
+    assert introspected.json()["active"] is True
+
+    revoked = client.post("/oauth2/revoke", f"token={token}", content_type=content_type, **credentials)
+    assert revoked.status_code == 200, revoked.content
+    assert client.post("/oauth2/introspect", f"token={token}", content_type=FORM, **server).json() == {
+        "active": False
+    }
+
+
 def test_tokens_never_travel_in_urls(client, resource_server, new_client):
     token = issue_token(client, new_client)
     credentials = basic(resource_server.application.client_id, resource_server.client_secret)
