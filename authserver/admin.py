@@ -110,7 +110,8 @@ CLIENT_ACTIONS = {
         ClientAction(
             "revoke_tokens",
             "Revoke all tokens",
-            "Every access token these clients hold stops working at once. They can get new ones.",
+            "Every access token these clients hold stops working at once. They can get new ones. "
+            "A registration access token (RFC 7592) is kept: disable or delete its client to end it.",
             "Revoke all their tokens",
         ),
         ClientAction(
@@ -179,7 +180,8 @@ class ApplicationAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         active_tokens = (
-            AccessToken.objects.filter(application=OuterRef("pk"), expires__gt=timezone.now())
+            services.access_tokens()
+            .filter(application=OuterRef("pk"), expires__gt=timezone.now())
             .order_by()
             .values("application")
             .annotate(count=Count("pk"))
@@ -450,7 +452,7 @@ class ApplicationAdmin(admin.ModelAdmin):
             raise Http404("No such client.")
         if not can_revoke_tokens(request):
             raise PermissionDenied
-        token = get_object_or_404(AccessToken, pk=token_id, application=client)
+        token = get_object_or_404(services.access_tokens(), pk=token_id, application=client)
         services.revoke_token(token=token, actor=actor(request), remote_addr=remote_addr(request))
         self.message_user(request, f"Revoked token #{token_id} of “{client}”.")
         return HttpResponseRedirect(admin_url(Application, "change", client.pk))
@@ -459,7 +461,7 @@ class ApplicationAdmin(admin.ModelAdmin):
         client = self.get_object(request, unquote(object_id))
         context = dict(extra_context or {})
         if client is not None:
-            tokens = AccessToken.objects.filter(application=client, expires__gt=timezone.now())
+            tokens = services.access_tokens().filter(application=client, expires__gt=timezone.now())
             context |= {
                 "active_tokens": tokens.order_by("-created")[:TOKENS_SHOWN],
                 "active_token_total": client.active_token_count,
@@ -507,7 +509,8 @@ class ActiveTokenFilter(admin.SimpleListFilter):
 
 
 class AccessTokenAdmin(dot_admin.AccessTokenAdmin):
-    """Tokens are read-only and never shown (only their hash is stored); revoking goes through services."""
+    """Tokens are read-only and never shown (only their hash is stored); revoking goes through services.
+    Access tokens only: registration access tokens are stored in the same table (services.access_tokens)."""
 
     list_display = ("id", "application", "scope", "created", "expires", "active")
     list_filter = (ActiveTokenFilter, "application")
@@ -517,6 +520,9 @@ class AccessTokenAdmin(dot_admin.AccessTokenAdmin):
     readonly_fields = fields
     actions = ("revoke_tokens",)
     ordering = ("-created",)
+
+    def get_queryset(self, request):
+        return services.access_tokens(among=super().get_queryset(request))
 
     @admin.display(description="active", boolean=True)
     def active(self, token):

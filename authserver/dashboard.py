@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 from django.db.models import Count, Max, Q
 from django.db.models.functions import TruncDay, TruncHour
-from oauth2_provider.models import get_access_token_model
 
+from authserver import services
 from authserver.models import Application, AuditEvent
 
 HOUR = timedelta(hours=1)
@@ -66,9 +66,9 @@ def tokens_issued_per_day(*, now: datetime, application: Application | None = No
 
 
 def active_token_count(*, now: datetime, application: Application | None = None) -> int:
-    """Tokens active as introspection sees them (and the token list's "active" filter): not
+    """Access tokens active as introspection sees them (and the token list's "active" filter): not
     expired, and their client enabled."""
-    tokens = get_access_token_model().objects.filter(expires__gt=now, application__enabled=True)
+    tokens = services.access_tokens().filter(expires__gt=now, application__enabled=True)
     return (tokens if application is None else tokens.filter(application=application)).count()
 
 

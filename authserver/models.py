@@ -1,9 +1,11 @@
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.utils import timezone
 from django.utils.functional import cached_property
 from oauth2_provider.models import AbstractApplication, ApplicationManager
+from oauth2_provider.settings import oauth2_settings
 
 # RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 scope_token_validator = RegexValidator(
@@ -34,6 +36,14 @@ class Scope(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        # A token carrying only this scope is a registration access token (services.access_tokens):
+        # granted as a scope, it would manage a client's registration and be kept at "revoke all".
+        if self.name == oauth2_settings.DCR_REGISTRATION_SCOPE:
+            raise ValidationError(
+                {"name": "This name is reserved for registration access tokens (RFC 7592)."}
+            )
 
 
 class Application(AbstractApplication):

@@ -16,6 +16,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
 from django.core.exceptions import ValidationError
 from django.db import connections, router, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 from oauth2_provider.generators import generate_client_secret
 from oauth2_provider.models import (
@@ -323,9 +324,24 @@ def revoke_presented_token(*, token: str, application: Application, actor: str, 
     return True
 
 
+def access_tokens(*, among: QuerySet | None = None) -> QuerySet:
+    """The access tokens among `among` (default: every stored token). A client's registration access
+    token is stored as one (issue_registration_token) but is none: it is for the client's own
+    registration alone, so it is not counted, listed or revoked as one of the client's tokens."""
+    tokens = AccessToken.objects.all() if among is None else among
+    return tokens.exclude(scope=oauth2_settings.DCR_REGISTRATION_SCOPE)
+
+
+def is_registration_token(token) -> bool:
+    """Whether a stored token is a registration access token (see access_tokens)."""
+    return token.scope == oauth2_settings.DCR_REGISTRATION_SCOPE
+
+
 @changes_validity
 def revoke_client_tokens(*, application: Application, actor: str, remote_addr: str | None = None) -> int:
-    _, deleted = AccessToken.objects.filter(application=application).delete()
+    """Revoke every access token of `application`; returns how many. Its registration access token
+    stays (access_tokens): the client still manages its registration with it (RFC 7592)."""
+    _, deleted = access_tokens().filter(application=application).delete()
     revoked = deleted.get(AccessToken._meta.label, 0)
     record_event(
         kind=AuditEvent.Kind.TOKEN_REVOKED,
@@ -338,7 +354,8 @@ def revoke_client_tokens(*, application: Application, actor: str, remote_addr: s
 
 
 def issue_registration_token(*, application: Application) -> str:
-    """An RFC 7592 registration access token: manages this one client's registration, nothing else."""
+    """An RFC 7592 registration access token: manages this one client's registration, nothing else.
+    Disabling the client suspends it, deleting the client ends it, revoking its tokens leaves it."""
     raw_token = generate_client_secret()
     lifetime = oauth2_settings.DCR_REGISTRATION_TOKEN_EXPIRE_SECONDS
     expires = (
@@ -360,6 +377,8 @@ def introspect_token(token: str) -> dict:
     stored = hotpath.access_token_with_client(checksum)
     if (
         stored is None
+        # For the registration endpoint alone, no resource server's to accept (RFC 7662 2.2).
+        or is_registration_token(stored)
         or not stored.is_valid()
         or stored.application is None
         or not stored.application.enabled
@@ -449,8 +468,8 @@ def active_tokens(*, application: Application) -> list:
     """`application`'s access tokens that have not expired, newest first. Only metadata: the
     tokens themselves are stored hashed. Registration access tokens (RFC 7592) are not listed."""
     return list(
-        AccessToken.objects.filter(application=application, expires__gt=timezone.now())
-        .exclude(scope=oauth2_settings.DCR_REGISTRATION_SCOPE)
+        access_tokens()
+        .filter(application=application, expires__gt=timezone.now())
         .order_by("-created", "-pk")
     )
 

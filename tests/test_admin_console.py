@@ -530,6 +530,36 @@ def test_a_token_of_another_client_cannot_be_revoked_through_this_one(console, n
     assert AccessToken.objects.filter(pk=token.pk).exists()
 
 
+def test_a_registration_access_token_is_not_among_the_tokens_the_console_shows(console, new_client):
+    """A dynamically registered client's RFC 7592 token, stored as an access token, is none: the
+    client list, the client page and the token list count and list access tokens only, and it
+    cannot be revoked as one of them."""
+    client = new_client.application
+    issue_token(console, new_client)
+    services.issue_registration_token(application=client)
+    registration_token = AccessToken.objects.get(application=client, scope="client:configure")
+
+    rows = console.get(CLIENTS).context["cl"].result_list
+    page = console.get(f"{CLIENTS}{client.pk}/change/").content.decode()
+    listed = console.get(f"{TOKENS}?application__id__exact={client.pk}").context["cl"].result_list
+    active = console.get(f"{TOKENS}?status=active").context["cl"].result_list
+
+    assert [row.active_token_count for row in rows] == [1]
+    assert "Active tokens (1)" in page
+    assert f"/tokens/{registration_token.pk}/revoke/" not in page
+    assert "client:configure" not in page
+    assert (
+        [token.scope for token in listed]
+        == [token.scope for token in active]
+        == ["orders:read products:read"]
+    )
+    assert console.get(f"{TOKENS}{registration_token.pk}/change/").status_code == 302  # no such token
+    revoked = console.post(f"{CLIENTS}{client.pk}/tokens/{registration_token.pk}/revoke/")
+    assert revoked.status_code == 404
+    console.post(TOKENS, {"action": "revoke_tokens", "_selected_action": [registration_token.pk]})
+    assert AccessToken.objects.filter(pk=registration_token.pk).exists()
+
+
 def test_deleting_a_client_is_audited_and_takes_its_tokens(console, new_client):
     client = new_client.application
     issue_token(console, new_client)
@@ -656,6 +686,20 @@ def test_scopes_are_listed_and_edited(console):
 
     bad = console.post(SCOPES + "add/", {"name": "has space", "description": "x"})
     assert "RFC 6749" in " ".join(bad.context["adminform"].form.errors["name"])
+
+
+def test_the_registration_access_tokens_scope_name_is_reserved(console):
+    """A token with only `client:configure` is taken for a registration access token (RFC 7592):
+    a scope of that name, granted to a client, would let its tokens manage its registration."""
+    refused = console.post(SCOPES + "add/", {"name": "client:configure", "description": "x"})
+    assert "reserved for registration access tokens" in " ".join(
+        refused.context["adminform"].form.errors["name"]
+    )
+    assert not Scope.objects.filter(name="client:configure").exists()
+    from django.core.exceptions import ValidationError
+
+    with pytest.raises(ValidationError, match="reserved"):
+        services.save_scope(scope=Scope(name="client:configure", description="x"), actor="tests")
 
 
 def test_a_scope_in_use_cannot_be_deleted_and_the_page_names_its_clients(console):

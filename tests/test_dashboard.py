@@ -127,6 +127,17 @@ def test_a_disabled_clients_tokens_are_not_counted_active(db, client):
     assert dashboard.active_token_count(now=now, application=working.application) == 1
 
 
+def test_registration_access_tokens_are_not_counted_active(db, client):
+    # A dynamically registered client's RFC 7592 token is stored as an access token but is none.
+    new_client = make_client()
+    issue_token(client, new_client)
+    services.issue_registration_token(application=new_client.application)
+    now = datetime.now(UTC)
+
+    assert dashboard.active_token_count(now=now) == 1
+    assert dashboard.active_token_count(now=now, application=new_client.application) == 1
+
+
 def test_bar_chart_scales_to_a_round_ceiling():
     buckets = [dashboard.Bucket(at(10, hour), count) for hour, count in enumerate([0, 3, 7, 1])]
 

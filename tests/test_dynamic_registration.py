@@ -6,10 +6,11 @@ import re
 import zlib
 
 import pytest
+from django.contrib.auth import get_user_model
 
 from authserver import services
 from authserver.models import Application, AuditEvent
-from tests.helpers import bearer, issue_token, make_client, request_token
+from tests.helpers import HttpsClient, bearer, issue_token, make_client, post_form, request_token
 
 
 @pytest.fixture
@@ -17,6 +18,16 @@ def initial_access_token(client, db) -> str:
     """A token with the `registration` scope, got with the client credentials grant."""
     registrar = make_client(scopes=["registration"], name="registrar")
     return issue_token(client, registrar)
+
+
+@pytest.fixture
+def console(db) -> HttpsClient:
+    """An operator signed in to the management console."""
+    operator = get_user_model().objects.create_user("olivia", password="x", is_staff=True)
+    operator.groups.add(services.ensure_operators_group())
+    http = HttpsClient()
+    http.force_login(operator)
+    return http
 
 
 def register(http, token: str, metadata) -> "object":
@@ -403,3 +414,70 @@ def test_a_registration_token_is_no_api_token(client, initial_access_token):
     registration = register(client, initial_access_token, {"client_name": "svc"}).json()
     response = register(client, registration["registration_access_token"], {})
     assert response.status_code == 403
+
+
+def registered_client(http, initial_access_token) -> tuple[dict, services.NewClient]:
+    """A client registered at /oauth2/register: its registration response, and it as NewClient."""
+    registration = register(http, initial_access_token, {"client_name": "svc"}).json()
+    application = Application.objects.get(client_id=registration["client_id"])
+    return registration, services.NewClient(application, registration["client_secret"])
+
+
+def is_active(http, token: str) -> bool:
+    resource_server = make_client(scopes=["introspection"], name="resource server")
+    credentials = bearer(issue_token(http, resource_server))
+    return post_form(http, "/oauth2/introspect", {"token": token}, **credentials).json()["active"]
+
+
+def listed_token_count(console, application: Application) -> int:
+    """The client list's "active tokens" column for `application`."""
+    rows = console.get("/admin/authserver/application/").context["cl"].result_list
+    return next(row.active_token_count for row in rows if row.pk == application.pk)
+
+
+@pytest.mark.parametrize("bulk", [False, True], ids=["client page", "client list"])
+def test_an_operator_revoking_all_tokens_leaves_the_client_its_registration(
+    client, console, initial_access_token, bulk
+):
+    """The console's "Revoke all tokens" revokes the client's access tokens only: without its
+    registration access token the client could no longer read, update or delete its registration."""
+    registration, new_client = registered_client(client, initial_access_token)
+    application = new_client.application
+    access_token = issue_token(client, new_client)
+    assert listed_token_count(console, application) == 1
+
+    clients = "/admin/authserver/application/"
+    if bulk:
+        done = console.post(
+            clients, {"action": "revoke_tokens", "_selected_action": [application.pk], "post": "yes"}
+        )
+    else:
+        done = console.post(f"{clients}{application.pk}/revoke-tokens/")
+
+    assert done.status_code == 302
+    assert not is_active(client, access_token)
+    managed = manage(client, "get", registration)
+    assert managed.status_code == 200, managed.content
+    assert managed.json()["client_id"] == application.client_id
+    event = AuditEvent.objects.get(kind=AuditEvent.Kind.TOKEN_REVOKED, application=application)
+    assert (event.actor, event.detail) == ("user:olivia", {"all_tokens": True, "count": 1})
+    assert listed_token_count(console, application) == 0
+    assert "Active tokens (0)" in console.get(f"{clients}{application.pk}/change/").content.decode()
+
+
+def test_disabling_or_deleting_the_client_in_the_console_ends_its_registration(
+    client, console, initial_access_token
+):
+    registration, new_client = registered_client(client, initial_access_token)
+    clients = f"/admin/authserver/application/{new_client.application.pk}"
+
+    console.post(f"{clients}/disable/")
+    refused = manage(client, "get", registration)
+    assert (refused.status_code, refused.json()["error"]) == (401, "invalid_token")
+    console.post(f"{clients}/enable/")
+    assert manage(client, "get", registration).status_code == 200  # a suspension ends
+
+    console.post(f"{clients}/delete/", {"post": "yes"})
+    gone = manage(client, "get", registration)
+    assert (gone.status_code, gone.json()["error"]) == (401, "invalid_token")
+    assert manage(client, "delete", registration).status_code == 401

@@ -89,6 +89,17 @@ def test_anything_but_an_active_token_is_just_inactive(client, resource_server, 
     assert response.json() == {"active": False}
 
 
+def test_a_registration_access_token_is_just_inactive(client, resource_server, new_client):
+    """It manages its client's registration (RFC 7592) and is valid at no resource server: a resource
+    server must not be told it is active (RFC 7662 2.2), as one checking `active` alone would take it."""
+    registration_token = services.issue_registration_token(application=new_client.application)
+
+    response = introspect(client, resource_server, registration_token)
+
+    assert response.status_code == 200
+    assert response.json() == {"active": False}
+
+
 def test_a_client_without_the_introspection_scope_is_refused(client, new_client):
     token = issue_token(client, new_client)
     response = introspect(client, new_client, token)
