@@ -85,6 +85,33 @@ class Catalogue:
 # --- the developer's sandbox client -----------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class SandboxOffer:
+    """What the portal's pages promise a developer: the scopes a sandbox client gets and how long a
+    test token lasts, as the server grants them now (an operator changes the sandbox scopes,
+    SANDBOX_TOKEN_LIFETIME the lifetime)."""
+
+    scopes: list[str]
+    lifetime: str
+
+
+def sandbox_offer() -> SandboxOffer:
+    return SandboxOffer(
+        scopes=sorted(sandbox_scope_names()), lifetime=duration_text(settings.SANDBOX_TOKEN_LIFETIME)
+    )
+
+
+def duration_text(seconds: int) -> str:
+    """ "an hour", "2 hours", "15 minutes", "90 seconds": the largest unit that divides `seconds`."""
+    for unit, size in (("hour", 3600), ("minute", 60), ("second", 1)):
+        if seconds % size == 0:
+            count = seconds // size
+            if count == 1:
+                return f"an {unit}" if unit == "hour" else f"a {unit}"
+            return f"{count} {unit}s"
+    raise AssertionError("unreachable: every whole number of seconds divides by 1")
+
+
 def sandbox_client_of(developer) -> SandboxClient | None:
     return SandboxClient.objects.select_related("application").filter(developer=developer).first()
 

@@ -37,6 +37,7 @@ class HomeView(TemplateView):
         return super().get_context_data(
             catalogue=services.live_catalogue(),
             sandbox=services.sandbox_client_of(user) if user.is_authenticated else None,
+            offer=services.sandbox_offer(),
             api_base_url=api_base_url(),
             **kwargs,
         )
@@ -50,6 +51,9 @@ class SignUpView(FormView):
         if request.user.is_authenticated:
             return redirect("sdkportal:application")
         return super().dispatch(request, *args, **kwargs)
+
+    def get_context_data(self, **kwargs):
+        return super().get_context_data(offer=services.sandbox_offer(), **kwargs)
 
     def post(self, request, *args, **kwargs):
         # Every attempt counts, refused ones too: the form tells whether an email address has an

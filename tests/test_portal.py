@@ -82,6 +82,38 @@ def api_status(http, token: str) -> int:
     return http.get("/api/v1/products", **bearer(token)).status_code
 
 
+# --- what the pages promise ---------------------------------------------------------------------
+
+
+def test_the_pages_name_the_sandbox_scopes_and_the_test_tokens_lifetime_as_granted(client, db, settings):
+    """The home and sign-up pages say what a download gets: the scopes and lifetime the server
+    grants now, not wording fixed when they were written."""
+    settings.SANDBOX_TOKEN_LIFETIME = 900
+    Scope.objects.filter(name="orders:read").update(sandbox=False)
+    Scope.objects.create(name="invoices:read", description="Read invoices", sandbox=True)
+
+    home = client.get("/portal/").content.decode()
+    signup = client.get("/accounts/signup/").content.decode()
+
+    assert re.search(
+        r'<span class="scope">invoices:read</span>\s+and\s+<span class="scope">products:read</span>\s+'
+        r"scopes, valid for 15 minutes",
+        home,
+    ), home
+    assert "orders:read" not in home
+    assert (
+        "A test token for the sandbox scopes (invoices:read, products:read), valid for 15 minutes" in signup
+    )
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(3600, "an hour"), (7200, "2 hours"), (60, "a minute"), (900, "15 minutes"), (90, "90 seconds")],
+)
+def test_a_lifetime_is_said_in_its_largest_whole_unit(seconds, text):
+    assert services.duration_text(seconds) == text
+
+
 # --- accounts ------------------------------------------------------------------------------------
 
 
