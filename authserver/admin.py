@@ -650,7 +650,42 @@ class ScopeAdmin(admin.ModelAdmin):
 class UserAdmin(auth_admin.UserAdmin):
     """Django's user admin, deleting through services.delete_user: the database's cascade would take
     the user's clients without a "client deleted" audit event. The delete page already lists those
-    clients (and their tokens) among what goes with the user."""
+    clients (and their tokens) among what goes with the user. Activating or deactivating goes
+    through services.set_user_active: a deactivated user's clients are disabled with them."""
+
+    def save_model(self, request, obj, form, change):
+        # First, in the form's transaction: the user's row is locked before anything is written.
+        if change and "is_active" in form.changed_data:
+            disabled = services.set_user_active(
+                user=obj, active=obj.is_active, actor=actor(request), remote_addr=remote_addr(request)
+            )
+            self._tell_about_owned_clients(request, obj, disabled)
+        super().save_model(request, obj, form, change)
+
+    def _tell_about_owned_clients(self, request, user, disabled: int) -> None:
+        if not user.is_active:
+            consequence = (
+                f"Disabled {counted(disabled, 'client')} they own: the token endpoint refuses them and "
+                "their tokens no longer work."
+                if disabled
+                else "They own no enabled client to disable."
+            )
+            self.message_user(request, f"“{user}” is deactivated. {consequence}", messages.WARNING)
+            return
+        still_disabled = Application.objects.filter(user=user, enabled=False).order_by("name", "pk")
+        links = format_html_join(
+            ", ",
+            '<a href="{}">{}</a>',
+            ((admin_url(Application, "change", client.pk), client) for client in still_disabled),
+        )
+        if links:
+            message = format_html(
+                "“{}” is active again. Their disabled clients stay disabled until an operator "
+                "enables each on its page, after review: {}.",
+                user,
+                links,
+            )
+            self.message_user(request, message, messages.WARNING)
 
     def delete_model(self, request, obj):
         services.delete_user(user=obj, actor=actor(request), remote_addr=remote_addr(request))

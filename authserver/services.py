@@ -273,11 +273,14 @@ def delete_client(*, application: Application, actor: str, remote_addr: str | No
     application.delete()  # its tokens go with it (CASCADE)
 
 
-def lock_user(user) -> None:
+def lock_user(user) -> bool:
     """Inside a transaction: one action at a time by or on this user (a double click in the portal
-    or the console, a developer deleted during their portal action). A user's row is locked before
-    the validity epoch (changes_validity), always in that order."""
-    get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk").first()
+    or the console, a developer deleted or deactivated during their portal action). A user's row is
+    locked before the validity epoch (changes_validity), always in that order. Whether the user, as
+    locked, still exists and is active (`user` may have been read before a change the lock waited
+    for: an action by the user stops there)."""
+    locked = get_user_model().objects.select_for_update().filter(pk=user.pk)
+    return bool(locked.values_list("is_active", flat=True).first())
 
 
 @transaction.atomic
@@ -292,6 +295,27 @@ def delete_user(*, user, actor: str, remote_addr: str | None = None) -> None:
     for application in Application.objects.filter(user=user).order_by("pk"):
         delete_client(application=application, actor=actor, remote_addr=remote_addr)
     user.delete()
+
+
+@transaction.atomic
+def set_user_active(*, user, active: bool, actor: str, remote_addr: str | None = None) -> int:
+    """Activate or deactivate a user account; returns how many clients it disabled. Deactivating
+    disables every enabled client the user owns with set_client_enabled (each audited): their
+    credentials and tokens stop with the account, not when someone remembers the clients.
+    Activating enables none: an operator enables each client again, after review. Locked as
+    delete_user is, the user's row before the validity epoch: a developer's portal action and their
+    deactivation do not wait for each other (a deadlock)."""
+    lock_user(user)
+    user.is_active = active
+    user.save(update_fields=["is_active"])
+    if active:
+        return 0
+    validity.tokens_or_clients_changed()
+    # Read under the user's lock: a client the portal registered for them a moment ago is in it.
+    owned = list(Application.objects.filter(user=user, enabled=True).order_by("pk"))
+    for application in owned:
+        set_client_enabled(application=application, enabled=False, actor=actor, remote_addr=remote_addr)
+    return len(owned)
 
 
 @changes_validity

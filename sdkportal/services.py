@@ -300,8 +300,10 @@ def _existing(developer) -> SandboxClient:
 
 def _lock(developer) -> None:
     """One portal action at a time per developer: a double click must not register two clients,
-    nor two requests at once both find room for the last test token."""
-    authserver_services.lock_user(developer)
+    nor two requests at once both find room for the last test token. A developer deactivated (or
+    deleted) since their request signed them in gets nothing: not even a client of their own."""
+    if not authserver_services.lock_user(developer):
+        raise PortalError("Your account has been deactivated; please contact the Foo team.")
 
 
 def _actor(developer) -> str:
