@@ -14,7 +14,7 @@ from django.contrib.admin import helpers
 from django.contrib.admin.utils import unquote
 from django.contrib.auth import admin as auth_admin
 from django.contrib.auth import get_permission_codename, get_user_model
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Count, OuterRef, Prefetch, Subquery
 from django.db.models.functions import Coalesce
@@ -435,11 +435,19 @@ class ApplicationAdmin(admin.ModelAdmin):
             )
             return None
         enabled = action.name == "enable"
-        changed = [client for client in clients if client.enabled != enabled]
-        for client in changed:
-            services.set_client_enabled(application=client, enabled=enabled, **who)
+        changed, refused = [], []
+        for client in (client for client in clients if client.enabled != enabled):
+            try:
+                services.set_client_enabled(application=client, enabled=enabled, **who)
+            except ValidationError as error:  # its owner's account is deactivated (Application.clean)
+                client.enabled = not enabled
+                refused.append(f"“{client}”: {' '.join(error.messages)}")
+            else:
+                changed.append(client)
         state = "Enabled" if enabled else "Disabled"
         self.message_user(request, f"{state} {counted(len(changed), 'client')}.")
+        for refusal in refused:
+            self.message_user(request, f"Not enabled: {refusal}", messages.ERROR)
         return None
 
     # -- the client page: its active tokens, recent audit events, actions -------------------------

@@ -77,6 +77,19 @@ class Application(AbstractApplication):
     def natural_key(self):
         return (self.client_id,)
 
+    def clean(self) -> None:
+        super().clean()
+        # A deactivated account's clients are disabled with it (services.set_user_active) and stay
+        # so: enabling one, or giving an enabled one to such an account, would hand its credentials
+        # back to someone whose access was ended. Read afresh: the owner may have changed since.
+        if self.enabled and self.user_id is not None:
+            owner_model = self._meta.get_field("user").related_model
+            if not owner_model._default_manager.filter(pk=self.user_id, is_active=True).exists():
+                message = (
+                    "The owner's account is deactivated: activate it first, or leave the client disabled."
+                )
+                raise ValidationError({"enabled": message})
+
     def is_usable(self, request) -> bool:
         return self.enabled
 

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.db import connection
 from django.utils import timezone
 from oauth2_provider.models import AccessToken
@@ -274,3 +275,29 @@ def in_its_own_connection(work):
         return work()
     finally:
         connection.close()
+
+
+def test_a_client_of_a_deactivated_account_is_not_enabled_again_nor_given_to_one(console, developer, sandbox):
+    """Its owner's account ended, the client stays disabled: enabling it (console action, client
+    form), registering an enabled client for the account, or handing an enabled client to it is
+    refused until the account is active again."""
+    portal_client = sandbox_credentials(sandbox).application
+    set_active(console, developer, False)
+
+    enabling = console.post(f"{CLIENTS}{portal_client.pk}/enable/", {"post": "yes"}, follow=True)
+    assert any("The owner's account is deactivated" in message for message in messages_on(enabling))
+    assert not Application.objects.get(pk=portal_client.pk).enabled
+    assert not AuditEvent.objects.filter(kind=AuditEvent.Kind.CLIENT_CHANGED, detail__enabled=True).exists()
+
+    with pytest.raises(ValidationError, match="deactivated"):
+        services.register_client(name="For dana", scopes=["products:read"], actor="tests", owner=developer)
+    assert not Application.objects.filter(name="For dana").exists()
+    someone_elses = make_client(name="Someone else's app").application
+    someone_elses.user = developer
+    with pytest.raises(ValidationError, match="deactivated"):
+        services.update_client(application=someone_elses, changed_fields=["user"], actor="tests")
+    assert Application.objects.get(pk=someone_elses.pk).user is None
+
+    set_active(console, developer, True)
+    console.post(f"{CLIENTS}{portal_client.pk}/enable/", {"post": "yes"})
+    assert Application.objects.get(pk=portal_client.pk).enabled
