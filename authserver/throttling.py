@@ -206,6 +206,24 @@ def client_address(meta) -> str:
     return meta.get("REMOTE_ADDR") or ""
 
 
+@functools.lru_cache(maxsize=4096)
+def counted_address(address: str) -> str:
+    """What a limit per address counts for `address`: an IPv4 address itself; for IPv6, its /64
+    network, which one subscriber (a home, a virtual machine) is usually given whole and can take
+    any of 2**64 addresses from, so that a limit per IPv6 address would be no limit. An
+    IPv4-mapped IPv6 address (::ffff:192.0.2.1, a dual-stack socket's) is its IPv4 address. The
+    audit trail records the address itself."""
+    if ":" not in address:
+        return address
+    try:
+        ip = ipaddress.IPv6Address(address)
+    except ValueError:  # not an IPv6 address (client_address() gives what the socket gave)
+        return address
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.IPv6Network((ip, 64), strict=False))
+
+
 def _is_ip_address(text: str) -> bool:
     # Anything else would be a 500 where it is stored (AuditEvent.remote_addr is inet on PostgreSQL).
     try:
@@ -228,6 +246,7 @@ SIGNUPS_PER_ADDRESS = Limit.from_setting("signups_per_address")
 
 def client_auth_retry_after(client_id: str, address: str) -> int:
     """Seconds a client id must wait at this address after too many failed authentications."""
+    address = counted_address(address)
     return longest_wait(
         (CLIENT_AUTH_FAILURES_PER_CLIENT_AND_ADDRESS, (client_id, address)),
         (CLIENT_AUTH_FAILURES_PER_ADDRESS, (address,)),
@@ -237,6 +256,7 @@ def client_auth_retry_after(client_id: str, address: str) -> int:
 def record_client_auth_failure(client_id: str, address: str) -> None:
     # Keyed by client *and* address: someone who knows only a client id cannot lock the client
     # out from its own address.
+    address = counted_address(address)
     CLIENT_AUTH_FAILURES_PER_CLIENT_AND_ADDRESS.record(client_id, address)
     CLIENT_AUTH_FAILURES_PER_ADDRESS.record(address)
 
@@ -263,7 +283,7 @@ class LoginThrottleMixin:
         # As the login form reads it (Django's UsernameField: NFKC), in any case: a username written
         # in fullwidth or other compatibility characters logs in as the same account.
         username = unicodedata.normalize("NFKC", request.POST.get("username", "")).strip().lower()
-        address = client_address(request.META)
+        address = counted_address(client_address(request.META))
         wait = longest_wait(
             (LOGIN_FAILURES_PER_USER_AND_ADDRESS, (username, address)),
             (LOGIN_FAILURES_PER_ADDRESS, (address,)),

@@ -99,7 +99,9 @@ class TokenView(FormPostEndpointMixin, dot_views.TokenView):
     """POST /oauth2/token: the client credentials grant (RFC 6749 4.4)."""
 
     def post(self, request, *args, **kwargs):
-        retry_after = throttling.TOKEN_REQUESTS_PER_ADDRESS.record(remote_addr(request))
+        retry_after = throttling.TOKEN_REQUESTS_PER_ADDRESS.record(
+            throttling.counted_address(remote_addr(request))
+        )
         if retry_after:
             return errors.too_many_requests(retry_after)
         # DOT's device-code branch is skipped: this server offers one grant, and oauthlib answers

@@ -58,7 +58,7 @@ class SignUpView(FormView):
     def post(self, request, *args, **kwargs):
         # Every attempt counts, refused ones too: the form tells whether an email address has an
         # account, and that must not be asked without limit.
-        wait = throttling.SIGNUPS_PER_ADDRESS.record(remote_addr(request))
+        wait = throttling.SIGNUPS_PER_ADDRESS.record(throttling.counted_address(remote_addr(request)))
         if wait:
             return throttling.too_many_attempts(request, wait)
         return super().post(request, *args, **kwargs)

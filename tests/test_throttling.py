@@ -16,6 +16,7 @@ from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 
 from authserver import throttling
+from authserver.models import AuditEvent
 from tests.helpers import basic, make_client, post_form
 from tests.servers import LiveServer, RedisServer
 
@@ -159,6 +160,56 @@ def test_token_requests_per_address_are_limited(client, new_client, monkeypatch)
 
     assert_throttled_json(token_request(client, client_id, secret, ATTACKER), at_most=60)
     assert token_request(client, client_id, secret, OWNER).status_code == 200
+
+
+# One IPv6 subscriber, one /64: a new address for every guess is no way around a limit.
+ATTACKERS_64 = [f"2001:db8:66:1::{number:x}" for number in range(1, 200)]
+OWNER_64 = "2001:db8:66:2::7"
+
+
+@pytest.mark.parametrize(
+    ("address", "counted"),
+    [
+        ("203.0.113.66", "203.0.113.66"),
+        ("2001:db8:66:1::1", "2001:db8:66:1::/64"),
+        ("2001:db8:66:1:ffff:ffff:ffff:ffff", "2001:db8:66:1::/64"),
+        ("::ffff:203.0.113.66", "203.0.113.66"),
+        ("", ""),
+        ("unix:/run/gunicorn.sock", "unix:/run/gunicorn.sock"),
+    ],
+)
+def test_a_limit_counts_an_ipv6_address_by_its_64_network(address, counted):
+    assert throttling.counted_address(address) == counted
+
+
+def test_failed_secrets_from_one_ipv6_64_lock_the_client_there_only(client, new_client):
+    client_id, allowed = (
+        new_client.application.client_id,
+        limit("client_auth_failures_per_client_and_address"),
+    )
+    for address in ATTACKERS_64[: allowed.count]:
+        assert token_request(client, client_id, "guess", address).status_code == 401
+
+    next_address = ATTACKERS_64[allowed.count]
+    assert_throttled_json(
+        token_request(client, client_id, new_client.client_secret, next_address), at_most=300
+    )
+    assert token_request(client, client_id, new_client.client_secret, OWNER_64).status_code == 200
+    # The audit trail keeps each address as it was.
+    failed = AuditEvent.objects.filter(kind=AuditEvent.Kind.AUTH_FAILED).values_list("remote_addr", flat=True)
+    assert sorted(failed) == sorted(ATTACKERS_64[: allowed.count])
+
+
+def test_token_requests_from_one_ipv6_64_are_limited_together(client, new_client, monkeypatch):
+    monkeypatch.setattr(
+        throttling, "TOKEN_REQUESTS_PER_ADDRESS", throttling.Limit("token_requests_per_address", 5, 60)
+    )
+    client_id, secret = new_client.application.client_id, new_client.client_secret
+    for address in ATTACKERS_64[:5]:
+        assert token_request(client, client_id, secret, address).status_code == 200
+
+    assert_throttled_json(token_request(client, client_id, secret, ATTACKERS_64[5]), at_most=60)
+    assert token_request(client, client_id, secret, OWNER_64).status_code == 200
 
 
 def test_failed_client_authentication_at_introspection_and_revocation_counts_too(client, db):
@@ -350,6 +401,17 @@ def test_failed_logins_across_usernames_lock_the_address(client, request, path, 
 
 
 @pytest.mark.parametrize(("path", "account"), LOGIN_PAGES)
+def test_failed_logins_from_one_ipv6_64_lock_the_username_there(client, request, path, account):
+    user = request.getfixturevalue(account)
+    allowed = limit("login_failures_per_user_and_address").count
+    for address in ATTACKERS_64[:allowed]:
+        assert login(client, path, user.username, "wrong", address).status_code == 200
+
+    assert_throttled_page(login(client, path, user.username, PASSWORD, ATTACKERS_64[allowed]), at_most=900)
+    assert login(client, path, user.username, PASSWORD, OWNER_64).status_code == 302
+
+
+@pytest.mark.parametrize(("path", "account"), LOGIN_PAGES)
 def test_a_successful_login_clears_the_usernames_failures(client, request, path, account):
     user = request.getfixturevalue(account)
     allowed = limit("login_failures_per_user_and_address").count
@@ -452,6 +514,26 @@ def test_sign_ups_per_address_are_limited(client, db):
     )
     assert_throttled_page(response, at_most=3600)
     assert not get_user_model().objects.filter(username="one-more").exists()
+
+
+def test_sign_ups_from_one_ipv6_64_are_limited_together(client, db):
+    def sign_up(name: str, address: str):
+        account = {
+            "username": name,
+            "email": f"{name}@example.com",
+            "password1": PASSWORD,
+            "password2": PASSWORD,
+        }
+        response = client.post("/accounts/signup/", account, REMOTE_ADDR=address)
+        client.logout()
+        return response
+
+    allowed = limit("signups_per_address").count
+    for number, address in enumerate(ATTACKERS_64[:allowed]):
+        assert sign_up(f"developer{number}", address).status_code == 302
+
+    assert_throttled_page(sign_up("one-more", ATTACKERS_64[allowed]), at_most=3600)
+    assert sign_up("owner", OWNER_64).status_code == 302
 
 
 def test_refused_sign_ups_count_against_the_limit_too(client, developer, one_window):
