@@ -466,6 +466,12 @@ class ApplicationAdmin(admin.ModelAdmin):
         return HttpResponseRedirect(admin_url(Application, "change", client.pk))
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
+        if request.method == "POST" and "_saveasnew" in request.POST:
+            # Django's "save as new" (no button here, save_as is off, but honoured when posted)
+            # would register a client past add_view's one-registration-per-form check.
+            message = "A client is registered on the Add page, never by saving another as new."
+            self.message_user(request, message, messages.ERROR)
+            return HttpResponseRedirect(admin_url(Application, "add"))
         client = self.get_object(request, unquote(object_id))
         context = dict(extra_context or {})
         if client is not None:

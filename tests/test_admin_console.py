@@ -190,6 +190,23 @@ def test_the_register_form_posted_again_registers_no_second_client(console):
     assert not Application.objects.filter(name="Billing service").exists()
 
 
+def test_save_as_new_registers_no_client(console):
+    """Django honours a posted `_saveasnew` even with save_as off: on a client's page it registered
+    a client past the Add page's one-registration-per-form check, the same form each time."""
+    form = register_form()
+    shown_secret(console.post(CLIENTS + "add/", form))
+    client = Application.objects.get(name="Billing service")
+
+    copied = console.post(
+        f"{CLIENTS}{client.pk}/change/", {**form, "name": "Copy", "_saveasnew": "1"}, follow=True
+    )
+
+    assert copied.redirect_chain == [(f"{CLIENTS}add/", 302)]
+    assert "never by saving another as new" in copied.content.decode()
+    assert list(Application.objects.values_list("name", flat=True)) == ["Billing service"]
+    assert AuditEvent.objects.filter(kind=AuditEvent.Kind.CLIENT_CREATED).count() == 1
+
+
 def test_the_register_form_posted_twice_at_once_registers_one_client(transactional_db, monkeypatch):
     """A double click posts the form twice before either answer saved anything: one client still."""
     operator = get_user_model().objects.create_user("olivia", password=PASSWORD, is_staff=True)
