@@ -74,13 +74,15 @@ class ClientMetadataSerializer(serializers.Serializer):
         return []
 
     def validate_scope(self, scope: str) -> list[str]:
-        """Space-separated scopes (RFC 7591 2, RFC 6749 3.3), all of them sandbox scopes; none asked
-        for means all sandbox scopes."""
+        """Space-separated scopes (RFC 7591 2, RFC 6749 3.3), all of them sandbox scopes or, in an
+        update (RFC 7592 2.2), scopes the client holds already (`held` in the context: an operator
+        may have granted it more, and the client sends back what it read); none asked for means all
+        sandbox scopes."""
         if scope and not well_formed_scope(scope):
             raise serializers.ValidationError(SCOPE_SYNTAX_MESSAGE)
         available = sandbox_scope_names()
         requested = list(dict.fromkeys(scope.split()))
-        refused = sorted(set(requested) - set(available))
+        refused = sorted(set(requested) - set(available) - set(self.context.get("held", ())))
         if refused:
             raise serializers.ValidationError(
                 f"Not available to registered clients: {' '.join(refused)}. "

@@ -265,7 +265,7 @@ class RegistrationManagementView(BareOptionsAPIMixin, APIView):
         application = request.auth.application
         data = client_metadata(request)
         self._check_update_request(data, application)
-        metadata = ClientMetadataSerializer(data=data)
+        metadata = ClientMetadataSerializer(data=data, context={"held": application.allowed_scope_names})
         metadata.is_valid(raise_exception=True)
         renamed = application.name != metadata.validated_data["client_name"]
         application.name = metadata.validated_data["client_name"]

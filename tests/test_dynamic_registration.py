@@ -10,6 +10,7 @@ from django.contrib.auth import get_user_model
 
 from authserver import services
 from authserver.models import Application, AuditEvent
+from authserver.serializers import SERVER_ASSIGNED_FIELDS
 from tests.helpers import HttpsClient, bearer, issue_token, make_client, post_form, request_token
 
 
@@ -335,6 +336,38 @@ def test_an_update_must_be_consistent(client, initial_access_token, change):
     response = manage(client, "put", registration, body)
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_client_metadata"
+
+
+def test_a_client_puts_back_the_scope_an_operator_granted_it(client, initial_access_token):
+    """RFC 7592 2.2: a client updates by sending back what it read. A scope an operator granted it
+    beyond the sandbox ones stays acceptable in its own update; asking for another is still refused."""
+    registration = register(
+        client, initial_access_token, {"client_name": "svc", "scope": "products:read"}
+    ).json()
+    application = Application.objects.get(client_id=registration["client_id"])
+    services.update_client(
+        application=application,
+        changed_fields=[],
+        scopes=["products:read", "orders:write"],
+        actor="user:olivia",
+    )
+    read = manage(client, "get", registration).json()
+    assert read["scope"] == "orders:write products:read"
+
+    body = {name: value for name, value in read.items() if name not in SERVER_ASSIGNED_FIELDS}
+    put_back = manage(client, "put", registration, {**body, "client_name": "renamed"})
+
+    assert put_back.status_code == 200, put_back.content
+    assert put_back.json()["scope"] == "orders:write products:read"
+    assert (
+        manage(client, "put", registration, {**body, "scope": "orders:write introspection"}).status_code
+        == 400
+    )
+    narrowed = manage(client, "put", registration, {**body, "scope": "products:read"})
+    assert narrowed.json()["scope"] == "products:read"
+    assert (
+        manage(client, "put", registration, {**body, "scope": "orders:write"}).status_code == 400
+    )  # given up
 
 
 def test_deleting_a_registration(client, initial_access_token):
