@@ -289,19 +289,70 @@ def test_the_link_is_served_by_the_index_of_failed_authentications(console, two_
     assert "auditevent_auth_failed_client" in plan
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="CREATE INDEX CONCURRENTLY")
-def test_the_index_is_replaced_without_locking_the_audit_trail_against_writes(db):
-    # Every token issued writes an audit event: the migration builds and drops concurrently.
-    migration = importlib.import_module("authserver.migrations.0004_audit_failed_authentication_client_index")
-    replace = migration.replace_index(migration.BY_CLIENT_ID, migration.FAILED_AUTHENTICATIONS_BY_CLIENT_ID)
-    with connection.schema_editor(collect_sql=True, atomic=False) as editor:
-        replace(apps, editor)
+MIGRATION_0004 = "authserver.migrations.0004_audit_failed_authentication_client_index"
+NEW_INDEX, OLD_INDEX = "auditevent_auth_failed_client", "authserver__client__86759e_idx"
 
-    assert editor.collected_sql == [
-        'CREATE INDEX CONCURRENTLY "auditevent_auth_failed_client" ON "authserver_auditevent" '
-        '("client_id", "created") WHERE "kind" = \'auth_failed\';',
-        'DROP INDEX CONCURRENTLY IF EXISTS "authserver__client__86759e_idx";',
+
+def index_state(name: str):
+    """None: no such index; else whether it is valid."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s)", [name])
+        row = cursor.fetchone()
+    return None if row is None else row[0]
+
+
+def run_0004_forwards() -> list[str]:
+    """The migration's database operation, run as `migrate` runs it (outside a transaction); the
+    statements it ran that change the schema."""
+    migration = importlib.import_module(MIGRATION_0004)
+    replace = migration.replace_index(migration.BY_CLIENT_ID, migration.FAILED_AUTHENTICATIONS_BY_CLIENT_ID)
+    ran = []
+
+    def record(execute, sql, params, many, context):
+        if sql.lstrip().upper().startswith(("CREATE", "DROP", "UPDATE PG_INDEX")):
+            ran.append(sql.strip().rstrip(";"))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(record), connection.schema_editor(atomic=False) as editor:
+        replace(apps, editor)
+    return ran
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="CREATE INDEX CONCURRENTLY")
+def test_the_index_is_replaced_without_locking_the_audit_trail_against_writes(transactional_db):
+    # Every token issued writes an audit event: the migration builds and drops concurrently. Here
+    # from the state before it: the old index, not the new one.
+    with connection.cursor() as cursor:
+        cursor.execute(f'DROP INDEX "{NEW_INDEX}"')
+        cursor.execute(f'CREATE INDEX "{OLD_INDEX}" ON "authserver_auditevent" ("client_id", "created")')
+
+    assert run_0004_forwards() == [
+        f'CREATE INDEX CONCURRENTLY "{NEW_INDEX}" ON "authserver_auditevent" '
+        '("client_id", "created") WHERE "kind" = \'auth_failed\'',
+        f'DROP INDEX CONCURRENTLY IF EXISTS "{OLD_INDEX}"',
     ]
+    assert (index_state(NEW_INDEX), index_state(OLD_INDEX)) == (True, None)
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="CREATE INDEX CONCURRENTLY")
+def test_the_index_migration_runs_again_after_an_interruption(transactional_db):
+    """Not atomic: a build interrupted CONCURRENTLY leaves an invalid index behind, which PostgreSQL
+    keeps up to date but never reads. Run again, the migration builds it anew; run once more, it
+    builds nothing."""
+    with connection.cursor() as cursor:
+        cursor.execute(f'CREATE INDEX "{OLD_INDEX}" ON "authserver_auditevent" ("client_id", "created")')
+        cursor.execute(
+            "UPDATE pg_index SET indisvalid = false WHERE indexrelid = to_regclass(%s)", [NEW_INDEX]
+        )
+    assert index_state(NEW_INDEX) is False
+
+    ran = run_0004_forwards()
+
+    assert ran[0] == f'DROP INDEX CONCURRENTLY IF EXISTS "{NEW_INDEX}"'
+    assert ran[1].startswith(f'CREATE INDEX CONCURRENTLY "{NEW_INDEX}"')
+    assert (index_state(NEW_INDEX), index_state(OLD_INDEX)) == (True, None)
+    assert run_0004_forwards() == [f'DROP INDEX CONCURRENTLY IF EXISTS "{OLD_INDEX}"']
+    assert index_state(NEW_INDEX) is True
 
 
 def test_only_users_who_may_read_the_audit_trail_see_the_dashboard(db):

@@ -13,15 +13,39 @@ FAILED_AUTHENTICATIONS_BY_CLIENT_ID = models.Index(
 def replace_index(old, new):
     """The new index built before the old one is dropped; on PostgreSQL both CONCURRENTLY, so that
     the table is not locked against writes while the index is built: every token issued writes an
-    audit event (as django.contrib.postgres's AddIndexConcurrently, on PostgreSQL only)."""
+    audit event (as django.contrib.postgres's AddIndexConcurrently, on PostgreSQL only).
+
+    On PostgreSQL it can be run again after an interruption (this migration is not atomic): a build
+    interrupted CONCURRENTLY leaves the index invalid, which is dropped and built again; one that
+    finished is kept, and the old index is dropped if it is still there."""
 
     def run(apps, schema_editor):
         model = apps.get_model("authserver", "AuditEvent")
-        options = {"concurrently": True} if schema_editor.connection.vendor == "postgresql" else {}
-        schema_editor.add_index(model, new, **options)
-        schema_editor.remove_index(model, old, **options)
+        if schema_editor.connection.vendor != "postgresql":
+            schema_editor.add_index(model, new)
+            schema_editor.remove_index(model, old)
+            return
+        quote = schema_editor.quote_name
+        valid = _index_valid(schema_editor.connection, new.name)
+        if valid is False:
+            schema_editor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {quote(new.name)}")
+        if not valid:
+            schema_editor.add_index(model, new, concurrently=True)
+        schema_editor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {quote(old.name)}")
 
     return run
+
+
+def _index_valid(connection, name: str) -> bool | None:
+    """Whether PostgreSQL's index `name` (in the current schema) is valid; None: there is none."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT idx.indisvalid FROM pg_index AS idx JOIN pg_class AS cls ON cls.oid = idx.indexrelid"
+            " WHERE cls.relname = %s AND cls.relnamespace = current_schema()::regnamespace",
+            [name],
+        )
+        row = cursor.fetchone()
+    return None if row is None else row[0]
 
 
 class Migration(migrations.Migration):
