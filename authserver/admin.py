@@ -502,6 +502,23 @@ def can_revoke_tokens(request) -> bool:
 # --- Access tokens ---------------------------------------------------------------------------------
 
 
+class ClientListFilter(admin.RelatedFieldListFilter):
+    """The client filter of the long lists (tokens, audit events): it offers the client a link chose
+    (a client's page links to its tokens and its events), never every client, which a console with
+    thousands of developers' clients would list on every page of these lists. Search finds any
+    other client."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.title = "client"
+
+    def field_choices(self, field, request, model_admin):
+        chosen = [value for value in self.lookup_val or () if value.isascii() and value.isdigit()]
+        if not chosen:
+            return []
+        return [(client.pk, str(client)) for client in field.related_model.objects.filter(pk__in=chosen)]
+
+
 class ActiveTokenFilter(admin.SimpleListFilter):
     """Active as introspection sees it: not expired, and its client enabled."""
 
@@ -527,7 +544,7 @@ class AccessTokenAdmin(dot_admin.AccessTokenAdmin):
     Access tokens only: registration access tokens are stored in the same table (services.access_tokens)."""
 
     list_display = ("id", "application", "scope", "created", "expires", "active")
-    list_filter = (ActiveTokenFilter, "application")
+    list_filter = (ActiveTokenFilter, ("application", ClientListFilter))
     search_fields = ("application__client_id", "application__name", "scope")
     list_select_related = ("application",)
     fields = ("application", "scope", "created", "expires")
@@ -724,12 +741,6 @@ def readable(value) -> str:
     if isinstance(value, list):
         return ", ".join(str(item).replace("_", " ") for item in value)
     return str(value)
-
-
-class ClientListFilter(admin.RelatedFieldListFilter):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.title = "client"
 
 
 @admin.register(AuditEvent)

@@ -547,6 +547,32 @@ def test_a_token_of_another_client_cannot_be_revoked_through_this_one(console, n
     assert AccessToken.objects.filter(pk=token.pk).exists()
 
 
+@pytest.mark.parametrize("listing", [TOKENS, AUDIT])
+def test_the_long_lists_filter_by_the_client_a_link_chose_not_by_a_list_of_every_client(console, listing):
+    """The token list and the audit trail offered every client in their sidebar: thousands of
+    developers' clients on every page. They offer the client chosen (a client's page links there);
+    search finds the others."""
+    clients = [make_client(name=f"Service {number}") for number in range(3)]
+    for each in clients:
+        issue_token(console, each)
+    chosen = clients[1].application
+
+    unfiltered = console.get(listing).content.decode()
+    filtered = console.get(f"{listing}?application__id__exact={chosen.pk}")
+
+    assert not any(f"Service {number}" in sidebar(unfiltered) for number in range(3))
+    assert "Service 1" in sidebar(filtered.content.decode())
+    assert "Service 0" not in sidebar(filtered.content.decode())
+    assert {row.application for row in filtered.context["cl"].result_list} == {chosen}
+    searched = console.get(f"{listing}?q={clients[2].application.client_id}").context["cl"].result_list
+    assert {row.application for row in searched} == {clients[2].application}
+
+
+def sidebar(page: str) -> str:
+    found = re.search(r'<nav id="changelist-filter".*?</nav>', page, re.S)
+    return found.group(0) if found else ""
+
+
 def test_a_registration_access_token_is_not_among_the_tokens_the_console_shows(console, new_client):
     """A dynamically registered client's RFC 7592 token, stored as an access token, is none: the
     client list, the client page and the token list count and list access tokens only, and it
