@@ -9,7 +9,7 @@ from oauth2_provider.settings import oauth2_settings
 
 # RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 scope_token_validator = RegexValidator(
-    r"^[\x21\x23-\x5b\x5d-\x7e]+$",
+    r"^[\x21\x23-\x5b\x5d-\x7e]+\Z",  # \Z, not $: $ also matches before a final line break
     "A scope name is printable ASCII without spaces, double quotes or backslashes (RFC 6749 3.3).",
 )
 

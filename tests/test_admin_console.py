@@ -731,6 +731,17 @@ def test_scopes_are_listed_and_edited(console):
     assert "RFC 6749" in " ".join(bad.context["adminform"].form.errors["name"])
 
 
+@pytest.mark.parametrize("name", ["invoices:read\n", "invoices:read\r\n", "\ninvoices:read"])
+def test_a_scope_name_with_a_line_break_is_refused_by_the_service_too(db, name):
+    """The console's form strips a name's line breaks; code calling the service does not, and the
+    name's pattern matched before a final one ($), so that `invoices:read\n` was a scope name."""
+    from django.core.exceptions import ValidationError
+
+    with pytest.raises(ValidationError, match=r"RFC 6749 3\.3"):
+        services.save_scope(scope=Scope(name=name, description="Read invoices"), actor="tests")
+    assert not Scope.objects.filter(name__startswith="invoices").exists()
+
+
 def test_the_registration_access_tokens_scope_name_is_reserved(console):
     """A token with only `client:configure` is taken for a registration access token (RFC 7592):
     a scope of that name, granted to a client, would let its tokens manage its registration."""
