@@ -1,9 +1,12 @@
 """A developer's program uses foo_sdk against a real HTTPS server: tokens, retries, errors, TLS, CLI."""
 
+import http.server
 import json
 import os
 import pickle
+import socket
 import sys
+import threading
 from decimal import Decimal
 from pathlib import Path
 
@@ -272,7 +275,8 @@ def scripted(monkeypatch):
             api_base_url="https://foo.example/api/v1",
         )
         server = ScriptedServer(*answers)
-        foo._session.mount("https://", server)
+        for prefix in [*foo._session.adapters, "https://"]:  # the client's own mounts too
+            foo._session.mount(prefix, server)
         return foo, server, waits
 
     return scripted_client
@@ -483,6 +487,110 @@ def test_an_unreadable_credentials_file_is_a_configuration_error(tmp_path):
     (tmp_path / "partial.json").write_text('{"client_id": "x"}')
     with pytest.raises(FooConfigurationError, match="token_url, api_base_url"):
         FooClient.from_credentials_file(tmp_path / "partial.json")
+
+
+# --- a connection that breaks --------------------------------------------------------------------
+
+
+class BreakingServer:
+    """An HTTP server on loopback that answers the token endpoint and the API like the real one,
+    but closes the connection unanswered for the first request to each path in `break_first`: a
+    keep-alive connection a proxy closed, a server restarting. `seen` lists every request."""
+
+    def __init__(self, break_first: set[str]):
+        self.break_first, self.seen = set(break_first), []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                path = self.path.split("?")[0]
+                outer.seen.append((self.command, path))
+                if path in outer.break_first:
+                    outer.break_first.discard(path)
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                if path == "/oauth2/token":
+                    body = {"access_token": "t", "token_type": "Bearer", "expires_in": 3600, "scope": "x"}
+                elif path == "/api/v1/orders":
+                    body = {"id": 1, "status": "placed", "lines": [], "total": "1.00", "currency": "EUR"}
+                else:
+                    body = {"count": 1, "next": None, "previous": None, "results": [{"id": 1, "name": "Kit"}]}
+                data = json.dumps(body).encode()
+                self.send_response(201 if self.command == "POST" and path != "/oauth2/token" else 200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def client(self) -> FooClient:
+        return FooClient(
+            client_id="id",
+            client_secret="secret",
+            token_url=f"{self.url}/oauth2/token",
+            api_base_url=f"{self.url}/api/v1",
+        )
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def breaking_server():
+    servers = []
+
+    def start(*break_first: str) -> BreakingServer:
+        servers.append(BreakingServer(set(break_first)))
+        return servers[-1]
+
+    yield start
+    for each in servers:
+        each.close()
+
+
+def test_a_get_and_a_token_request_are_sent_again_once_when_the_connection_breaks(breaking_server):
+    stub = breaking_server("/oauth2/token", "/api/v1/products")
+
+    assert stub.client().list_products() == [{"id": 1, "name": "Kit"}]
+
+    assert stub.seen == [
+        ("POST", "/oauth2/token"),
+        ("POST", "/oauth2/token"),
+        ("GET", "/api/v1/products"),
+        ("GET", "/api/v1/products"),
+    ]
+
+
+def test_an_order_is_never_sent_twice(breaking_server):
+    """The connection broke after the order left: the server may have placed it. Sending it again
+    could place it twice; the caller is told instead."""
+    stub = breaking_server("/api/v1/orders")
+
+    with pytest.raises(FooConnectionError):
+        stub.client().create_order({1: 1})
+
+    assert stub.seen.count(("POST", "/api/v1/orders")) == 1
+
+
+def test_a_connection_refused_is_tried_once_more_then_reported(breaking_server):
+    stub = breaking_server()
+    foo = stub.client()
+    stub.close()  # nothing listens there any more
+
+    with pytest.raises(FooConnectionError, match="Cannot reach"):
+        foo.list_products()
 
 
 # --- the command line ----------------------------------------------------------------------------

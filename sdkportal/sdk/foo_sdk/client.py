@@ -18,6 +18,8 @@ from typing import Any
 from urllib.parse import quote_plus, urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from .errors import FooApiError, FooAuthError, FooConfigurationError, FooConnectionError, FooScopeError
 
@@ -31,6 +33,15 @@ PAGE_SIZE = 100
 MAX_RETRY_AFTER_SECONDS = 10.0
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 _CHALLENGE_PARAMETER = re.compile(r'([A-Za-z_]+)="((?:[^"\\]|\\.)*)"')
+
+
+def _adapter(repeatable_methods: frozenset[str]) -> HTTPAdapter:
+    """One new connection when one fails before the answer (a keep-alive connection the server or a
+    proxy closed, a server restarting): for any request whose connection could not be made, and for
+    `repeatable_methods` when it broke after the request left. Answers are never retried here (the
+    client's own 429/503 handling does that)."""
+    retry = Retry(total=1, connect=1, read=1, status=0, other=0, allowed_methods=repeatable_methods)
+    return HTTPAdapter(max_retries=retry)
 
 
 def _certificate_file(pem: str) -> str:
@@ -117,6 +128,10 @@ class FooClient:
         self.timeout = timeout
         self._session = requests.Session()
         self._session.headers.update({"Accept": "application/json", "User-Agent": _user_agent()})
+        # A GET may run twice, and so may a token request (another token is harmless); an order
+        # the server may have placed is never sent again.
+        self._session.mount(self.api_base_url + "/", _adapter(frozenset({"GET", "HEAD"})))
+        self._session.mount(self.token_url, _adapter(frozenset({"POST"})))
         # Passed with every request: a Session's own `verify` loses to REQUESTS_CA_BUNDLE.
         self._verify: str | bool = True
         self._remove_certificate_file = None
