@@ -713,10 +713,21 @@ def test_a_portal_client_from_the_environment_is_used_as_given(db, settings):
     assert services.portal_credentials() == ("given-id", "given-secret")
 
 
+def delete_developer(developer) -> None:
+    authserver_services.delete_user(user=developer, actor="tests")
+
+
+def deactivate_developer(developer) -> None:
+    assert authserver_services.set_user_active(user=developer, active=False, actor="tests") == 1
+
+
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks: PostgreSQL's")
-def test_a_developer_deleted_during_their_portal_action_is_no_deadlock(transactional_db, monkeypatch):
-    # The portal locks the developer's row, then the validity epoch (a new secret); deleting the
-    # developer must take them in the same order.
+@pytest.mark.parametrize("operator_action", [delete_developer, deactivate_developer])
+def test_a_developer_deleted_or_deactivated_during_their_portal_action_is_no_deadlock(
+    transactional_db, monkeypatch, operator_action
+):
+    # The portal locks the developer's row, then the validity epoch (a new secret); deleting or
+    # deactivating the developer must take them in the same order.
     authserver_services.ensure_default_scopes()
     developer = get_user_model().objects.create_user("dana", password="x")
     services.download_sdk(developer=developer, remote_addr="127.0.0.1")
@@ -735,20 +746,20 @@ def test_a_developer_deleted_during_their_portal_action_is_no_deadlock(transacti
         finally:
             connection.close()
 
-    def delete_developer():
+    def act_on_developer():
         assert locked.wait(10)
-        authserver_services.delete_user(user=get_user_model().objects.get(pk=developer.pk), actor="tests")
+        operator_action(get_user_model().objects.get(pk=developer.pk))
 
     def rotate():
         return services.rotate_secret(developer=developer, remote_addr="127.0.0.1")
 
     with ThreadPoolExecutor(2) as workers:
         rotating = workers.submit(in_its_own_connection, rotate)
-        deleting = workers.submit(in_its_own_connection, delete_developer)
-        rotating.result(), deleting.result()  # neither aborted as a deadlock's victim
+        acting = workers.submit(in_its_own_connection, act_on_developer)
+        rotating.result(), acting.result()  # neither aborted as a deadlock's victim
 
-    assert not get_user_model().objects.filter(pk=developer.pk).exists()
-    assert not Application.objects.filter(user_id=developer.pk).exists()
+    assert not Application.objects.filter(user_id=developer.pk, enabled=True).exists()
+    assert not get_user_model().objects.filter(pk=developer.pk, is_active=True).exists()
 
 
 @pytest.mark.skipif(

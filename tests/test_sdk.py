@@ -528,7 +528,7 @@ class BreakingServer:
             do_GET = do_POST = _answer
 
             def log_message(self, *args):
-                pass
+                """Quiet: the tests read `seen`, not the server's log."""
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"

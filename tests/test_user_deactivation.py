@@ -4,13 +4,10 @@ stopped when the account is active again, until an operator enables each one."""
 
 import html
 import re
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db import connection
 from django.utils import timezone
 from oauth2_provider.models import AccessToken
 
@@ -234,47 +231,6 @@ def test_the_service_deactivates_and_activates_without_enabling_anything(develop
     assert get_user_model().objects.get(pk=developer.pk).is_active
     assert not Application.objects.get(user=developer).enabled
     assert AuditEvent.objects.filter(kind=AuditEvent.Kind.CLIENT_CHANGED, actor="tests").count() == 1
-
-
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks: PostgreSQL's")
-def test_a_developer_deactivated_during_their_portal_action_is_no_deadlock(transactional_db, monkeypatch):
-    # The portal locks the developer's row, then the validity epoch (a new secret); deactivating
-    # the developer must take them in the same order.
-    services.ensure_default_scopes()
-    developer = get_user_model().objects.create_user("dana", password="x")
-    portal_services.download_sdk(developer=developer, remote_addr="127.0.0.1")
-    locked, lock = threading.Event(), portal_services._lock
-
-    def lock_then_linger(someone):
-        lock(someone)
-        locked.set()
-        threading.Event().wait(1)  # the developer's row locked, the epoch not yet taken
-
-    monkeypatch.setattr(portal_services, "_lock", lock_then_linger)
-
-    def deactivate():
-        assert locked.wait(10)
-        user = get_user_model().objects.get(pk=developer.pk)
-        return services.set_user_active(user=user, active=False, actor="tests")
-
-    def rotate():
-        return portal_services.rotate_secret(developer=developer, remote_addr="127.0.0.1")
-
-    with ThreadPoolExecutor(2) as workers:
-        rotating = workers.submit(in_its_own_connection, rotate)
-        deactivating = workers.submit(in_its_own_connection, deactivate)
-        rotated, disabled = rotating.result(), deactivating.result()  # neither a deadlock's victim
-
-    assert disabled == 1
-    assert not get_user_model().objects.get(pk=developer.pk).is_active
-    assert not Application.objects.get(client_id=rotated.client_id).enabled
-
-
-def in_its_own_connection(work):
-    try:
-        return work()
-    finally:
-        connection.close()
 
 
 def test_a_client_of_a_deactivated_account_is_not_enabled_again_nor_given_to_one(console, developer, sandbox):
