@@ -55,18 +55,24 @@ class BareOptionsAPIMixin:
     """BareOptionsMixin for a DRF view: OPTIONS answered 204 with Allow (finalize_response adds it)
     and no body, before authentication, permissions and throttles: what an endpoint allows is no
     secret (its 401s and 405s name it too), and DRF's own answer needed credentials and recited the
-    view's docstring."""
+    view's docstring. A method the view does not serve is a 405 before them too, as a Django view
+    answers it: DRF checked the token first, and a GET with a token lacking the scope was a 403
+    where the method was the error."""
+
+    def _checks_caller(self, request) -> bool:
+        method = request.method.lower()
+        return method != "options" and method in self.http_method_names and hasattr(self, method)
 
     def perform_authentication(self, request):
-        if request.method != "OPTIONS":
+        if self._checks_caller(request):
             super().perform_authentication(request)
 
     def check_permissions(self, request):
-        if request.method != "OPTIONS":
+        if self._checks_caller(request):
             super().check_permissions(request)
 
     def check_throttles(self, request):
-        if request.method != "OPTIONS":
+        if self._checks_caller(request):
             super().check_throttles(request)
 
     def options(self, request, *args, **kwargs):

@@ -370,6 +370,26 @@ def test_a_client_puts_back_the_scope_an_operator_granted_it(client, initial_acc
     )  # given up
 
 
+@pytest.mark.parametrize("credentials", ["no token", "token without the scope", "initial access token"])
+def test_a_method_the_endpoint_does_not_serve_is_405_whoever_asks(client, initial_access_token, credentials):
+    """RFC 9110 15.5.6: the method is the error, whatever the credentials: DRF checked the token
+    first, and a GET with a token lacking the scope was a 403 insufficient_scope."""
+    headers = {
+        "no token": {},
+        "token without the scope": bearer(issue_token(client, make_client(scopes=["products:read"]))),
+        "initial access token": bearer(initial_access_token),
+    }[credentials]
+
+    for method in ("get", "put", "delete"):
+        response = getattr(client, method)("/oauth2/register", **headers)
+        assert response.status_code == 405, (method, response.content)
+        assert response.json()["error"] == "method_not_allowed"
+        assert response["Allow"] == "POST, OPTIONS"
+    registration = register(client, initial_access_token, {"client_name": "svc"}).json()
+    path = "/" + registration["registration_client_uri"].split("://", 1)[1].split("/", 1)[1]
+    assert client.post(path, "{}", content_type="application/json", **headers).status_code == 405
+
+
 def test_deleting_a_registration(client, initial_access_token):
     registration = register(client, initial_access_token, {"client_name": "svc"}).json()
 

@@ -473,7 +473,10 @@ def test_bearer_credentials_that_are_no_one_token_are_400_invalid_request(
     """RFC 6750 3.1: a malformed request is invalid_request, 400, and its challenge says so (they
     were 401 with a bare challenge, as for no credentials at all)."""
     header = authorization.format(token=reader_token)
-    response = client.get(path, HTTP_AUTHORIZATION=header)
+    if path == "/oauth2/register":  # a method the path serves
+        response = client.post(path, "{}", content_type="application/json", HTTP_AUTHORIZATION=header)
+    else:
+        response = client.get(path, HTTP_AUTHORIZATION=header)
     body = assert_api_error(response, 400, "invalid_request")
     assert body["error_description"] == "The Authorization header must be: Bearer <access token>."
     assert response["WWW-Authenticate"].startswith(
