@@ -45,14 +45,10 @@ class ProtocolErrorMiddleware:
             if refused is not None:
                 return refused
         if "charset" in request.META.get("CONTENT_TYPE", "").lower():
-            refused = _charset_no_text_encoding(request.META["CONTENT_TYPE"])
+            _, parameters = parse_header_parameters(request.META["CONTENT_TYPE"])
+            refused = _read_declared_charset(request, parameters.get("charset", ""))
             if refused is not None:
                 return refused
-            if _names_utf8_otherwise(request.META["CONTENT_TYPE"]):
-                # `charset=utf8` (an alias of UTF-8): Django's form parsing refuses every name but
-                # "utf-8" (a 400 at the token and revocation endpoints), DRF's (introspection,
-                # registration) takes Python's aliases. Both read the body as the UTF-8 it is.
-                request.encoding = "utf-8"
         response = self.get_response(request)
         if response.status_code == 405 and errors.is_machine_path(request.path) and not _is_json(response):
             return errors.error_response(
@@ -96,14 +92,19 @@ def _undecoded_body(meta) -> JsonResponse | None:
     return None
 
 
-def _charset_no_text_encoding(content_type: str) -> JsonResponse | None:
-    """The answer to a Content-Type whose charset is a codec Python knows but cannot decode text
-    with, if it is one. A name Python does not know is left to Django, which ignores it."""
-    _, parameters = parse_header_parameters(content_type)
-    charset = parameters.get("charset", "")
+def _read_declared_charset(request, charset: str) -> JsonResponse | None:
+    """The answer to a charset that is a codec Python knows but cannot decode text with, if it is
+    one. UTF-8 under another of Python's names (`charset=utf8`) is read as "utf-8": Django's form
+    parsing refuses every other name (a 400 at the token and revocation endpoints), DRF's
+    (introspection, registration) takes the aliases. A name Python does not know is left to Django,
+    which ignores it."""
     try:
-        codecs.lookup(charset)
+        codec = codecs.lookup(charset)
     except LookupError:
+        return None
+    if codec.name == "utf-8":
+        if charset.lower() != "utf-8":
+            request.encoding = "utf-8"
         return None
     try:
         b"a\xff".decode(charset, "replace")  # as Django decodes a form's fields
@@ -114,16 +115,6 @@ def _charset_no_text_encoding(content_type: str) -> JsonResponse | None:
             status=415,
         )
     return None
-
-
-def _names_utf8_otherwise(content_type: str) -> bool:
-    """Whether the Content-Type's charset is UTF-8 under another of Python's names (utf8, UTF_8)."""
-    _, parameters = parse_header_parameters(content_type)
-    charset = parameters.get("charset", "")
-    try:
-        return codecs.lookup(charset).name == "utf-8" and charset.lower() != "utf-8"
-    except LookupError:
-        return False
 
 
 def _codings(header: str) -> set[str]:

@@ -59,20 +59,25 @@ class BareOptionsAPIMixin:
     answers it: DRF checked the token first, and a GET with a token lacking the scope was a 403
     where the method was the error."""
 
-    def _checks_caller(self, request) -> bool:
+    checks_caller = True  # by initial(), for this request: a method this view serves, not OPTIONS
+
+    def initial(self, request, *args, **kwargs):
         method = request.method.lower()
-        return method != "options" and method in self.http_method_names and hasattr(self, method)
+        self.checks_caller = (
+            method != "options" and method in self.http_method_names and hasattr(self, method)
+        )
+        super().initial(request, *args, **kwargs)
 
     def perform_authentication(self, request):
-        if self._checks_caller(request):
+        if self.checks_caller:
             super().perform_authentication(request)
 
     def check_permissions(self, request):
-        if self._checks_caller(request):
+        if self.checks_caller:
             super().check_permissions(request)
 
     def check_throttles(self, request):
-        if self._checks_caller(request):
+        if self.checks_caller:
             super().check_throttles(request)
 
     def options(self, request, *args, **kwargs):

@@ -101,15 +101,16 @@ def sandbox_offer() -> SandboxOffer:
     )
 
 
+UNITS = [("hour", 3600), ("minute", 60), ("second", 1)]  # the last divides every whole number
+
+
 def duration_text(seconds: int) -> str:
     """ "an hour", "2 hours", "15 minutes", "90 seconds": the largest unit that divides `seconds`."""
-    for unit, size in (("hour", 3600), ("minute", 60), ("second", 1)):
-        if seconds % size == 0:
-            count = seconds // size
-            if count == 1:
-                return f"an {unit}" if unit == "hour" else f"a {unit}"
-            return f"{count} {unit}s"
-    raise AssertionError("unreachable: every whole number of seconds divides by 1")
+    unit, size = next((unit, size) for unit, size in UNITS if seconds % size == 0)
+    count = seconds // size
+    if count == 1:
+        return "an hour" if unit == "hour" else f"a {unit}"
+    return f"{count} {unit}s"
 
 
 def sandbox_client_of(developer) -> SandboxClient | None:

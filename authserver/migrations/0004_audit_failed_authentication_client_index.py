@@ -37,13 +37,9 @@ def replace_index(old, new):
 
 
 def _index_valid(connection, name: str) -> bool | None:
-    """Whether PostgreSQL's index `name` (in the current schema) is valid; None: there is none."""
+    """Whether PostgreSQL's index `name` (on the search path) is valid; None: there is none."""
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT idx.indisvalid FROM pg_index AS idx JOIN pg_class AS cls ON cls.oid = idx.indexrelid"
-            " WHERE cls.relname = %s AND cls.relnamespace = current_schema()::regnamespace",
-            [name],
-        )
+        cursor.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s)", [name])
         row = cursor.fetchone()
     return None if row is None else row[0]
 
