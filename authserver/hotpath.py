@@ -625,7 +625,18 @@ class _CompiledPage:
     params: tuple
     compiler: object
     converters: dict
-    width: int  # the values_list()'s columns, before the count (and the epoch)
+    width: int  # the values_list()'s columns, before the count (and the epoch and the version)
+
+
+@dataclass(frozen=True)
+class _CompiledReads:
+    sql: str
+    params: tuple
+    compiler: object
+
+
+# The databases whose migrations make a version model's triggers (fooapi/migrations/0002).
+_VERSIONED_VENDORS = ("sqlite", "postgresql")
 
 
 class CompiledPages(_CompiledPerConnection):
@@ -635,51 +646,121 @@ class CompiledPages(_CompiledPerConnection):
 
     `page_and_epoch(offset, limit)`: the same, also reading the request's shared validity epoch
     (TOKEN_CACHE=shared) in that statement, so that a remembered token is checked without a round
-    trip of its own."""
+    trip of its own. With a `version` model (one row, `ROW`, whose `value` the database changes with
+    every change to the queryset's table: fooapi.models.CatalogueVersion), that statement also
+    reads the version, and the worker remembers the page under it: while the version is the same,
+    the page is answered again from one statement that reads the epoch and the version only. At
+    most `remember` pages per worker, the oldest forgotten first."""
 
-    def __init__(self, queryset_for: Callable[[], models.QuerySet]):
+    def __init__(
+        self,
+        queryset_for: Callable[[], models.QuerySet],
+        version: type[models.Model] | None = None,
+        remember: int = 64,
+    ):
         super().__init__()
         self._queryset_for = queryset_for
         self._model = queryset_for().model
+        self._version = version
+        self.remember = remember
+        # (alias, offset, limit): (version, rows, total), the rows as page() gives them.
+        self._remembered: dict[tuple, tuple[int, Sequence[Sequence], int]] = {}
+        self._lock = threading.Lock()
 
     def page(self, offset: int, limit: int) -> tuple[list[Sequence], int | None]:
         """(rows, total rows); the total is None when there is no row at `offset`."""
         alias = router.db_for_read(self._model)
-        rows, total, _ = self._page(alias, offset, limit, with_epoch=False)
+        rows, total, _, _ = self._page(alias, offset, limit, with_epoch=False)
         return rows, total
 
-    def page_and_epoch(self, offset: int, limit: int) -> tuple[list[Sequence], int] | None:
+    def page_and_epoch(self, offset: int, limit: int) -> tuple[Sequence[Sequence], int] | None:
         """page(), read before the request's token is checked, in the statement that reads the
         epoch the check needs: one round trip instead of two. The caller answers with the rows only
         once the token is accepted. None, having read nothing, when the epoch is not shared, this
         request has read it already, or a transaction is open (where lookups read the database and
-        an uncommitted epoch must not stand for the request's); None also when there is no row at
-        `offset` (the epoch is then read by the check, the page again by page())."""
+        an uncommitted epoch must not stand for the request's; nor is a page read there
+        remembered); None also when there is no row at `offset` (the epoch is then read by the
+        check, the page again by page()).
+
+        A page remembered under a version is checked with one statement that reads the epoch and
+        the version; when the version has changed, the page is read again as above."""
         alias = router.db_for_read(self._model)
         epoch = validity.unread_shared_epoch(alias)
         if epoch is None or connections[alias].in_atomic_block:
             return None
-        rows, total, epoch_value = self._page(alias, offset, limit, with_epoch=True)
+        key = (alias, offset, limit)
+        remembered = self._remembered.get(key)
+        if remembered is not None:
+            epoch_value, version = self._epoch_and_version(alias)
+            if version == remembered[0]:
+                epoch.read_along(epoch_value)
+                return remembered[1], remembered[2]
+        rows, total, epoch_value, version = self._page(alias, offset, limit, with_epoch=True)
         if not rows:
             return None
+        if version is not None:
+            rows = tuple(rows)  # shared by the requests that answer it: not to be changed
+            self._remember(key, (version, rows, total))
         epoch.read_along(epoch_value)
         return rows, total
 
+    def forget(self) -> None:
+        """Forget every remembered page (they would be read again anyway once the version moves)."""
+        with self._lock:
+            self._remembered.clear()
+
+    def _remember(self, key: tuple, page: tuple[int, Sequence[Sequence], int]) -> None:
+        with self._lock:
+            self._remembered.pop(key, None)
+            while len(self._remembered) >= self.remember:
+                del self._remembered[next(iter(self._remembered))]
+            self._remembered[key] = page
+
+    def _versioned(self, alias: str) -> bool:
+        return self._version is not None and connections[alias].vendor in _VERSIONED_VENDORS
+
+    def _epoch_and_version(self, alias: str) -> tuple[int | None, int | None]:
+        connection = connections[alias]
+        compiled = self._compiled(alias, None, variant="epoch and version")
+        if validity.reads_on_the_driver(connection):  # as the epoch's own read
+            connection.ensure_connection()
+            with connection.wrap_database_errors:
+                return connection.connection.execute(_qmark_sql(compiled.sql), compiled.params).fetchone()
+        with _cursor(connection) as cursor:
+            cursor.execute(compiled.sql, compiled.params)
+            return cursor.fetchone()
+
     def _page(
         self, alias: str, offset: int, limit: int, with_epoch: bool
-    ) -> tuple[list, int | None, int | None]:
+    ) -> tuple[list, int | None, int | None, int | None]:
+        """(rows, total, epoch, version); the last two None unless read (and when there is no
+        row at `offset`, or no version row: the table was emptied)."""
         compiled = self._compiled(alias, with_epoch, variant=with_epoch)
         with _cursor(connections[alias]) as cursor:
             cursor.execute(compiled.sql, [*compiled.params, limit, offset])
             rows = cursor.fetchall()
         if not rows:
-            return [], None, None
-        total, epoch = rows[0][compiled.width], rows[0][-1]
+            return [], None, None, None
+        first = rows[0][compiled.width :]
+        total = first[0]
+        epoch, version = (first[1], first[2] if len(first) > 2 else None) if with_epoch else (None, None)
         if compiled.converters:
             rows = compiled.compiler.apply_converters(rows, compiled.converters)
-        return [row[: compiled.width] for row in rows], total, epoch
+        return [row[: compiled.width] for row in rows], total, epoch, version
 
-    def _compile(self, alias: str, with_epoch: bool) -> _CompiledPage:
+    def _compile(self, alias: str, with_epoch: bool | None) -> _CompiledPage | _CompiledReads:
+        """The page's statement, with the epoch (and the version) or without; with_epoch None:
+        the statement that reads the epoch and the version alone."""
+        if with_epoch is None:
+            version = self._version.objects.using(alias).filter(pk=self._version.ROW).values("value")
+            compiler = version.query.get_compiler(using=alias)
+            version_sql, version_params = compiler.as_sql()
+            # Two scalar subqueries: one row, with None for a missing row (an emptied table).
+            return _CompiledReads(
+                sql=f"SELECT ({validity.select_epoch_sql(alias)}), ({version_sql})",
+                params=(ValidityEpoch.ROW, *version_params),
+                compiler=compiler,
+            )
         queryset = self._queryset_for()
         width = len(queryset.query.values_select)
         # The count as a scalar subquery, which the database runs once (on an index where it has
@@ -690,11 +771,14 @@ class CompiledPages(_CompiledPerConnection):
         if with_epoch:
             epoch = ValidityEpoch.objects.using(alias).filter(pk=ValidityEpoch.ROW).values("value")
             queryset = queryset.annotate(_validity_epoch=Subquery(epoch))
+            if self._versioned(alias):
+                version = self._version.objects.using(alias).filter(pk=self._version.ROW).values("value")
+                queryset = queryset.annotate(_version=Subquery(version))
         compiler = queryset.query.get_compiler(using=alias)
         sql, params = compiler.as_sql()
         selected = [column[0] for column in compiler.select[: compiler.col_count]]
-        # The count and the epoch are read from the first row as the driver gives them (integers):
-        # only the values_list()'s own columns are converted, on every row.
+        # The count, the epoch and the version are read from the first row as the driver gives
+        # them (integers): only the values_list()'s own columns are converted, on every row.
         converters = {
             position: each for position, each in compiler.get_converters(selected).items() if position < width
         }

@@ -231,7 +231,7 @@ class SharedEpoch:
 
     def _value(self) -> int:
         connection = connections[self.using]
-        if _reads_on_the_driver(connection):
+        if reads_on_the_driver(connection):
             connection.ensure_connection()
             with connection.wrap_database_errors:
                 sql = select_epoch_sql(self.using).replace("%s", "?")
@@ -261,10 +261,11 @@ def select_epoch_sql(using: str = "default") -> str:
     return _SELECT_EPOCH.format(table=connections[using].ops.quote_name(ValidityEpoch._meta.db_table))
 
 
-def _reads_on_the_driver(connection) -> bool:
-    """Whether the epoch's read on SQLite can run on sqlite3's own connection: Django's cursor
-    (its wrapper, placeholders rewritten on every call) costs three times the read itself. Not
-    while anything watches Django's cursor (its query log, execute wrappers): they see it there."""
+def reads_on_the_driver(connection) -> bool:
+    """Whether a read of the epoch (with a version's: hotpath.CompiledPages) on SQLite can run on
+    sqlite3's own connection: Django's cursor (its wrapper, placeholders rewritten on every call)
+    costs three times the read itself. Not while anything watches Django's cursor (its query log,
+    execute wrappers): they see it there."""
     return connection.vendor == "sqlite" and not connection.queries_logged and not connection.execute_wrappers
 
 

@@ -31,6 +31,22 @@ class Product(models.Model):
         return f"{self.name} ({self.sku})"
 
 
+class CatalogueVersion(models.Model):
+    """The catalogue's version: one row, its value changed by the database itself (triggers made
+    by migration 0002) in the transaction of every INSERT, UPDATE, DELETE and, on PostgreSQL,
+    TRUNCATE of the products' table, however it is made (the console, a command, a queryset's
+    update(), raw SQL). A worker that read a catalogue page in the statement that read this value
+    answers that page again while the value is the same (hotpath.CompiledPages): never a page
+    older than the last committed change."""
+
+    ROW = 1  # the primary key of the one row
+
+    value = models.BigIntegerField()
+
+    def __str__(self) -> str:
+        return f"catalogue version {self.value}"
+
+
 class Order(models.Model):
     """An order placed through the API by a client; only that client ever sees it."""
 

@@ -29,7 +29,7 @@ from rest_framework.response import Response
 from authserver import errors, hotpath
 from authserver.views import BareOptionsAPIMixin, ReadOnlyEndpointMixin
 from fooapi import services
-from fooapi.models import Order, Product
+from fooapi.models import CatalogueVersion, Order, Product
 from fooapi.serializers import ErrorSerializer, NewOrderSerializer, OrderSerializer, ProductSerializer
 
 UNAUTHORIZED = OpenApiResponse(ErrorSerializer, "No token, or an invalid, expired or revoked token.")
@@ -234,7 +234,9 @@ class ProductList(NotStoredMixin, BareOptionsAPIMixin, generics.ListAPIView):
     serializer_class = ProductSerializer
     pagination_class = Pages
     required_scopes = ["products:read"]
-    catalogue = hotpath.CompiledPages(lambda: Product.objects.values_list(*ProductSerializer.Meta.fields))
+    catalogue = hotpath.CompiledPages(
+        lambda: Product.objects.values_list(*ProductSerializer.Meta.fields), version=CatalogueVersion
+    )
     answered = RememberedPages()
 
     def perform_authentication(self, request):
