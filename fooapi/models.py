@@ -32,8 +32,8 @@ class Product(models.Model):
 
 
 class CatalogueVersion(models.Model):
-    """The catalogue's version: one row, its value changed by the database itself (triggers made
-    by migration 0002) in the transaction of every INSERT, UPDATE, DELETE and, on PostgreSQL,
+    """The catalogue's version: one row, given a new random value by the database itself (triggers
+    made by migration 0002) in the transaction of every INSERT, UPDATE, DELETE and, on PostgreSQL,
     TRUNCATE of the products' table, however it is made (the console, a command, a queryset's
     update(), raw SQL). A worker that read a catalogue page in the statement that read this value
     answers that page again while the value is the same (hotpath.CompiledPages): never a page

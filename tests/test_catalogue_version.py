@@ -172,12 +172,14 @@ def test_a_page_read_in_a_transaction_is_not_remembered(token):
     class RolledBack(Exception):
         pass
 
+    remembered = dict(ProductList.catalogue._remembered)
     with pytest.raises(RolledBack), transaction.atomic():
         change_with_save()
         assert get(token) != original  # the transaction's own change, read in it
+        assert ProductList.catalogue._remembered == remembered
         raise RolledBack
 
-    # The next change to commit takes the version the rolled-back one had: its page is answered.
+    assert get(token) == original
     product = camera()
     product.price = Decimal("59.00")
     product.save()

@@ -4,10 +4,16 @@ import secrets
 
 from django.db import migrations, models
 
-# Every change to the products' table changes the catalogue's version in the same transaction,
-# whoever makes it (fooapi.models.CatalogueVersion). SQLite's triggers run for each row,
-# PostgreSQL's once per statement (and for TRUNCATE, which has no rows).
-BUMP = 'UPDATE "fooapi_catalogueversion" SET "value" = "value" + 1 WHERE "id" = 1'
+# Every change to the products' table gives the catalogue's version a new random value in the same
+# transaction, whoever makes it (fooapi.models.CatalogueVersion). Random, not counted: a value
+# never comes back, neither after a rolled-back change nor in a database restored from a backup,
+# where a count would reach again a value that workers remember another catalogue under. SQLite's
+# triggers run for each row, PostgreSQL's once per statement (and for TRUNCATE, which has no rows).
+NEW_VERSION = {
+    "sqlite": "random()",  # 64 bits
+    "postgresql": "(random() * 9.2e18)::bigint",  # 52 bits of a double's
+}
+BUMP = 'UPDATE "fooapi_catalogueversion" SET "value" = {value} WHERE "id" = 1'
 SQLITE_EVENTS = ("insert", "update", "delete")
 
 
@@ -27,12 +33,12 @@ def create_triggers(apps, schema_editor):
         for event in SQLITE_EVENTS:
             schema_editor.execute(
                 f'CREATE TRIGGER "fooapi_product_{event}_changes_catalogue" AFTER {event.upper()} '
-                f'ON "fooapi_product" FOR EACH ROW BEGIN {BUMP}; END'
+                f'ON "fooapi_product" FOR EACH ROW BEGIN {BUMP.format(value=NEW_VERSION[vendor])}; END'
             )
     elif vendor == "postgresql":
         schema_editor.execute(
             "CREATE FUNCTION fooapi_catalogue_changed() RETURNS trigger LANGUAGE plpgsql AS "
-            f"$$ BEGIN {BUMP}; RETURN NULL; END $$"
+            f"$$ BEGIN {BUMP.format(value=NEW_VERSION[vendor])}; RETURN NULL; END $$"
         )
         schema_editor.execute(
             'CREATE TRIGGER "fooapi_product_changes_catalogue" '
