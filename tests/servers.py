@@ -12,9 +12,11 @@ import subprocess
 import sys
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
 
+import requests
 from django.conf import settings
 from django.db import connection
 
@@ -178,3 +180,18 @@ class RedisServer:
 
     def __exit__(self, *exc_info) -> None:
         self.kill()
+
+
+def catalogue_answers(server: LiveServer, token: str, count: int = 32) -> list[requests.Response]:
+    """`count` catalogue requests with `token` from 8 threads at once: served by every worker."""
+
+    def fetch(_) -> requests.Response:
+        return requests.get(
+            f"{server.url}/api/v1/products",
+            headers={"Authorization": f"Bearer {token}"},
+            verify=server.verify,
+            timeout=30,
+        )
+
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(fetch, range(count)))

@@ -26,7 +26,7 @@ from authserver.validity import EpochFile
 from fooapi.services import seed_demo_catalogue
 from fooapi.views import ProductList
 from tests.helpers import HttpsClient, basic, bearer, issue_token, make_client, post_form, request_token
-from tests.servers import LiveServer
+from tests.servers import LiveServer, catalogue_answers
 
 
 @pytest.fixture(params=["local", "shared"])
@@ -832,18 +832,7 @@ def server(django_db_setup, django_db_blocker, remembering):
 
 def statuses(server, token: str, count: int = 32) -> set[int]:
     """The statuses of `count` catalogue requests from 8 threads: served by both workers."""
-
-    def fetch(_):
-        response = requests.get(
-            f"{server.url}/api/v1/products",
-            headers={"Authorization": f"Bearer {token}"},
-            verify=server.verify,
-            timeout=30,
-        )
-        return response.status_code
-
-    with ThreadPoolExecutor(8) as pool:
-        return set(pool.map(fetch, range(count)))
+    return {response.status_code for response in catalogue_answers(server, token, count)}
 
 
 def post_as(server, new_client, path: str, data: dict) -> requests.Response:
