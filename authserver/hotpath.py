@@ -705,7 +705,8 @@ class CompiledPages(_CompiledPerConnection):
         return rows, total
 
     def forget(self) -> None:
-        """Forget every remembered page (they would be read again anyway once the version moves)."""
+        """Forget every remembered page (for tests: a worker reads a page again once its version
+        has moved)."""
         with self._lock:
             self._remembered.clear()
 
@@ -741,9 +742,9 @@ class CompiledPages(_CompiledPerConnection):
             rows = cursor.fetchall()
         if not rows:
             return [], None, None, None
-        first = rows[0][compiled.width :]
-        total = first[0]
-        epoch, version = (first[1], first[2] if len(first) > 2 else None) if with_epoch else (None, None)
+        total, *read = rows[0][compiled.width :]  # the count, then the epoch and the version if read
+        epoch = read[0] if read else None
+        version = read[1] if len(read) > 1 else None
         if compiled.converters:
             rows = compiled.compiler.apply_converters(rows, compiled.converters)
         return [row[: compiled.width] for row in rows], total, epoch, version
