@@ -99,6 +99,10 @@ class ClientCredentialsServer(BackendApplicationServer):
 _BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 
 
+# Characters no URI holds (RFC 3986 2) that DOT's resource check lets through: C0 controls and DEL.
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def names_basic(authorization: str | None) -> bool:
     """Whether an Authorization header value is of the Basic scheme (its name in any case, RFC 9110
     11.1), whatever follows."""
@@ -256,6 +260,8 @@ class Validator(OAuth2Validator):
         # protect is "unknown" to it, invalid_target too, rather than a token for someone else's API.
         for resource in resources:
             try:
+                if _CONTROL_CHARACTER.search(resource):  # no URI's (RFC 3986 2); a NUL: a 500 on PostgreSQL
+                    raise ValueError("A control character in a resource.")
                 urlsplit(resource)  # DOT's check lets its ValueError through (`https://[::1`): a 500
                 super()._validate_resource_uris(request, [resource])
             except (ValueError, errors.CustomOAuth2Error):

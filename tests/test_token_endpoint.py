@@ -511,6 +511,17 @@ def test_a_resource_this_server_does_not_protect_is_invalid_target(client, new_c
     assert not AccessToken.objects.exists()
 
 
+@pytest.mark.parametrize("character", ["\x00", "\x01", "\x7f"])
+def test_a_resource_holding_a_control_character_is_invalid_target(client, new_client, character):
+    """No URI holds a control character (RFC 3986 2). A NUL was written into the token's resource
+    list, which PostgreSQL cannot store in JSON: a 500 there."""
+    response = request_token(client, new_client, resource=f"{PROTECTED}/api/v1/products{character}")
+
+    assert_oauth_error(response, 400, "invalid_target")
+    assert _ERROR_DESCRIPTION.fullmatch(response.json()["error_description"]), response.json()
+    assert not AccessToken.objects.exists()
+
+
 # RFC 6749 5.2: error_description = *( %x20-21 / %x23-5B / %x5D-7E ): no quote, backslash or
 # non-ASCII character, even where it names what the client sent.
 _ERROR_DESCRIPTION = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")
