@@ -381,15 +381,25 @@ class ApplicationAdmin(admin.ModelAdmin):
         client = self.get_object(request, unquote(object_id))
         if client is None:
             raise Http404("No such client.")
-        if not self.has_change_permission(request, client):
-            raise PermissionDenied
         action = CLIENT_ACTIONS[action_name]
+        if not self.may_perform(request, action, client):
+            raise PermissionDenied
         if request.method == "POST":
             response = self._perform(request, action, [client])
             return response or HttpResponseRedirect(admin_url(Application, "change", client.pk))
         return self._confirmation(request, action, [client], bulk=False)
 
-    @admin.action(description="Revoke all tokens of the selected clients", permissions=["change"])
+    def may_perform(self, request, action: ClientAction, client: Application | None = None) -> bool:
+        if action.name == "revoke_tokens":
+            return self.has_revoke_tokens_permission(request, client)
+        return self.has_change_permission(request, client)
+
+    def has_revoke_tokens_permission(self, request, obj=None) -> bool:
+        """Revoking deletes tokens: it takes what revoking one token takes too, beside changing
+        clients. One permission name for the bulk action, as Django's action needs any one of its."""
+        return self.has_change_permission(request, obj) and can_revoke_tokens(request)
+
+    @admin.action(description="Revoke all tokens of the selected clients", permissions=["revoke_tokens"])
     def revoke_tokens(self, request, queryset):
         return self._confirm_then_perform(request, CLIENT_ACTIONS["revoke_tokens"], queryset)
 
@@ -482,14 +492,23 @@ class ApplicationAdmin(admin.ModelAdmin):
                 "tokens_url": admin_url(AccessToken, "changelist") + f"?application__id__exact={client.pk}",
                 "recent_events": client.audit_events.order_by("-created")[:10],
                 "events_url": admin_url(AuditEvent, "changelist") + f"?application__id__exact={client.pk}",
+                "can_view_tokens": can_view_tokens(request),
                 "can_revoke_tokens": can_revoke_tokens(request),
                 "client_actions": [
                     (action, admin_url(Application, action.name, client.pk))
                     for action in CLIENT_ACTIONS.values()
                     if action.name != ("disable" if not client.enabled else "enable")
+                    and self.may_perform(request, action, client)
                 ],
             }
         return super().change_view(request, object_id, form_url, context)
+
+
+def can_view_tokens(request) -> bool:
+    # What the token list asks (AccessTokenAdmin: no change permission, so view alone).
+    return request.user.has_perm(
+        f"{AccessToken._meta.app_label}.{get_permission_codename('view', AccessToken._meta)}"
+    )
 
 
 def can_revoke_tokens(request) -> bool:

@@ -840,6 +840,57 @@ def test_staff_who_may_only_view_clients_read_a_client_page_and_change_nothing(d
     assert Application.objects.get().name == "Read me"
 
 
+def test_staff_who_may_not_view_tokens_do_not_see_them_on_the_client_page(db):
+    """The token list refuses them; the client page lists no token either (as no audit events to
+    those who may not read the trail)."""
+    auditor = get_user_model().objects.create_user("ivy", password=PASSWORD, is_staff=True)
+    auditor.user_permissions.add(
+        *Permission.objects.filter(content_type__app_label="authserver", codename="view_application")
+    )
+    http = HttpsClient()
+    http.force_login(auditor)
+    new_client = make_client(name="Read me", scopes=["products:read"])
+    issue_token(http, new_client)
+    token = AccessToken.objects.get()
+
+    page = http.get(f"{CLIENTS}{new_client.application.pk}/change/").content.decode()
+
+    assert http.get(TOKENS).status_code == 403
+    assert 'id="active-tokens"' not in page
+    assert f"#{token.pk}" not in page
+    auditor.user_permissions.add(Permission.objects.get(codename="view_accesstoken"))
+    page = http.get(f"{CLIENTS}{new_client.application.pk}/change/").content.decode()
+    assert f"<td>#{token.pk}</td>" in page
+    assert "/revoke/" not in page  # viewing, not revoking
+
+
+def test_staff_who_may_change_clients_but_not_revoke_tokens_cannot_revoke_them(db):
+    """Revoking deletes tokens: a client's "Revoke all tokens", on its page or in bulk, takes the
+    permission revoking one token takes, not only the permission to change clients."""
+    editor = get_user_model().objects.create_user("eve", password=PASSWORD, is_staff=True)
+    editor.user_permissions.add(
+        *Permission.objects.filter(
+            content_type__app_label="authserver", codename__in=["view_application", "change_application"]
+        )
+    )
+    http = HttpsClient()
+    http.force_login(editor)
+    new_client = make_client(name="Keep my tokens", scopes=["products:read"])
+    issue_token(http, new_client)
+    client = new_client.application
+    revoke_all = f"{CLIENTS}{client.pk}/revoke-tokens/"
+
+    assert revoke_all not in http.get(f"{CLIENTS}{client.pk}/change/").content.decode()
+    assert http.get(revoke_all).status_code == 403
+    assert http.post(revoke_all).status_code == 403
+    assert "revoke_tokens" not in http.get(CLIENTS).content.decode()
+    http.post(CLIENTS, {"action": "revoke_tokens", "_selected_action": [client.pk], "post": "yes"})
+
+    assert AccessToken.objects.filter(application=client).count() == 1
+    assert not AuditEvent.objects.filter(kind=AuditEvent.Kind.TOKEN_REVOKED).exists()
+    assert http.post(f"{CLIENTS}{client.pk}/disable/").status_code == 302  # changing the client: allowed
+
+
 def test_non_staff_users_cannot_log_in(client, db):
     get_user_model().objects.create_user("dev", password=PASSWORD)
 
