@@ -8,10 +8,13 @@ import os
 import subprocess
 import venv
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
 import requests
+from django.contrib.auth import get_user_model
 
 from fooapi.services import seed_demo_catalogue
 from sdkportal.sdk.foo_sdk import __version__
@@ -173,3 +176,47 @@ def test_a_developer_downloads_the_sdk_and_calls_the_api_with_it(server, tmp_pat
     )
     caught = run([python, "-c", program, str(credentials_file)], cwd=tmp_path)
     assert caught.stdout.strip() == "FooScopeError orders:write", caught.stderr
+
+
+def test_a_second_click_while_the_download_is_on_its_way_keeps_the_secret_on_the_page(server):
+    """An impatient second click on Download SDK: sent, its page (a later download's, without the
+    secret) replaces the first download's, the only one that held the new secret."""
+    from playwright.sync_api import Error
+
+    get_user_model().objects.create_user("ada", "ada@example.com", PASSWORD)
+    with chromium_page() as page:
+        page.goto(f"{server.url}/accounts/login/")
+        page.fill("#id_username", "ada")
+        page.fill("#id_password", PASSWORD)
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_url(f"{server.url}/portal/")
+        page.goto(f"{server.url}/portal/app/")
+        # Every download reaches the server at once; its answer reaches the page after both clicks.
+        sent = []
+
+        def post(url: str, body: bytes, headers: dict) -> requests.Response:
+            return requests.post(
+                url, data=body, headers=headers, verify=server.verify, allow_redirects=False, timeout=30
+            )
+
+        with ThreadPoolExecutor() as pool:
+
+            def forward(route) -> None:
+                request = route.request
+                headers = request.all_headers()
+                sent.append((route, pool.submit(post, request.url, request.post_data_buffer, headers)))
+
+            page.route("**/portal/download**", forward)
+            button = page.locator("#download-sdk").bounding_box()
+            page.mouse.click(button["x"] + 5, button["y"] + 5)
+            page.wait_for_timeout(200)
+            page.mouse.click(button["x"] + 5, button["y"] + 5)
+            page.wait_for_timeout(200)
+            for route, pending in sent:
+                answer = pending.result()
+                with suppress(Error):  # a navigation the browser gave up for a later one
+                    route.fulfill(status=answer.status_code, headers=answer.headers, body=answer.content)
+        page.wait_for_selector("#access-token")
+
+        assert page.locator("#client-secret").count() == 1, page.locator("#no-secret").inner_text()
+        assert len(sent) == 1

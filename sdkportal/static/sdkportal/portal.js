@@ -1,5 +1,6 @@
 // The portal's few behaviours, from a file (the Content-Security-Policy allows no inline script):
-// copy buttons, confirmations, and starting the SDK download on the page that delivers it.
+// copy buttons, confirmations, one form submission at a time, and starting the SDK download on the
+// page that delivers it.
 (function () {
   "use strict";
 
@@ -35,9 +36,22 @@
     if (button) copyText(button);
   });
 
+  // One action at a time: a second click while the first is on its way would be sent too, and its
+  // page would replace the first one's, e.g. a later download's, without the secret shown once.
+  var submitting = false;
+
   document.addEventListener("submit", function (event) {
     var question = event.target.getAttribute("data-confirm");
-    if (question && !window.confirm(question)) event.preventDefault();
+    if (submitting || (question && !window.confirm(question))) {
+      event.preventDefault();
+    } else {
+      submitting = true;
+    }
+  });
+
+  // A page shown again from the back-forward cache takes clicks again.
+  window.addEventListener("pageshow", function (event) {
+    if (event.persisted) submitting = false;
   });
 
   document.addEventListener("DOMContentLoaded", function () {
