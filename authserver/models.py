@@ -138,6 +138,9 @@ class AuditEvent(models.Model):
         SCOPE_CREATED = "scope_created", "scope created"
         SCOPE_CHANGED = "scope_changed", "scope changed"
         SCOPE_DELETED = "scope_deleted", "scope deleted"
+        USER_DEACTIVATED = "user_deactivated", "user account deactivated"
+        USER_ACTIVATED = "user_activated", "user account activated"
+        USER_DELETED = "user_deleted", "user account deleted"
 
     created = models.DateTimeField(default=timezone.now)
     kind = models.CharField(max_length=32, choices=Kind.choices)

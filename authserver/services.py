@@ -285,21 +285,28 @@ def lock_user(user) -> bool:
 
 @transaction.atomic
 def delete_user(*, user, actor: str, remote_addr: str | None = None) -> None:
-    """Delete a user account: each client it owns is deleted as delete_client deletes one (with its
-    audit event), not by the database's cascade. The user's row is locked before the validity
+    """Delete a user account, audited: each client it owns is deleted as delete_client deletes one
+    (with its audit event), not by the database's cascade. The user's row is locked before the validity
     epoch, in the order of the portal's developer lock and the console's operator lock (each taken
     before the epoch): a developer's portal action and their deletion do not wait for each other
     (a deadlock)."""
     lock_user(user)
     validity.tokens_or_clients_changed()
-    for application in Application.objects.filter(user=user).order_by("pk"):
+    owned = list(Application.objects.filter(user=user).order_by("pk"))
+    for application in owned:
         delete_client(application=application, actor=actor, remote_addr=remote_addr)
+    record_event(
+        kind=AuditEvent.Kind.USER_DELETED,
+        actor=actor,
+        remote_addr=remote_addr,
+        detail={**_account(user), "clients_deleted": len(owned)},
+    )
     user.delete()
 
 
 @transaction.atomic
 def set_user_active(*, user, active: bool, actor: str, remote_addr: str | None = None) -> int:
-    """Activate or deactivate a user account; returns how many clients it disabled. Deactivating
+    """Activate or deactivate a user account, audited; returns how many clients it disabled. Deactivating
     disables every enabled client the user owns with set_client_enabled (each audited): their
     credentials and tokens stop with the account, not when someone remembers the clients.
     Activating enables none: an operator enables each client again, after review. Locked as
@@ -308,14 +315,25 @@ def set_user_active(*, user, active: bool, actor: str, remote_addr: str | None =
     lock_user(user)
     user.is_active = active
     user.save(update_fields=["is_active"])
-    if active:
-        return 0
-    validity.tokens_or_clients_changed()
-    # Read under the user's lock: a client the portal registered for them a moment ago is in it.
-    owned = list(Application.objects.filter(user=user, enabled=True).order_by("pk"))
-    for application in owned:
-        set_client_enabled(application=application, enabled=False, actor=actor, remote_addr=remote_addr)
+    owned = []
+    if not active:
+        validity.tokens_or_clients_changed()
+        # Read under the user's lock: a client the portal registered for them a moment ago is in it.
+        owned = list(Application.objects.filter(user=user, enabled=True).order_by("pk"))
+        for application in owned:
+            set_client_enabled(application=application, enabled=False, actor=actor, remote_addr=remote_addr)
+    record_event(
+        kind=AuditEvent.Kind.USER_ACTIVATED if active else AuditEvent.Kind.USER_DEACTIVATED,
+        actor=actor,
+        remote_addr=remote_addr,
+        detail={**_account(user), **({} if active else {"clients_disabled": len(owned)})},
+    )
     return len(owned)
+
+
+def _account(user) -> dict:
+    """What an audit event keeps of a user account: it outlives a deleted one."""
+    return {"user_id": user.pk, "username": user.get_username()}
 
 
 @changes_validity

@@ -645,6 +645,12 @@ def test_deleting_a_user_deletes_their_clients_through_the_service(superuser_con
         "user:root",
         "127.0.0.1",
     )
+    account = AuditEvent.objects.get(kind=AuditEvent.Kind.USER_DELETED)
+    assert (account.actor, account.remote_addr, account.detail) == (
+        "user:root",
+        "127.0.0.1",
+        {"user_id": owner.pk, "username": "dana", "clients_deleted": 1},
+    )
     assert superuser_console.get("/api/v1/products", **bearer(token)).status_code == 401
     assert introspect(superuser_console, token) == {"active": False}
     assert superuser_console.get("/api/v1/products", **bearer(kept_token)).status_code == 200

@@ -150,6 +150,17 @@ def test_deactivating_a_developer_stops_the_clients_they_own_at_once(console, de
         "“dana” is deactivated. Disabled 2 clients they own: the token endpoint refuses them and "
         "their tokens no longer work." in messages_on(response)
     )
+    account = AuditEvent.objects.get(kind=AuditEvent.Kind.USER_DEACTIVATED)
+    assert (account.application, account.client_id, account.actor, account.remote_addr, account.detail) == (
+        None,
+        "",
+        "user:root",
+        "127.0.0.1",
+        {"user_id": developer.pk, "username": "dana", "clients_disabled": 2},
+    )
+    trail = console.get(f"/admin/authserver/auditevent/?kind__exact={account.kind}")
+    assert trail.status_code == 200 and "user account deactivated" in trail.content.decode()
+    assert console.get(f"/admin/authserver/auditevent/{account.pk}/change/").status_code == 200
 
 
 def test_a_user_who_owns_no_enabled_client_is_deactivated_with_a_word_saying_so(console, developer):
@@ -177,6 +188,15 @@ def test_activating_the_user_again_leaves_their_clients_disabled(console, develo
     assert introspect(console, sandbox.token.access_token) == {"active": False}
     changes = AuditEvent.objects.filter(kind=AuditEvent.Kind.CLIENT_CHANGED)
     assert [event.detail["enabled"] for event in changes] == [False]
+    accounts = AuditEvent.objects.filter(kind__startswith="user_").order_by("pk")
+    assert [(event.kind, event.actor, event.detail) for event in accounts] == [
+        (
+            "user_deactivated",
+            "user:root",
+            {"user_id": developer.pk, "username": "dana", "clients_disabled": 1},
+        ),
+        ("user_activated", "user:root", {"user_id": developer.pk, "username": "dana"}),
+    ]  # not for the save that left "Active" as it was
     assert (
         "“dana” is active again. Their disabled clients stay disabled until an operator enables each "
         "on its page, after review: SDK sandbox of dana." in messages_on(response)
