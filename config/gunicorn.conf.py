@@ -1,24 +1,30 @@
 """gunicorn settings for `make run` (and the benchmark), from the environment (README)."""
 
 import gc
-import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from config.env import DEFAULT_BIND, ConfigurationError, env_bool, env_int, env_str
+from config.env import DEFAULT_BIND, ConfigurationError, env_bool, env_str
 
 try:
-    from config.settings import TLS, TLS_CERT_FILE, TLS_KEY_FILE
+    from config.settings import TLS, TLS_CERT_FILE, TLS_KEY_FILE, WEB_CONCURRENCY
 
-    # 0 would listen with no worker to answer: every request would hang.
-    workers = env_int("WEB_CONCURRENCY", 2 * (os.cpu_count() or 1), minimum=1)
+    access_log = env_bool("ACCESS_LOG", True)
+    # gunicorn would start, then stop with a traceback when it opens its listening socket.
+    missing = [path for path in (TLS_CERT_FILE, TLS_KEY_FILE) if not path.is_file()]
+    if TLS and missing:
+        raise ConfigurationError(
+            f"TLS is on but {missing[0]} does not exist: run manage.py bootstrap, or set TLS=off"
+        )
 except ConfigurationError as error:  # one line and exit 1, not gunicorn's traceback
     sys.exit(f"Configuration error: {error}")
 
+workers = WEB_CONCURRENCY
 wsgi_app = "config.wsgi:application"
-bind = [env_str("BIND", DEFAULT_BIND)]
+# Empty counts as unset, as settings' default issuer does (gunicorn would bind 0.0.0.0:8000).
+bind = [env_str("BIND", "") or DEFAULT_BIND]
 # gunicorn's sync worker, with its own refusals (malformed HTTP) answered as JSON errors.
 worker_class = "config.workers.SyncWorker"
 # Every instance is independent: no shared control socket under ~/.gunicorn.
@@ -35,7 +41,7 @@ if TLS:
     keyfile = str(TLS_KEY_FILE)
 
 # The request path without its query string: a token or secret sent in a URL never reaches a log.
-accesslog = "-" if env_bool("ACCESS_LOG", True) else None
+accesslog = "-" if access_log else None
 access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms'
 errorlog = "-"
 

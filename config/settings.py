@@ -3,6 +3,8 @@
 Everything a deployment changes comes from the environment (README, "Environment").
 """
 
+import os
+import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -130,6 +132,15 @@ TOKEN_SYNCHRONOUS_COMMIT = env_bool("TOKEN_SYNCHRONOUS_COMMIT", False)
 
 # --- Cache: Redis shared by every app node when REDIS_URL is set ---------------------------------
 REDIS_URL = env_str("REDIS_URL", "")
+# Django's Redis cache takes several servers separated by commas or semicolons (the first is the
+# primary). Without a scheme redis-py refuses each call: the cache would be "unreachable" and rate
+# limits would fail open on every request.
+if REDIS_URL and any(
+    urlsplit(server.strip()).scheme not in ("redis", "rediss", "unix")
+    for server in re.split("[;,]", REDIS_URL)
+):
+    # Not quoted: the URL may hold Redis's password.
+    raise ConfigurationError("REDIS_URL: expected redis://, rediss:// or unix:// URLs")
 if REDIS_URL:
     CACHES = {
         "default": {
@@ -340,6 +351,10 @@ LOGGING = {
 }
 
 # --- Serving (config/gunicorn.conf.py, manage.py bootstrap) ------------------------------------
+# gunicorn's sync workers; read here so that `make run`'s bootstrap already refuses a bad value
+# (gunicorn parses WEB_CONCURRENCY itself before its config file, with a traceback). 0 would listen
+# with no worker to answer: every request would hang.
+WEB_CONCURRENCY = env_int("WEB_CONCURRENCY", 2 * (os.cpu_count() or 1), minimum=1)
 TLS_CERT_FILE = VAR_DIR / "tls" / "cert.pem"
 TLS_KEY_FILE = VAR_DIR / "tls" / "key.pem"
 WHITENOISE_MANIFEST_STRICT = False

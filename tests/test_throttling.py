@@ -7,6 +7,9 @@ paths, a page in the browser); a caller who knows only a client id or a username
 owner out from the owner's own address.
 """
 
+import os
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -18,7 +21,7 @@ from django.contrib.auth import get_user_model
 from authserver import throttling
 from authserver.models import AuditEvent
 from tests.helpers import basic, make_client, post_form
-from tests.servers import LiveServer, RedisServer
+from tests.servers import PROJECT_DIR, LiveServer, RedisServer
 
 ATTACKER = "203.0.113.66"
 OWNER = "198.51.100.7"
@@ -269,6 +272,20 @@ def test_counting_survives_another_worker_creating_the_counter(counter_created_b
 
     assert throttling.CacheCounters(racing).count(limit, ("198.51.100.7",), window=1) == counted
     assert list(racing.values.values()) == [counted]
+
+
+@pytest.mark.parametrize(
+    "redis_url", ["127.0.0.1:6379", "hunter2@127.0.0.1:6379/7", "redis://h:6379,h2:6379"]
+)
+def test_a_redis_url_that_is_no_redis_url_stops_the_server_with_one_line(tmp_path, redis_url):
+    """Every cache call failed: the server ran, logged "cache unreachable" and limited nothing."""
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=PROJECT_DIR, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "VAR_DIR": str(tmp_path), "REDIS_URL": redis_url}, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr == "Configuration error: REDIS_URL: expected redis://, rediss:// or unix:// URLs\n"
+    assert "hunter2" not in result.stderr  # Redis's password may be in the URL
 
 
 def test_a_client_id_of_any_text_is_counted(client, db):
