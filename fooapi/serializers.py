@@ -112,20 +112,38 @@ class OrderSerializer(serializers.ModelSerializer):
         fields = ["id", "status", "created", "currency", "total", "lines"]
 
 
+def is_digits(text: str) -> bool:
+    """Whether `text` is a whole number written as clients write one: ASCII digits only. DRF reads
+    a number sent as text with int(), which also takes "1_0" (10), other scripts' digits ("\uff11",
+    a fullwidth 1) and surrounding whitespace."""
+    return text.isascii() and text.isdigit()
+
+
 class ProductIdField(serializers.PrimaryKeyRelatedField):
     """A product id: a JSON number that is no whole number is no id. DRF's field hands it to the
     database lookup, whose int() truncated a fraction (1.5 was product 1) and failed on infinity
-    (1e400) with an OverflowError, a 500."""
+    (1e400) with an OverflowError, a 500; text that is not digits (`is_digits`) is no id either."""
 
     def to_internal_value(self, data):
+        if isinstance(data, str) and not is_digits(data):
+            self.fail("incorrect_type", data_type="text")
         if isinstance(data, float) and not data.is_integer():
             self.fail("incorrect_type", data_type="fraction" if math.isfinite(data) else "infinity")
         return super().to_internal_value(data)
 
 
+class WholeNumberField(serializers.IntegerField):
+    """DRF's IntegerField without booleans, and taking text only when it is digits (`is_digits`)."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or (isinstance(data, str) and not is_digits(data)):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class NewOrderLineSerializer(serializers.Serializer):
     product = ProductIdField(queryset=Product.objects.all(), help_text="A product id.")
-    quantity = serializers.IntegerField(min_value=1, max_value=MAX_QUANTITY)
+    quantity = WholeNumberField(min_value=1, max_value=MAX_QUANTITY)
 
 
 class NewOrderSerializer(serializers.Serializer):

@@ -685,6 +685,54 @@ def test_a_product_id_that_is_no_whole_number_is_400_and_not_placed(client, shop
     assert not Order.objects.exists()
 
 
+def fullwidth(number: int) -> str:
+    return "".join(chr(ord("\uff10") + int(digit)) for digit in str(number))
+
+
+@pytest.mark.parametrize(
+    ("line", "field"),
+    [
+        ({"product": "FULLWIDTH", "quantity": 1}, "product"),  # int() reads other scripts' digits
+        ({"product": "%(product)s_0", "quantity": 1}, "product"),  # int() read it as ten times the id
+        ({"product": " %(product)s", "quantity": 1}, "product"),
+        ({"product": True, "quantity": 1}, "product"),
+        ({"product": "ID", "quantity": "1_0"}, "quantity"),  # int() read it as 10
+        ({"product": "ID", "quantity": " 2"}, "quantity"),
+        ({"product": "ID", "quantity": "\uff12"}, "quantity"),  # a fullwidth 2
+        ({"product": "ID", "quantity": True}, "quantity"),
+    ],
+)
+def test_a_product_id_or_quantity_that_is_no_json_number_is_400_and_not_placed(
+    client, shop, catalogue, line, field
+):
+    # Text was read by int(), which takes what no client means as a number ("1_0" is 10, "\uff11"
+    # is 1), as an order of that product or quantity. Digits alone are still read (DRF's way).
+    _, token = shop
+    pk = catalogue["FOO-SENSOR-01"].pk
+    product = {"ID": pk, "FULLWIDTH": fullwidth(pk)}.get(line["product"], line["product"])
+    if isinstance(product, str):
+        product %= {"product": pk}
+    body = json.dumps({"lines": [{**line, "product": product}]})
+
+    response = client.post("/api/v1/orders", body, content_type="application/json", **bearer(token))
+
+    assert field in assert_api_error(response, 400, "invalid_request")["error_description"]
+    assert not Order.objects.exists()
+
+
+@pytest.mark.parametrize("written", ['{pk}.0, "quantity": 2.0', '"{pk}", "quantity": "2"'])
+def test_a_whole_number_written_as_a_json_fraction_or_as_digits_is_that_number(
+    client, shop, catalogue, written
+):
+    _, token = shop
+    pk = catalogue["FOO-SENSOR-01"].pk
+    body = '{"lines": [{"product": ' + written.format(pk=pk) + "}]}"
+    response = client.post("/api/v1/orders", body, content_type="application/json", **bearer(token))
+    assert response.status_code == 201, response.content
+    assert response.json()["lines"][0]["quantity"] == 2
+    assert response.json()["lines"][0]["product"] == pk
+
+
 @pytest.mark.parametrize(
     ("body", "content_type", "status"),
     [
