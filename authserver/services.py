@@ -355,10 +355,10 @@ class AnotherClientsToken(Exception):
 def revoke_presented_token(*, token: str, application: Application, actor: str, remote_addr=None) -> bool:
     """RFC 7009: revoke `token` if it is one of `application`'s own. A token issued to another client
     is refused (AnotherClientsToken) and left as it is; one that is no token (unknown, already
-    revoked or cleaned up) is no error: there is nothing left to revoke (RFC 7009 2.2)."""
+    revoked, expired or cleaned up) is no error: there is nothing left to revoke (RFC 7009 2.2)."""
     checksum = hashlib.sha256(token.encode("utf-8")).hexdigest()
     stored = AccessToken.objects.filter(token_checksum=checksum).first()
-    if stored is None:
+    if stored is None or stored.is_expired():  # expired: as invalid as once cleared (the same answer)
         return False
     if stored.application_id != application.pk:
         raise AnotherClientsToken()

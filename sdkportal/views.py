@@ -85,8 +85,11 @@ class ApplicationView(LoginRequiredMixin, TemplateView):
 
     def get_context_data(self, **kwargs):
         developer = self.request.user
+        sandbox = services.sandbox_client_of(developer)
+        lifetime = None if sandbox is None else services.duration_text(sandbox.application.token_lifetime)
         return super().get_context_data(
-            sandbox=services.sandbox_client_of(developer),
+            sandbox=sandbox,
+            token_lifetime=lifetime,
             tokens=services.active_test_tokens(developer),
             api_base_url=api_base_url(),
             zip_name=services.sdk_zip_name(),

@@ -639,6 +639,18 @@ def test_the_application_page_shows_the_client(signed_in, developer):
     assert "cannot show it again" in page.content.decode()
 
 
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(90, "90 seconds"), (150, "150 seconds"), (5400, "90 minutes")]
+)
+def test_the_application_page_says_the_clients_token_lifetime_unrounded(signed_in, seconds, text):
+    """The lifetime the client's tokens get, in its largest whole unit: not rounded to minutes (90 s
+    is no "2 minutes")."""
+    download(signed_in)
+    Application.objects.update(access_token_lifetime=seconds)
+    page = signed_in.get("/portal/app/")
+    assert shown(page, "token-lifetime") == f"{text} per token"
+
+
 # --- the live catalogue --------------------------------------------------------------------------
 
 

@@ -6,10 +6,19 @@ from pathlib import Path
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from authserver import services
 from authserver.models import AuditEvent
-from tests.helpers import EMPTY_VALUES_BESIDE_A_TOKEN, FORM, basic, issue_token, make_client, post_form
+from tests.helpers import (
+    EMPTY_VALUES_BESIDE_A_TOKEN,
+    FORM,
+    basic,
+    issue_token,
+    make_client,
+    post_form,
+    stored_token,
+)
 
 
 def revoke(http, new_client, **params):
@@ -76,6 +85,22 @@ def test_a_token_that_is_no_longer_there_is_no_error(client, new_client):
     assert revoke(client, new_client, token=token).status_code == 200
     assert revoke(client, new_client, token=token).status_code == 200
     assert revoke(client, new_client, token="never-issued").status_code == 200
+
+
+@pytest.mark.parametrize("whose", ["its own", "another client's"])
+def test_an_expired_token_is_an_invalid_token_answered_200(client, new_client, monkeypatch, whose):
+    """RFC 7009 2.2: a token that has expired is invalid, whoever it was issued to: 200 with
+    nothing revoked (the same answer as once clear_expired_tokens has deleted it), no audit event."""
+    owner = new_client if whose == "its own" else make_client(name="other")
+    token = issue_token(client, owner)
+    expires = stored_token(token).expires
+    monkeypatch.setattr(timezone, "now", lambda: expires)
+
+    response = revoke(client, new_client, token=token)
+
+    assert response.status_code == 200
+    assert response.content == b""
+    assert not AuditEvent.objects.filter(kind=AuditEvent.Kind.TOKEN_REVOKED).exists()
 
 
 def test_revocation_needs_client_authentication(client, new_client):
