@@ -52,9 +52,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "authserver.middleware.ProtocolErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "authserver.security.SecurityHeadersMiddleware",
+    # Inside the two above: its early answers (413, 415, 501) get HSTS, nosniff and the policy too.
+    "authserver.middleware.ProtocolErrorMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -162,6 +162,31 @@ def test_sign_up_checks_the_form_with_djangos_validators(client, developer, form
     assert get_user_model().objects.count() == 1
 
 
+@pytest.mark.parametrize(
+    ("form", "message"),
+    [
+        ({"username": "Élodie"}, "A user with that username already exists"),
+        ({"username": "ÉLODIE"}, "A user with that username already exists"),
+        ({"email": "Elodie@EXÄMPLE.com"}, "An account with this email address already exists"),
+    ],
+)
+def test_sign_up_refuses_what_differs_only_in_the_case_of_letters_beyond_ascii(client, db, form, message):
+    """On SQLite as on PostgreSQL: SQLite's case-insensitive comparison (LIKE) folds ASCII alone."""
+    get_user_model().objects.create_user("élodie", "elodie@exämple.com", PASSWORD)
+    data = {"username": "grace", "email": "grace@example.com", "password1": PASSWORD, "password2": PASSWORD}
+
+    response = client.post("/accounts/signup/", {**data, **form})
+
+    assert response.status_code == 200
+    assert message in response.content.decode()
+    assert get_user_model().objects.count() == 1
+
+
+def test_a_username_or_email_is_compared_as_text_not_as_a_pattern(client, developer):
+    account = {"username": "a.a", "email": "a.a@example.com", "password1": PASSWORD, "password2": PASSWORD}
+    assert client.post("/accounts/signup/", account).status_code == 302  # beside ada, ada@example.com
+
+
 def test_sign_ups_from_one_address_are_limited(client, db, monkeypatch):
     monkeypatch.setattr(throttling, "SIGNUPS_PER_ADDRESS", throttling.Limit("signups_per_address", 2, 3600))
     now = throttling.time.time()  # one throttle window throughout

@@ -97,6 +97,28 @@ def test_error_pages_have_the_policy_too(client, db):
     assert_page_headers(response)
 
 
+@pytest.mark.parametrize("path", ["/accounts/signup/", "/admin/login/", "/oauth2/token"])
+@pytest.mark.parametrize(
+    ("body", "content_type", "status"),
+    [
+        (b"username=" + b"x" * 70_000, "application/x-www-form-urlencoded", 413),
+        (b"username=ada", "application/x-www-form-urlencoded; charset=rot13", 415),
+    ],
+)
+def test_errors_answered_around_the_views_carry_the_headers_too(client, db, path, body, content_type, status):
+    """A body too large or in a charset that is no text encoding is refused before any view runs,
+    with the headers every other answer has."""
+    response = client.generic("POST", path, body, content_type=content_type)
+    assert response.status_code == status
+    assert directives(response["Content-Security-Policy"]) == {
+        "default-src": ["'none'"],
+        "frame-ancestors": ["'none'"],
+    }
+    assert response["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains; preload"
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert response["Referrer-Policy"] == "same-origin"
+
+
 def test_pages_carry_no_inline_script(client, operator):
     client.force_login(operator)
     for path in ["/admin/", "/admin/authserver/application/", "/admin/authserver/application/add/"]:
