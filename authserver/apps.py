@@ -13,10 +13,10 @@ class AuthServerConfig(AppConfig):
 
         from authserver import validity
         from authserver.models import Application, ClientScope, Scope
-        from authserver.scopes import forget_scope_catalogue
+        from authserver.scopes import scope_changed
 
-        post_save.connect(forget_scope_catalogue, sender=Scope, dispatch_uid="forget-scopes-on-save")
-        post_delete.connect(forget_scope_catalogue, sender=Scope, dispatch_uid="forget-scopes-on-delete")
+        post_save.connect(scope_changed, sender=Scope, dispatch_uid="forget-scopes-on-save")
+        post_delete.connect(scope_changed, sender=Scope, dispatch_uid="forget-scopes-on-delete")
         # What workers remember of tokens and clients (hotpath.RememberedLookup) is forgotten
         # whenever one is changed or deleted, by whatever path. Not on a token's save: the token
         # endpoint inserts without save signals (hotpath.CompiledInsert) and a new token

@@ -5,6 +5,7 @@ import re
 import time
 
 from django.core.cache import cache
+from django.db import transaction
 from oauth2_provider.scopes import BaseScopes
 
 from authserver.models import Scope
@@ -62,7 +63,15 @@ def _catalogue_from_database() -> list[dict]:
     return list(Scope.objects.values("name", "description", "public", "sandbox"))
 
 
-def forget_scope_catalogue(**kwargs) -> None:
+def scope_changed(using: str, **signal_arguments) -> None:
+    """post_save and post_delete of a scope: the catalogue is forgotten now, for the rest of the
+    change's transaction, and again once it commits: another worker reading the scopes meanwhile
+    read the rows as they were, and put them in the shared cache."""
+    forget_scope_catalogue()
+    transaction.on_commit(forget_scope_catalogue, using=using)
+
+
+def forget_scope_catalogue() -> None:
     global _in_process
     _in_process = None
     try:

@@ -5,7 +5,7 @@ import time
 import pytest
 from django.core.cache import cache
 
-from authserver import scopes
+from authserver import scopes, services
 from authserver.models import Scope
 from tests.helpers import HttpsClient
 
@@ -64,6 +64,28 @@ def test_a_scope_edit_shows_at_once_here_and_within_seconds_in_other_workers(cli
     later = time.monotonic() + scopes.CATALOGUE_PROCESS_SECONDS + 1
     monkeypatch.setattr(scopes.time, "monotonic", lambda: later)
     assert "catalogue:admin" not in scopes_supported()
+
+
+def test_a_scope_edit_is_not_undone_by_a_worker_reading_the_scopes_before_it_commits(
+    client, db, django_capture_on_commit_callbacks
+):
+    """Another worker reading the scopes between the save and its commit reads the old rows, and
+    keeps them in the shared cache for CATALOGUE_CACHE_SECONDS: forgotten before the commit, the
+    edit did not show even here."""
+
+    def scopes_supported() -> list[str]:
+        return client.get("/.well-known/oauth-authorization-server").json()["scopes_supported"]
+
+    assert "orders:write" in scopes_supported()
+    before_the_edit = scopes._catalogue_from_database()
+    scope = Scope.objects.get(name="orders:write")
+    with django_capture_on_commit_callbacks(execute=True):
+        scope.public = False
+        services.save_scope(scope=scope, actor="tests", changed_fields=["public"])
+        # Another worker, meanwhile: the rows as committed, into the shared cache.
+        cache.set(scopes.CATALOGUE_CACHE_KEY, before_the_edit, scopes.CATALOGUE_CACHE_SECONDS)
+
+    assert "orders:write" not in scopes_supported()
 
 
 def test_the_issuer_follows_the_setting(client, db, settings):
