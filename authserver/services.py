@@ -186,21 +186,30 @@ def update_client(
     actor: str,
     changed_fields: Collection[str],
     scopes: Collection[str] | None = None,
+    grantable_scopes: Collection[str] | None = None,
     remote_addr: str | None = None,
 ) -> Application:
-    """Save changes already set on `application` (and its scopes, when given). A client deleted
-    since it was read raises Application.DoesNotExist."""
+    """Save changes already set on `application` (and its scopes, when given). With
+    `grantable_scopes`, `scopes` may add only those; others it may only keep, as the client holds
+    them now (ValidationError). A client deleted since it was read raises Application.DoesNotExist."""
     application.full_clean()
     # A client deleted meanwhile stays deleted: save() would INSERT it again, old secret and all.
     if not Application.objects.filter(pk=application.pk).exists():
         raise Application.DoesNotExist(f"The client {application.client_id} was deleted.")
+    if scopes is not None:
+        # The scopes as held now, under the epoch's lock, not as the caller read the client: a scope
+        # an operator granted or took meanwhile is then withdrawn from the tokens, or not given back.
+        application.__dict__.pop("allowed_scope_names", None)
+        before = set(application.allowed_scope_names)
+        refused = set() if grantable_scopes is None else set(scopes) - before - set(grantable_scopes)
+        if refused:
+            raise ValidationError({"scope": f"This client may not be granted: {' '.join(sorted(refused))}."})
     # Only what this change sets: a field another change set since `application` was read (an
     # operator disabling the client while its registration is updated) keeps that change.
     application.save(update_fields=[*changed_fields, "updated"])
     changes = sorted(changed_fields)
     detail = {}
     if scopes is not None:
-        before = set(application.allowed_scope_names)
         application.allowed_scopes.set(scopes_named(scopes))
         application.__dict__.pop("allowed_scope_names", None)
         if before != set(scopes):

@@ -14,6 +14,7 @@ import json
 
 from django.conf import settings
 from django.contrib.auth.hashers import check_password
+from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DatabaseError, connection, transaction
 from django.http import HttpResponse, JsonResponse
@@ -33,6 +34,7 @@ from authserver.authentication import FORM_CONTENT_TYPE, BearerTokenAuthenticati
 from authserver.models import Application
 from authserver.parsers import FormParser, JSONParser
 from authserver.permissions import TokenHasRequiredScopes
+from authserver.scopes import sandbox_scope_names
 from authserver.serializers import SERVER_ASSIGNED_FIELDS, ClientMetadataSerializer, registration_response
 
 
@@ -284,12 +286,15 @@ class RegistrationManagementView(BareOptionsAPIMixin, APIView):
             services.update_client(
                 application=application,
                 scopes=metadata.validated_data["scope"],
+                grantable_scopes=sandbox_scope_names(),
                 changed_fields=["name"] if renamed else [],
                 actor=f"client:{client_id}",
                 remote_addr=remote_addr(request),
             )
         except Application.DoesNotExist:  # deleted since its token was checked: gone with it
             raise errors.InvalidToken() from None
+        except ValidationError as refused:  # a scope taken from the client since its token was checked
+            raise exceptions.ValidationError(refused.message_dict) from None
         return Response(
             registration_response(application, self._presented_token(request)), headers=errors.NO_STORE
         )

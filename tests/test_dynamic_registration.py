@@ -444,6 +444,67 @@ def test_an_update_racing_an_operators_disable_leaves_the_client_disabled(
     assert (stored.name, stored.enabled) == ("renamed", False)
 
 
+def test_an_update_racing_an_operator_taking_a_scope_does_not_give_it_back(
+    client, initial_access_token, monkeypatch
+):
+    """A PUT checked the scopes it keeps against the client as its token was read: a scope beyond the
+    sandbox ones that an operator took away meanwhile was "held", and the update granted it again."""
+    registration = register(
+        client, initial_access_token, {"client_name": "svc", "scope": "products:read"}
+    ).json()
+    application = Application.objects.get(client_id=registration["client_id"])
+    services.update_client(
+        application=application,
+        changed_fields=[],
+        scopes=["products:read", "orders:write"],
+        actor="user:olivia",
+    )
+    update_client = services.update_client
+
+    def withdrawn_meanwhile(*, application, **kwargs):
+        fresh = Application.objects.get(pk=application.pk)
+        update_client(application=fresh, changed_fields=[], scopes=["products:read"], actor="user:olivia")
+        return update_client(application=application, **kwargs)
+
+    monkeypatch.setattr(services, "update_client", withdrawn_meanwhile)
+    body = {
+        "client_id": registration["client_id"],
+        "client_name": "svc",
+        "scope": "orders:write products:read",
+    }
+    response = manage(client, "put", registration, body)
+
+    assert (response.status_code, response.json()["error"]) == (400, "invalid_client_metadata")
+    assert Application.objects.get(pk=application.pk).allowed_scope_names == ["products:read"]
+
+
+def test_an_update_racing_an_operator_granting_a_scope_takes_it_from_the_tokens(
+    client, initial_access_token, monkeypatch
+):
+    """An update that leaves out a scope an operator granted meanwhile takes it from the client's
+    tokens too: compared with the scopes as its token was read, the scope was never withdrawn."""
+    registration, new_client = registered_client(client, initial_access_token)
+    update_client = services.update_client
+
+    def granted_meanwhile(*, application, **kwargs):
+        fresh = Application.objects.get(pk=application.pk)
+        scopes = [*fresh.allowed_scope_names, "orders:write"]
+        update_client(application=fresh, changed_fields=[], scopes=scopes, actor="user:olivia")
+        granted_meanwhile.token = issue_token(client, new_client, scope="orders:write")
+        return update_client(application=application, **kwargs)
+
+    monkeypatch.setattr(services, "update_client", granted_meanwhile)
+    body = {"client_id": registration["client_id"], "client_name": "svc", "scope": "products:read"}
+    response = manage(client, "put", registration, body)
+
+    assert response.json()["scope"] == "products:read"
+    assert not is_active(client, granted_meanwhile.token)
+    changed = AuditEvent.objects.filter(
+        kind=AuditEvent.Kind.CLIENT_CHANGED, actor=f"client:{new_client.application.client_id}"
+    )
+    assert changed.get().detail["withdrawn"] == ["orders:read", "orders:write"]
+
+
 def test_a_registration_token_manages_its_own_client_only(client, initial_access_token):
     first = register(client, initial_access_token, {"client_name": "first"}).json()
     second = register(client, initial_access_token, {"client_name": "second"}).json()
