@@ -168,7 +168,7 @@ def test_a_page_read_in_a_transaction_is_not_remembered(token):
     original = get(token)
 
     class RolledBack(Exception):
-        pass
+        """Ends the transaction with a rollback."""
 
     remembered = dict(ProductList.catalogue._remembered)
     with pytest.raises(RolledBack), transaction.atomic():

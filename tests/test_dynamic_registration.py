@@ -338,9 +338,9 @@ def test_an_update_must_be_consistent(client, initial_access_token, change):
     assert response.json()["error"] == "invalid_client_metadata"
 
 
-def test_a_client_puts_back_the_scope_an_operator_granted_it(client, initial_access_token):
-    """RFC 7592 2.2: a client updates by sending back what it read. A scope an operator granted it
-    beyond the sandbox ones stays acceptable in its own update; asking for another is still refused."""
+def registered_then_granted_orders_write(client, initial_access_token) -> tuple[dict, Application]:
+    """A client registered for products:read, then granted orders:write (beyond the sandbox scopes)
+    by an operator: its registration response and its client."""
     registration = register(
         client, initial_access_token, {"client_name": "svc", "scope": "products:read"}
     ).json()
@@ -351,6 +351,13 @@ def test_a_client_puts_back_the_scope_an_operator_granted_it(client, initial_acc
         scopes=["products:read", "orders:write"],
         actor="user:olivia",
     )
+    return registration, application
+
+
+def test_a_client_puts_back_the_scope_an_operator_granted_it(client, initial_access_token):
+    """RFC 7592 2.2: a client updates by sending back what it read. A scope an operator granted it
+    beyond the sandbox ones stays acceptable in its own update; asking for another is still refused."""
+    registration, _ = registered_then_granted_orders_write(client, initial_access_token)
     read = manage(client, "get", registration).json()
     assert read["scope"] == "orders:write products:read"
 
@@ -449,16 +456,7 @@ def test_an_update_racing_an_operator_taking_a_scope_does_not_give_it_back(
 ):
     """A PUT checked the scopes it keeps against the client as its token was read: a scope beyond the
     sandbox ones that an operator took away meanwhile was "held", and the update granted it again."""
-    registration = register(
-        client, initial_access_token, {"client_name": "svc", "scope": "products:read"}
-    ).json()
-    application = Application.objects.get(client_id=registration["client_id"])
-    services.update_client(
-        application=application,
-        changed_fields=[],
-        scopes=["products:read", "orders:write"],
-        actor="user:olivia",
-    )
+    registration, application = registered_then_granted_orders_write(client, initial_access_token)
     update_client = services.update_client
 
     def withdrawn_meanwhile(*, application, **kwargs):
