@@ -1,10 +1,12 @@
 """Reading the process environment into settings values (see the README's environment table)."""
 
+import ipaddress
 import os
 import secrets
 import tempfile
 from contextlib import suppress
 from pathlib import Path
+from urllib.parse import urlsplit
 
 DEFAULT_BIND = "0.0.0.0:9443"  # README: `make run` serves every interface by default
 TRUE_WORDS = {"1", "true", "yes", "on"}
@@ -82,3 +84,57 @@ def default_issuer(bind: str) -> str:
     if not port.isdigit():
         port = DEFAULT_BIND.rsplit(":", 1)[-1]
     return "https://localhost" if port == "443" else f"https://localhost:{port}"
+
+
+def bind_host(bind: str) -> str | None:
+    """The address gunicorn binds (BIND), when it is one clients can use: not a wildcard (0.0.0.0,
+    ::), a unix socket or a file descriptor."""
+    if bind.startswith(("unix:", "fd://")):
+        return None
+    if bind.startswith("["):  # [IPv6]:port
+        host = bind[1:].partition("]")[0]
+    else:  # host:port, host, or a bare IPv6 address
+        host = bind.rsplit(":", 1)[0] if bind.count(":") == 1 else bind
+    return host if host not in ("", "0.0.0.0", "::") else None  # noqa: S104 (compared, not bound)
+
+
+def env_issuer(name: str, bind: str) -> str:
+    """The issuer identifier (RFC 8414 2): an https URL with no query or fragment, and here no path
+    either, as the metadata is served at the root (RFC 8414 3.1); a trailing "/" is dropped. http
+    is for a loopback host alone (the benchmark and tests serve TLS=off on 127.0.0.1/localhost):
+    elsewhere it would send client secrets and tokens over the network in the clear."""
+    raw = os.environ.get(name, "")
+    if not raw:
+        return default_issuer(bind)
+    not_a_url = ConfigurationError(
+        f"{name}={raw!r}: expected an https:// URL such as https://auth.example.com"
+    )
+    try:
+        issuer = urlsplit(raw)
+        issuer.port  # noqa: B018 (raises ValueError for a port that is no number or out of range)
+    except ValueError:
+        raise not_a_url from None
+    if issuer.scheme not in ("https", "http") or not issuer.hostname or any(map(str.isspace, raw)):
+        raise not_a_url
+    if issuer.username is not None:  # not quoted: it may hold a password
+        raise ConfigurationError(f"{name}: expected no user name or password in the URL")
+    if "?" in raw or "#" in raw:
+        raise ConfigurationError(f"{name}={raw!r}: expected no query or fragment (RFC 8414 2)")
+    if issuer.path not in ("", "/"):
+        raise ConfigurationError(
+            f"{name}={raw!r}: expected no path (the metadata is served at the root, RFC 8414 3.1)"
+        )
+    if issuer.scheme == "http" and not is_loopback(issuer.hostname):
+        raise ConfigurationError(
+            f"{name}={raw!r}: expected https:// (http:// only on a loopback host: localhost, 127.0.0.1, ::1)"
+        )
+    return raw.removesuffix("/")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

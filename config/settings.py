@@ -14,9 +14,9 @@ from config.env import (
     DEFAULT_BIND,
     TOKEN_LIFETIME_RANGE,
     ConfigurationError,
-    default_issuer,
     env_bool,
     env_int,
+    env_issuer,
     env_list,
     env_str,
     persistent_secret_key,
@@ -30,10 +30,10 @@ SECRET_KEY = env_str("SECRET_KEY", "") or persistent_secret_key(VAR_DIR / "secre
 
 # The issuer identifier published in RFC 8414 metadata; endpoint URLs are built on it. Unset, it
 # follows the port in BIND (https://localhost:9443 by default).
-ISSUER = (env_str("ISSUER", "") or default_issuer(env_str("BIND", DEFAULT_BIND))).rstrip("/")
+ISSUER = env_issuer("ISSUER", env_str("BIND", DEFAULT_BIND))
 TLS = env_bool("TLS", True)
 
-_issuer_host = urlsplit(ISSUER).hostname or "localhost"
+_issuer_host = urlsplit(ISSUER).hostname
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", sorted({"localhost", "127.0.0.1", "[::1]", _issuer_host}))
 
 INSTALLED_APPS = [
@@ -353,9 +353,21 @@ LOGGING = {
 
 # --- Serving (config/gunicorn.conf.py, manage.py bootstrap) ------------------------------------
 # gunicorn's sync workers; read here so that `make run`'s bootstrap already refuses a bad value
-# (gunicorn parses WEB_CONCURRENCY itself before its config file, with a traceback). 0 would listen
-# with no worker to answer: every request would hang.
+# (gunicorn parses WEB_CONCURRENCY itself before its config file, with a traceback: empty too, so
+# empty is refused here rather than taken as unset). 0 would listen with no worker to answer: every
+# request would hang.
+if os.environ.get("WEB_CONCURRENCY") == "":
+    raise ConfigurationError("WEB_CONCURRENCY='': expected a whole number (unset it for 2 per core)")
 WEB_CONCURRENCY = env_int("WEB_CONCURRENCY", 2 * (os.cpu_count() or 1), minimum=1)
+# A sync worker answers one request at a time with about a millisecond of CPU (docs/benchmarks.md):
+# beyond a few per core more only add memory and database connections; 100000 would fork the
+# machine to a halt. 16 per core leaves room for a slow database.
+WEB_CONCURRENCY_MAXIMUM = 16 * (os.cpu_count() or 1)
+if WEB_CONCURRENCY > WEB_CONCURRENCY_MAXIMUM:
+    raise ConfigurationError(
+        f"WEB_CONCURRENCY={os.environ['WEB_CONCURRENCY']!r}: expected at most {WEB_CONCURRENCY_MAXIMUM} "
+        "(16 per core: more sync workers add memory and database connections, not speed)"
+    )
 TLS_CERT_FILE = VAR_DIR / "tls" / "cert.pem"
 TLS_KEY_FILE = VAR_DIR / "tls" / "key.pem"
 WHITENOISE_MANIFEST_STRICT = False

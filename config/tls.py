@@ -10,6 +10,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+# Written into the subject of every certificate bootstrap makes: how it tells its own (which it may
+# make again) from one an operator put in var/tls (which it never touches).
+MADE_BY_BOOTSTRAP = "self-signed by manage.py bootstrap"
+
 
 def _subject_alternative_names(hosts: list[str]) -> list[x509.GeneralName]:
     names: list[x509.GeneralName] = []
@@ -21,13 +25,63 @@ def _subject_alternative_names(hosts: list[str]) -> list[x509.GeneralName]:
     return names
 
 
-def ensure_self_signed_certificate(cert_path: Path, key_path: Path, hosts: list[str]) -> bool:
-    """Write a certificate and key for `hosts` unless both exist. True when a new one was made."""
-    if cert_path.exists() and key_path.exists():
+def _load(cert_path: Path) -> x509.Certificate | None:
+    try:
+        return x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
+    except ValueError:  # not PEM: not bootstrap's, and no name a client could check
+        return None
+
+
+def hosts_not_named(cert_path: Path, hosts: list[str]) -> list[str]:
+    """Those of `hosts` the certificate at `cert_path` does not name in its subjectAltName (a client
+    checking the name refuses it for them)."""
+    certificate = _load(cert_path)
+    if certificate is None:
+        return list(dict.fromkeys(hosts))
+    try:
+        named = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:  # a certificate naming no host
+        return list(dict.fromkeys(hosts))
+    addresses = set(named.get_values_for_type(x509.IPAddress))
+    names = {name.lower() for name in named.get_values_for_type(x509.DNSName)}
+    missing = []
+    for host in dict.fromkeys(hosts):
+        try:
+            covered = ipaddress.ip_address(host) in addresses
+        except ValueError:  # a name, or one label under a wildcard (RFC 6125 6.4.3)
+            host = host.lower()
+            covered = host in names or f"*.{host.partition('.')[2]}" in names
+        if not covered:
+            missing.append(host)
+    return missing
+
+
+def made_by_bootstrap(cert_path: Path) -> bool:
+    certificate = _load(cert_path)
+    if certificate is None:
         return False
+    makers = [maker.value for maker in certificate.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
+    return certificate.issuer == certificate.subject and makers == [MADE_BY_BOOTSTRAP]
+
+
+def ensure_self_signed_certificate(cert_path: Path, key_path: Path, hosts: list[str]) -> str | None:
+    """Write a self-signed certificate and key for `hosts` unless both exist, or again when the
+    existing one is bootstrap's own and does not name every host (ISSUER's host changed, say).
+    "created" or "remade" when one was written; None when the files were left as they were."""
+    if cert_path.exists() and key_path.exists():
+        if not (made_by_bootstrap(cert_path) and hosts_not_named(cert_path, hosts)):
+            return None
+        outcome = "remade"
+    else:
+        outcome = "created"
     cert_path.parent.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])])
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, hosts[0]),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, MADE_BY_BOOTSTRAP),
+        ]
+    )
     now = datetime.datetime.now(datetime.UTC)
     certificate = (
         x509.CertificateBuilder()
@@ -63,7 +117,7 @@ def ensure_self_signed_certificate(cert_path: Path, key_path: Path, hosts: list[
     with os.fdopen(descriptor, "wb") as key_file:
         key_file.write(key_bytes)
     cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    return True
+    return outcome
 
 
 def served_self_signed_certificate(cert_path: Path) -> Path | None:

@@ -45,6 +45,12 @@ def test_workers_take_what_they_loaded_out_of_the_garbage_collectors_walks():
     [
         # gunicorn listened with no worker: every request hung.
         ("WEB_CONCURRENCY", "0", "Configuration error: WEB_CONCURRENCY='0': expected 1 or more"),
+        # gunicorn forked 100000 workers (16 per core is the most).
+        (
+            "WEB_CONCURRENCY",
+            "100000",
+            f"Configuration error: WEB_CONCURRENCY='100000': expected at most {16 * (os.cpu_count() or 1)} ",
+        ),
         ("DEBUG", "maybe", "Configuration error: DEBUG='maybe': expected one of on/off"),
         # Read after the try that turns a bad value into one line: it was a traceback.
         ("ACCESS_LOG", "maybe", "Configuration error: ACCESS_LOG='maybe': expected one of on/off"),
@@ -56,9 +62,11 @@ def test_a_bad_environment_value_stops_gunicorn_with_one_line(tmp_path, variable
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("value", ["abc", "0"])
+@pytest.mark.parametrize("value", ["abc", "0", "", str(16 * (os.cpu_count() or 1) + 1)])
 def test_a_bad_web_concurrency_stops_bootstrap_before_gunicorn_starts(tmp_path, value):
-    # gunicorn reads WEB_CONCURRENCY itself before its config file: "abc" was its traceback.
+    # gunicorn reads WEB_CONCURRENCY itself before its config file, when it is imported (gunicorn/
+    # config.py, `Workers.default`): "abc" was its traceback, and so was "", which bootstrap took
+    # as unset and let `make run` go on to gunicorn.
     result = subprocess.run(
         [sys.executable, "manage.py", "check"], cwd=CONFIG.parent.parent, capture_output=True, text=True,
         env={**os.environ, "VAR_DIR": str(tmp_path), "WEB_CONCURRENCY": value}, timeout=60, check=False,
@@ -66,6 +74,12 @@ def test_a_bad_web_concurrency_stops_bootstrap_before_gunicorn_starts(tmp_path, 
     assert result.returncode == 1
     assert result.stderr.startswith(f"Configuration error: WEB_CONCURRENCY='{value}': expected ")
     assert len(result.stderr.splitlines()) == 1
+
+
+def test_sixteen_workers_per_core_are_still_taken(tmp_path):
+    most = 16 * (os.cpu_count() or 1)
+    result = check_config(VAR_DIR=str(tmp_path), TLS="off", WEB_CONCURRENCY=str(most))
+    assert result.returncode == 0, result.stderr
 
 
 def test_tls_without_a_certificate_stops_gunicorn_with_one_line(tmp_path):

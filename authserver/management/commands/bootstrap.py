@@ -7,7 +7,8 @@ from django.core.management import call_command
 
 from authserver.management.base import OperatorCommand
 from authserver.services import ensure_default_scopes, ensure_operators_group
-from config.tls import ensure_self_signed_certificate
+from config.env import DEFAULT_BIND, bind_host, env_str
+from config.tls import ensure_self_signed_certificate, hosts_not_named
 from fooapi.services import seed_demo_catalogue
 from sdkportal.services import ensure_portal_client
 
@@ -35,9 +36,26 @@ class Command(OperatorCommand):
         self.stdout.write(self.style.SUCCESS(f"Ready: {settings.ISSUER}"))
 
     def _certificate(self) -> None:
-        hosts = ["localhost", "127.0.0.1", "::1", urlsplit(settings.ISSUER).hostname or "localhost"]
-        if ensure_self_signed_certificate(settings.TLS_CERT_FILE, settings.TLS_KEY_FILE, hosts):
-            self.stdout.write(f"Created a self-signed TLS certificate: {settings.TLS_CERT_FILE}")
+        issuer_host = urlsplit(settings.ISSUER).hostname
+        # The names clients reach this server by: ISSUER's host, and BIND's address unless a wildcard.
+        needed = [host for host in (issuer_host, bind_host(env_str("BIND", "") or DEFAULT_BIND)) if host]
+        certificate = settings.TLS_CERT_FILE
+        hosts = ["localhost", "127.0.0.1", "::1", *needed]
+        missing = hosts_not_named(certificate, hosts) if certificate.exists() else hosts
+        outcome = ensure_self_signed_certificate(certificate, settings.TLS_KEY_FILE, hosts)
+        if outcome == "created":
+            self.stdout.write(f"Created a self-signed TLS certificate: {certificate}")
+        elif outcome == "remade":
+            self.stdout.write(
+                f"Made a new self-signed TLS certificate, as the old one did not name {', '.join(missing)}: "
+                f"{certificate}"
+            )
+        elif missing := hosts_not_named(certificate, [issuer_host]):
+            # Not bootstrap's own: the operator's to replace, never overwritten here.
+            self.stderr.write(
+                f"Warning: {certificate} does not name {missing[0]} (ISSUER's host) and was not made "
+                "by bootstrap, so it is left as it is: clients checking the name will refuse it"
+            )
 
     def _admin_account(self) -> None:
         users = get_user_model()
