@@ -4,9 +4,13 @@ import http.server
 import json
 import os
 import pickle
+import re
+import select
 import socket
 import sys
+import tempfile
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 
@@ -24,10 +28,12 @@ from sdkportal.sdk.foo_sdk import (
     FooClient,
     FooConfigurationError,
     FooConnectionError,
+    FooError,
     FooScopeError,
     cli,
 )
 from sdkportal.sdk.foo_sdk import client as client_module
+from sdkportal.services import credentials_document
 from tests.helpers import make_client
 from tests.servers import LiveServer
 
@@ -168,6 +174,15 @@ def test_a_new_token_shortly_before_the_old_one_expires(sandbox, monkeypatch):
     assert AccessToken.objects.filter(application=new_client.application).count() == 2
 
 
+def test_calls_from_many_threads_at_once_share_one_token(sandbox):
+    new_client, foo = sandbox
+    with ThreadPoolExecutor(8) as pool:
+        listed = list(pool.map(lambda _: foo.list_products(), range(16)))
+
+    assert all(len(products) == len(DEMO_CATALOGUE) for products in listed)
+    assert AccessToken.objects.filter(application=new_client.application).count() == 1
+
+
 def test_a_revoked_token_is_replaced_and_the_call_retried_once(sandbox):
     new_client, foo = sandbox
     foo.list_products()
@@ -248,7 +263,7 @@ class ScriptedServer(requests.adapters.BaseAdapter):
         response = requests.Response()
         response.status_code, response.url, response.request = status, request.url, request
         response.headers.update(headers)
-        response._content = json.dumps(body).encode()
+        response._content = body if isinstance(body, bytes) else json.dumps(body).encode()
         return response
 
     def close(self):
@@ -320,6 +335,10 @@ def test_a_503_is_retried_for_a_read_but_not_for_an_order(scripted):
         (200, {}, {"access_token": "a-token", "expires_in": "soon", "token_type": "Bearer"}),
         (200, {}, {"token_type": "Bearer"}),
         (200, {}, ["a-token"]),
+        (200, {}, {"access_token": None, "expires_in": 3600, "token_type": "Bearer"}),
+        (200, {}, {"access_token": "", "expires_in": 3600, "token_type": "Bearer"}),
+        (200, {}, {"access_token": "a-token", "expires_in": -60, "token_type": "Bearer"}),
+        (200, {}, {"access_token": "a-token", "expires_in": "nan", "token_type": "Bearer"}),
     ],
 )
 def test_a_token_answer_without_a_token_and_its_lifetime_is_a_foo_api_error(scripted, answer):
@@ -327,6 +346,98 @@ def test_a_token_answer_without_a_token_and_its_lifetime_is_a_foo_api_error(scri
     with pytest.raises(FooApiError) as raised:
         foo.access_token()
     assert raised.value.error == "invalid_response"
+
+
+def test_a_token_is_renewed_by_its_lifetime_counted_from_when_it_was_asked_for(scripted, monkeypatch):
+    """The token expires an hour after the server issued it, which was after the request left: a
+    slow answer (here 40 s) must not eat the renewal margin."""
+    foo, server, _ = scripted(TOKEN)
+    clock = [1000.0]
+
+    class Clock:
+        @staticmethod
+        def monotonic():
+            return clock[0]
+
+    answer = server.send
+
+    def slow_answer(request, **options):
+        clock[0] += 40
+        return answer(request, **options)
+
+    monkeypatch.setattr(client_module, "time", Clock)
+    monkeypatch.setattr(server, "send", slow_answer)
+
+    foo.access_token()
+
+    assert foo._renew_at == 1000 + 3600 - 30
+
+
+def test_a_token_the_api_keeps_refusing_is_replaced_once_not_in_a_loop(scripted):
+    refused = (401, {"WWW-Authenticate": 'Bearer error="invalid_token"'}, {"error": "invalid_token"})
+    foo, server, _ = scripted(TOKEN, refused, TOKEN, refused)
+
+    with pytest.raises(FooAuthError) as raised:
+        foo.list_products()
+
+    assert (raised.value.status, raised.value.error) == (401, "invalid_token")
+    assert [request.path_url.split("?")[0] for request in server.requests] == [
+        "/oauth2/token",
+        "/api/v1/products",
+        "/oauth2/token",
+        "/api/v1/products",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("answer", "kind", "status", "error"),
+    [
+        (
+            (400, {}, {"error": "invalid_request", "error_description": "Bad page."}),
+            FooApiError,
+            400,
+            "invalid_request",
+        ),
+        (
+            (403, {"WWW-Authenticate": 'Bearer error="insufficient_scope", scope="orders:write"'}, {}),
+            FooScopeError,
+            403,
+            "insufficient_scope",
+        ),
+        ((429, {"Retry-After": "60"}, THROTTLED), FooApiError, 429, "too_many_requests"),
+        ((500, {}, {"detail": "boom"}), FooApiError, 500, "http_500"),
+        (
+            (502, {"Content-Type": "text/html"}, b"<html><h1>Bad Gateway</h1></html>"),
+            FooApiError,
+            502,
+            "http_502",
+        ),
+        ((503, {"Retry-After": "120"}, UNAVAILABLE), FooApiError, 503, "temporarily_unavailable"),
+    ],
+)
+def test_an_error_answer_from_the_api_is_a_foo_error_with_its_code(scripted, answer, kind, status, error):
+    foo, _, _ = scripted(TOKEN, answer)
+    with pytest.raises(kind) as raised:
+        foo.list_products()
+    assert type(raised.value) is kind
+    assert (raised.value.status, raised.value.error) == (status, error)
+
+
+@pytest.mark.parametrize(
+    ("answer", "kind", "error"),
+    [
+        ((400, {}, {"error": "invalid_scope"}), FooScopeError, "invalid_scope"),
+        ((401, {"WWW-Authenticate": "Basic"}, {"error": "invalid_client"}), FooAuthError, "invalid_client"),
+        ((429, {"Retry-After": "60"}, THROTTLED), FooApiError, "too_many_requests"),
+        ((502, {}, b"<html>Bad Gateway</html>"), FooApiError, "http_502"),
+    ],
+)
+def test_an_error_answer_from_the_token_endpoint_is_a_foo_error_with_its_code(scripted, answer, kind, error):
+    foo, _, _ = scripted(answer)
+    with pytest.raises(kind) as raised:
+        foo.access_token()
+    assert type(raised.value) is kind
+    assert (raised.value.status, raised.value.error) == (answer[0], error)
 
 
 @pytest.mark.parametrize(
@@ -410,12 +521,135 @@ def test_a_certificate_other_than_the_servers_is_not_trusted(server, catalogue, 
         foo.list_products()
 
 
-def test_the_certificate_file_the_client_writes_is_private_and_removed_on_close(sandbox):
-    _, foo = sandbox
-    certificate_file = Path(foo._verify)
-    assert certificate_file.stat().st_mode & 0o077 == 0
-    foo.close()
-    assert not certificate_file.exists()
+def test_the_servers_certificate_is_held_in_memory_so_a_tmp_cleaner_cannot_break_the_client(
+    server, catalogue, tmp_path, monkeypatch
+):
+    """A long-running program (the portal's own workers among them) outlives what a /tmp cleaner
+    (systemd-tmpfiles, tmpreaper) leaves in place: the SDK writes no file for the certificate."""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    foo = FooClient(**credentials(server, make_client(scopes=SANDBOX_SCOPES)))
+
+    assert len(foo.list_products()) == len(DEMO_CATALOGUE)
+    assert list(temporary.iterdir()) == []
+
+    foo.close()  # the pooled connections go: the next call verifies the certificate again
+    assert len(foo.list_products()) == len(DEMO_CATALOGUE)
+
+
+def test_requests_ca_bundle_does_not_widen_what_the_client_trusts(server, catalogue, tmp_path, monkeypatch):
+    """ca_certificate is the only certificate trusted for the server, whatever the environment
+    says: REQUESTS_CA_BUNDLE (here the server's own certificate) is not added to it."""
+    # Another name: OpenSSL looks an issuer up by name, and would try only one of two "localhost"s.
+    ensure_self_signed_certificate(tmp_path / "other.pem", tmp_path / "other.key", ["other.example"])
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", server.verify)
+    new_client = make_client(scopes=SANDBOX_SCOPES)
+    foo = FooClient(**credentials(server, new_client, ca_certificate=(tmp_path / "other.pem").read_text()))
+    with pytest.raises(FooConnectionError, match="TLS verification"):
+        foo.list_products()
+
+
+class ConnectProxy:
+    """An HTTP proxy on loopback that tunnels CONNECT requests, as HTTPS_PROXY names one; `tunnels`
+    lists the host:port each went to."""
+
+    def __init__(self):
+        self.tunnels = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_CONNECT(self):
+                outer.tunnels.append(self.path)
+                host, _, port = self.path.rpartition(":")
+                upstream = socket.create_connection((host, int(port)), timeout=10)
+                self.send_response(200, "Connection established")
+                self.end_headers()
+                self.close_connection = True
+                ends = [self.connection, upstream]
+                try:
+                    while True:
+                        readable, _, _ = select.select(ends, [], [], 10)
+                        if not readable:
+                            return
+                        for source in readable:
+                            data = source.recv(65536)
+                            if not data:
+                                return
+                            (upstream if source is self.connection else self.connection).sendall(data)
+                finally:
+                    upstream.close()
+
+            def log_message(self, *args):
+                """Quiet: the tests read `tunnels`."""
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_the_servers_certificate_is_verified_through_an_https_proxy(server, catalogue, tmp_path, monkeypatch):
+    proxy = ConnectProxy()
+    try:
+        for name in ("NO_PROXY", "no_proxy", "https_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+        foo = FooClient(**credentials(server, make_client(scopes=SANDBOX_SCOPES)))
+        assert len(foo.list_products()) == len(DEMO_CATALOGUE)
+        assert f"localhost:{server.port}" in proxy.tunnels
+
+        ensure_self_signed_certificate(tmp_path / "other.pem", tmp_path / "other.key", ["localhost"])
+        other = FooClient(
+            **credentials(
+                server,
+                make_client(scopes=SANDBOX_SCOPES),
+                ca_certificate=(tmp_path / "other.pem").read_text(),
+            )
+        )
+        with pytest.raises(FooConnectionError, match="TLS verification"):
+            other.list_products()
+    finally:
+        proxy.close()
+
+
+def test_the_sdks_own_transport_serves_only_its_servers_urls(server, catalogue):
+    """An adapter the program mounts for https:// (retries, a proxy) keeps serving every other URL,
+    the server's other paths included; the SDK's, verifying the server's certificate, wins only on
+    the token URL and under the API base URL (requests picks the longest prefix)."""
+    foo = FooClient(**credentials(server, make_client(scopes=SANDBOX_SCOPES)))
+    theirs = requests.adapters.HTTPAdapter()
+    foo._session.mount("https://", theirs)
+
+    for elsewhere in (
+        "https://elsewhere.example/api/v1/products",
+        f"{server.url}/healthz",
+        f"{server.url}/api/v10",
+    ):
+        assert foo._session.get_adapter(elsewhere) is theirs
+    for own in (f"{server.url}/oauth2/token", f"{server.url}/api/v1/products?page=2"):
+        assert foo._session.get_adapter(own) is not theirs
+    assert len(foo.list_products()) == len(DEMO_CATALOGUE)
+
+
+def test_the_secret_is_in_no_repr_error_or_log_line(server, catalogue, caplog):
+    caplog.set_level("DEBUG")
+    new_client = make_client(scopes=SANDBOX_SCOPES)
+    foo = FooClient(**credentials(server, new_client))
+    foo.list_products()
+    seen = [repr(foo), str(foo), str(vars(foo.__class__))]
+    wrong = FooClient(**credentials(server, new_client, client_secret=new_client.client_secret[::-1]))
+    unreachable = FooClient(**credentials(server, new_client, token_url="https://127.0.0.1:9/oauth2/token"))
+    for failing in (wrong, unreachable):
+        with pytest.raises(FooError) as raised:
+            failing.list_products()
+        seen += [str(raised.value), repr(raised.value), repr(raised.value.__cause__)]
+
+    for secret in (new_client.client_secret, new_client.client_secret[::-1]):
+        assert not [text for text in [*seen, caplog.text] if secret in text]
 
 
 def test_from_env_with_a_ca_bundle(server, catalogue, monkeypatch):
@@ -427,6 +661,19 @@ def test_from_env_with_a_ca_bundle(server, catalogue, monkeypatch):
     monkeypatch.setenv("FOO_CA_BUNDLE", server.verify)
 
     assert len(FooClient.from_env().list_products()) == len(DEMO_CATALOGUE)
+
+
+def test_a_ca_bundle_removed_while_the_client_runs_is_a_foo_connection_error(server, catalogue, tmp_path):
+    bundle = tmp_path / "server-certificate.pem"
+    bundle.write_text(Path(server.verify).read_text())
+    foo = FooClient(
+        **credentials(server, make_client(scopes=SANDBOX_SCOPES), ca_certificate=None), ca_bundle=bundle
+    )
+    assert foo.list_products()
+    bundle.unlink()
+
+    with pytest.raises(FooConnectionError, match=r"server-certificate\.pem"):
+        foo.list_products()
 
 
 def test_a_ca_bundle_that_is_not_there_is_a_configuration_error(monkeypatch, tmp_path):
@@ -667,3 +914,20 @@ def test_cli_output_to_a_closed_pipe_ends_quietly(server, catalogue, tmp_path, m
         assert os.path.samestat(os.fstat(write_end), os.stat(os.devnull))
     finally:
         closed_pipe.close()
+
+
+# --- the README shipped in the zip ---------------------------------------------------------------
+
+
+def test_the_readme_describes_every_key_of_the_credentials_file_and_every_variable():
+    readme = (Path(client_module.__file__).parent.parent / "README.md").read_text()
+    documents = [
+        credentials_document(client_id="id", client_secret=secret, scope="products:read")
+        for secret in ("a secret", None)
+    ]
+    for key in {key for document in documents for key in document} | {"ca_certificate"}:
+        assert f"| `{key}` |" in readme, key
+    variables = set(re.findall(r"FOO_[A-Z_]+", Path(client_module.__file__).read_text()))
+    assert variables >= {"FOO_CLIENT_SECRET", "FOO_SCOPE", "FOO_CA_BUNDLE"}
+    for variable in variables:
+        assert f"{variable}=" in readme, variable

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import email.utils
 import json
+import math
 import os
 import re
 import ssl
-import tempfile
 import threading
 import time
-import weakref
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,25 +34,49 @@ LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 _CHALLENGE_PARAMETER = re.compile(r'([A-Za-z_]+)="((?:[^"\\]|\\.)*)"')
 
 
-def _adapter(repeatable_methods: frozenset[str]) -> HTTPAdapter:
-    """One new connection when one fails before the answer (a keep-alive connection the server or a
+class _ServerAdapter(HTTPAdapter):
+    """The SDK's transport to the server, mounted on the token URL and the API base URL only (a
+    user's adapters keep serving every other URL).
+
+    One new connection when one fails before the answer (a keep-alive connection the server or a
     proxy closed, a server restarting): for any request whose connection could not be made, and for
     `repeatable_methods` when it broke after the request left. Answers are never retried here (the
-    client's own 429/503 handling does that)."""
-    retry = Retry(total=1, connect=1, read=1, status=0, other=0, allowed_methods=repeatable_methods)
-    return HTTPAdapter(max_retries=retry)
+    client's own 429/503 handling does that).
+
+    Given `ssl_context` (the server's own certificate, loaded from memory), TLS is verified against
+    it alone, directly or through a proxy: no CA file is read per request, none added to it
+    (REQUESTS_CA_BUNDLE included), and verification is never turned off."""
+
+    def __init__(self, repeatable_methods: frozenset[str], ssl_context: ssl.SSLContext | None = None):
+        self._ssl_context = ssl_context
+        retry = Retry(total=1, connect=1, read=1, status=0, other=0, allowed_methods=repeatable_methods)
+        super().__init__(max_retries=retry)
+
+    def build_connection_pool_key_attributes(self, request: Any, verify: Any, cert: Any = None) -> Any:
+        """The TLS settings of each connection pool, direct or through a proxy: requests' hook for
+        a custom SSLContext (2.32.2 and later)."""
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
+        if self._ssl_context is not None:
+            pool_kwargs.update(ssl_context=self._ssl_context, cert_reqs="CERT_REQUIRED")
+            pool_kwargs.pop("ca_certs", None)
+            pool_kwargs.pop("ca_cert_dir", None)
+        return host_params, pool_kwargs
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        # requests would point the pool at a CA file, loaded into the context on every connection.
+        if self._ssl_context is None:
+            super().cert_verify(conn, url, verify, cert)
+        else:
+            conn.cert_reqs, conn.ca_certs, conn.ca_cert_dir = "CERT_REQUIRED", None, None
 
 
-def _certificate_file(pem: str) -> str:
-    """requests verifies against files: the certificate (PEM text) goes to a private temporary one."""
+def _server_context(pem: str) -> ssl.SSLContext:
+    """An SSL context that trusts the server's certificate (PEM text) and nothing else, held in
+    memory: no file a /tmp cleaner could remove while the program runs."""
     try:
-        ssl.create_default_context(cadata=pem)
-    except (ssl.SSLError, ValueError) as error:
+        return ssl.create_default_context(cadata=pem)
+    except (ssl.SSLError, ValueError, TypeError) as error:
         raise FooConfigurationError(f"ca_certificate is not a PEM certificate: {error}") from error
-    descriptor, path = tempfile.mkstemp(prefix="foo-sdk-", suffix=".pem")
-    with os.fdopen(descriptor, "w", encoding="ascii") as certificate_file:
-        certificate_file.write(pem)
-    return path
 
 
 def _check_url(name: str, url: str) -> str:
@@ -126,22 +149,22 @@ class FooClient:
         self.api_base_url = _check_url("api_base_url", api_base_url)
         self.scope = scope
         self.timeout = timeout
+        # The server's own certificate stays in memory, on the SDK's adapters; otherwise the CA
+        # bundle file, else the system's authorities, is passed with every request (a Session's own
+        # `verify` loses to REQUESTS_CA_BUNDLE).
+        server_context = _server_context(ca_certificate) if ca_certificate else None
+        self._verify: str | bool = True
+        if not server_context and ca_bundle:
+            if not os.path.exists(ca_bundle):
+                raise FooConfigurationError(f"ca_bundle {os.fspath(ca_bundle)!r} does not exist")
+            self._verify = str(ca_bundle)
         self._session = requests.Session()
         self._session.headers.update({"Accept": "application/json", "User-Agent": _user_agent()})
         # A GET may run twice, and so may a token request (another token is harmless); an order
         # the server may have placed is never sent again.
-        self._session.mount(self.api_base_url + "/", _adapter(frozenset({"GET", "HEAD"})))
-        self._session.mount(self.token_url, _adapter(frozenset({"POST"})))
-        # Passed with every request: a Session's own `verify` loses to REQUESTS_CA_BUNDLE.
-        self._verify: str | bool = True
-        self._remove_certificate_file = None
-        if ca_certificate:
-            self._verify = _certificate_file(ca_certificate)
-            self._remove_certificate_file = weakref.finalize(self, Path(self._verify).unlink, missing_ok=True)
-        elif ca_bundle:
-            if not os.path.exists(ca_bundle):
-                raise FooConfigurationError(f"ca_bundle {os.fspath(ca_bundle)!r} does not exist")
-            self._verify = str(ca_bundle)
+        api_adapter = _ServerAdapter(frozenset({"GET", "HEAD"}), server_context)
+        self._session.mount(self.api_base_url + "/", api_adapter)
+        self._session.mount(self.token_url, _ServerAdapter(frozenset({"POST"}), server_context))
         self._lock = threading.Lock()
         self._access_token: str | None = None
         self._renew_at = 0.0
@@ -181,7 +204,8 @@ class FooClient:
     @classmethod
     def from_env(cls, **options: Any) -> FooClient:
         """From FOO_CLIENT_ID, FOO_CLIENT_SECRET, FOO_TOKEN_URL, FOO_API_BASE_URL and, for a
-        server whose certificate the system does not trust, FOO_CA_BUNDLE (a PEM file)."""
+        server whose certificate the system does not trust, FOO_CA_BUNDLE (a PEM file); FOO_SCOPE
+        asks for fewer scopes than all of the client's."""
         environ = os.environ
         missing = [
             name
@@ -203,8 +227,6 @@ class FooClient:
 
     def close(self) -> None:
         self._session.close()
-        if self._remove_certificate_file is not None:
-            self._remove_certificate_file()
 
     def __enter__(self) -> FooClient:
         return self
@@ -312,6 +334,8 @@ class FooClient:
             raise FooConnectionError(f"TLS verification of {url} failed: {error}") from error
         except requests.RequestException as error:
             raise FooConnectionError(f"Cannot reach {url}: {error}") from error
+        except OSError as error:  # requests' own: the ca_bundle file gone since, say
+            raise FooConnectionError(f"Cannot verify {url}: {error}") from error
 
     def _fetch_token(self) -> None:
         form = {"grant_type": "client_credentials"}
@@ -319,6 +343,9 @@ class FooClient:
             form["scope"] = self.scope
         # RFC 6749 2.3.1: id and secret are form-encoded before they go into the Basic header.
         auth = (quote_plus(self.client_id), quote_plus(self._client_secret))
+        # The token expires `expires_in` after the server issued it, which was after this moment:
+        # counted from here, a slow answer (or a Retry-After waited out) cannot eat the margin.
+        sent_at = time.monotonic()
         response = self._send("POST", self.token_url, repeatable=True, data=form, auth=auth)
         if response.status_code != 200:
             raise self._token_error(response)
@@ -326,12 +353,14 @@ class FooClient:
             token = response.json()
             access_token = token["access_token"]
             lifetime = float(token.get("expires_in") or 0)
+            if not (isinstance(access_token, str) and access_token and 0 <= lifetime < math.inf):
+                raise ValueError("no usable access_token or expires_in")
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise FooApiError(
                 response.status_code, "invalid_response", "No access_token and expires_in in the answer"
             ) from error
         self._access_token = access_token
-        self._renew_at = time.monotonic() + lifetime - min(EXPIRY_MARGIN_SECONDS, lifetime / 10)
+        self._renew_at = sent_at + lifetime - min(EXPIRY_MARGIN_SECONDS, lifetime / 10)
         self.token_scope = token.get("scope", "")
 
     def _forget_token(self, token: str) -> None:
