@@ -1,5 +1,6 @@
 """Django's PostgreSQL backend (ENGINE "config.postgresql"), with health checks that skip a
-connection which has just worked, and a cursor kept for the hot path's statements.
+connection which has just worked, a cursor kept for the hot path's statements, and statements run
+again when PostgreSQL has forgotten the prepared statement psycopg ran them as.
 
 CONN_HEALTH_CHECKS pings a persistent connection (SELECT 1) before the first query of every
 request, so that a connection the database dropped while the worker was idle is replaced instead of
@@ -10,11 +11,21 @@ before its first query (the alive-bypass window of HikariCP, the JDBC pool). A c
 breaks inside that window fails one request with a 503 and is replaced at its end, as Django does
 without health checks.
 
+Prepared statements (DATABASE_PREPARED_STATEMENTS: psycopg prepares a statement run five times)
+can be forgotten under a worker: a pooler's DISCARD ALL or a DEALLOCATE ALL ("prepared statement
+... does not exist"), or made stale by a migration in another process changing a column's type
+("cached plan must not change result type"). Such a statement did not run. Outside a transaction
+(autocommit, no atomic block) the cursor deallocates every prepared statement of the connection,
+which psycopg notices and forgets its own, and runs the statement once more, unprepared: the
+request succeeds. The first forgotten statement of a request is usually one of those (the validity
+epoch, the remembered lookups), so the statements of its transactions then run afresh too. Inside a
+transaction the failure has aborted it: an OperationalError, which ProtocolErrorMiddleware answers
+with a 503 and Retry-After; the transaction's rollback makes psycopg forget its prepared statements.
+A statement that succeeds costs one Python call more: no round trip, no check.
+
 A connection on which a statement failed is replaced when its request ends, not pinged and kept as
-Django does: psycopg forgets a prepared statement only when a transaction rolls back, so one
-PostgreSQL invalidated under it (a migration in another process changing a column's type: "cached
-plan must not change result type"; a pooler's DISCARD ALL: "prepared statement does not exist")
-would fail every autocommit request that runs it, for as long as the connection lives.
+Django does: a new connection has no prepared statement psycopg could still believe in (one that
+failed where it is not run again, in executemany()).
 
 psycopg builds each new cursor's adapters and its loaders for every result column anew: 25-40 us of
 CPU, a fifth of what a one-row statement costs a worker. `kept_cursor()` hands authserver.hotpath's
@@ -26,13 +37,56 @@ import time
 from contextlib import contextmanager
 
 from django.db.backends.postgresql import base
+from psycopg import OperationalError, errors
+from psycopg.pq import TransactionStatus
 
 HEALTH_CHECK_BYPASS_SECONDS = 1.0
+
+
+def _prepared_statement_gone(error: errors.Error) -> bool:
+    """Whether PostgreSQL refused a prepared statement it no longer has, or no longer can run."""
+    if isinstance(error, errors.InvalidSqlStatementName):  # "prepared statement ... does not exist"
+        return True
+    return isinstance(error, errors.FeatureNotSupported) and (
+        error.diag.message_primary == "cached plan must not change result type"
+        or error.diag.source_function == "RevalidateCachedQuery"  # the same, in another lc_messages
+    )
+
+
+# psycopg's Cursor.execute, called directly: super() would cost every statement of the hot path.
+_execute = base.ServerBindingCursor.execute
+
+
+class ServerBindingCursor(base.ServerBindingCursor):
+    """Django's cursor for server-side binding, which psycopg prepares statements on: a statement
+    whose prepared statement PostgreSQL forgot is run once more outside a transaction, and is an
+    OperationalError (a 503) inside one."""
+
+    def execute(self, query, params=None, **options):
+        try:
+            return _execute(self, query, params, **options)
+        except (errors.InvalidSqlStatementName, errors.FeatureNotSupported) as error:
+            if self.pgresult is not None or not _prepared_statement_gone(error):
+                raise  # another error, or one after the statement had run (a maintenance DEALLOCATE)
+            if self.connection.info.transaction_status != TransactionStatus.IDLE:
+                raise OperationalError(
+                    f"The transaction was aborted: the database no longer had a statement prepared ({error})."
+                ) from error
+        # Not run, and in no transaction: nothing happened. psycopg forgets its prepared statements
+        # when it sees DEALLOCATE ALL; the statement runs unprepared whatever it remembers.
+        _execute(self, "DEALLOCATE ALL", prepare=False)
+        return _execute(self, query, params, **{**options, "prepare": False})
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
     _cursor_opened_at = float("-inf")
     _kept_cursor = None
+
+    def get_connection_params(self):
+        params = super().get_connection_params()
+        if params.get("cursor_factory") is base.ServerBindingCursor:
+            params["cursor_factory"] = ServerBindingCursor
+        return params
 
     def _cursor(self, name=None):
         cursor = super()._cursor(name)
@@ -64,7 +118,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     def close_if_unusable_or_obsolete(self):
         if self.connection is not None and self.errors_occurred and not self.in_atomic_block:
-            self.close()  # its prepared statements may be what failed: a new connection has none
+            self.close()  # a new connection has no prepared statement psycopg believes in
             return
         super().close_if_unusable_or_obsolete()
 
