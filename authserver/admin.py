@@ -62,6 +62,16 @@ def moment(value) -> str | None:
     return None if value is None else timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def may_view(request, model) -> bool:
+    """Whether the console shows `model`'s pages to this user (ModelAdmin.has_view_permission): a
+    link to one is shown only to those it does not answer 403."""
+    opts = model._meta
+    return any(
+        request.user.has_perm(f"{opts.app_label}.{get_permission_codename(action, opts)}")
+        for action in ("view", "change")
+    )
+
+
 def long_value(value: str):
     """An id or actor cut short on screen (console.css), whole in the page for copying and searching."""
     return format_html('<code class="console-long" title="{}">{}</code>', value, value) if value else None
@@ -151,6 +161,8 @@ class ApplicationAdmin(admin.ModelAdmin):
     readonly_fields = (
         "client_id",
         "client_secret_note",
+        "client_secret_stored",
+        "owner",
         "grant_type",
         "registration_source",
         "created",
@@ -229,10 +241,15 @@ class ApplicationAdmin(admin.ModelAdmin):
     def client_secret_note(self, client: Application):
         rotate = admin_url(Application, "rotate_secret", client.pk)
         return format_html(
-            "Stored hashed: it was shown once, when it was generated, and cannot be read again. "
-            'Lost it? <a href="{}">Rotate the secret</a> for a new one.',
+            '{} Lost it? <a href="{}">Rotate the secret</a> for a new one.',
+            self.client_secret_stored(client),
             rotate,
         )
+
+    @admin.display(description="client secret")
+    def client_secret_stored(self, client: Application):
+        """The note for those who may not rotate the secret: no link to a page that answers 403."""
+        return "Stored hashed: it was shown once, when it was generated, and cannot be read again."
 
     # -- register and edit -----------------------------------------------------------------------
 
@@ -242,7 +259,19 @@ class ApplicationAdmin(admin.ModelAdmin):
         return super().get_form(request, obj, change=change, **kwargs)
 
     def get_fieldsets(self, request, obj=None):
-        return self.add_fieldsets if obj is None else self.fieldsets
+        if obj is None:
+            return self.add_fieldsets
+        # Links only where they lead: rotating takes changing the client, and the owner read-only
+        # (Django links it to the user's page) takes viewing users, which operators may not.
+        shown = {}
+        if not self.may_perform(request, CLIENT_ACTIONS["rotate_secret"], obj):
+            shown["client_secret_note"] = "client_secret_stored"
+            if not may_view(request, get_user_model()):
+                shown["user"] = "owner"
+        return [
+            (title, {**options, "fields": [shown.get(field, field) for field in options["fields"]]})
+            for title, options in self.fieldsets
+        ]
 
     def add_view(self, request, form_url="", extra_context=None):
         if request.method == "POST":
@@ -373,6 +402,11 @@ class ApplicationAdmin(admin.ModelAdmin):
                 view(self.revoke_token_view),
                 name=f"{prefix}_revoke_token",
             ),
+            path(
+                "<path:object_id>/registration-token/revoke/",
+                view(self.revoke_registration_token_view),
+                name=f"{prefix}_revoke_registration_token",
+            ),
             *client_urls,
             *super().get_urls(),
         ]
@@ -465,15 +499,35 @@ class ApplicationAdmin(admin.ModelAdmin):
     def revoke_token_view(self, request, object_id, token_id):
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
-        client = self.get_object(request, unquote(object_id))
-        if client is None:
-            raise Http404("No such client.")
-        if not can_revoke_tokens(request):
-            raise PermissionDenied
+        client = self._client_to_revoke_from(request, object_id)
         token = get_object_or_404(services.access_tokens(), pk=token_id, application=client)
         services.revoke_token(token=token, actor=actor(request), remote_addr=remote_addr(request))
         self.message_user(request, f"Revoked token #{token_id} of “{client}”.")
         return HttpResponseRedirect(admin_url(Application, "change", client.pk))
+
+    def revoke_registration_token_view(self, request, object_id):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        client = self._client_to_revoke_from(request, object_id)
+        if not services.revoke_registration_token(
+            application=client, actor=actor(request), remote_addr=remote_addr(request)
+        ):
+            raise Http404("This client has no registration access token.")
+        message = (
+            f"Revoked the registration access token of “{client}”: it can no longer read, update or "
+            "delete its registration. Its secret and access tokens still work."
+        )
+        self.message_user(request, message)
+        return HttpResponseRedirect(admin_url(Application, "change", client.pk))
+
+    def _client_to_revoke_from(self, request, object_id) -> Application:
+        """The client whose token a revoke button on its page names, to one who may revoke it."""
+        client = self.get_object(request, unquote(object_id))
+        if client is None:
+            raise Http404("No such client.")
+        if not self.has_revoke_tokens_permission(request, client):
+            raise PermissionDenied
+        return client
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         if request.method == "POST" and "_saveasnew" in request.POST:
@@ -492,8 +546,9 @@ class ApplicationAdmin(admin.ModelAdmin):
                 "tokens_url": admin_url(AccessToken, "changelist") + f"?application__id__exact={client.pk}",
                 "recent_events": client.audit_events.order_by("-created")[:10],
                 "events_url": admin_url(AuditEvent, "changelist") + f"?application__id__exact={client.pk}",
+                "registration_token": services.registration_token(application=client),
                 "can_view_tokens": can_view_tokens(request),
-                "can_revoke_tokens": can_revoke_tokens(request),
+                "can_revoke_tokens": self.has_revoke_tokens_permission(request, client),
                 "client_actions": [
                     (action, admin_url(Application, action.name, client.pk))
                     for action in CLIENT_ACTIONS.values()
@@ -532,10 +587,25 @@ class ClientListFilter(admin.RelatedFieldListFilter):
         self.title = "client"
 
     def field_choices(self, field, request, model_admin):
-        chosen = [value for value in self.lookup_val or () if value.isascii() and value.isdigit()]
+        chosen = [value for value in self.lookup_val or () if self.is_client_id(field, value)]
         if not chosen:
             return []
         return [(client.pk, str(client)) for client in field.related_model.objects.filter(pk__in=chosen)]
+
+    def has_output(self) -> bool:
+        # Django applies only the filters it shows: a chosen client that does not exist (deleted
+        # since the link was made) would list every client's rows instead of none.
+        return bool(self.lookup_val) or super().has_output()
+
+    @staticmethod
+    def is_client_id(field, value: str) -> bool:
+        # clean(), not isdigit(): the validators hold the database's integer range, beyond which
+        # the lookup overflows (OverflowError on SQLite, a 500).
+        try:
+            field.related_model._meta.pk.clean(value, None)
+        except ValidationError:
+            return False
+        return True
 
 
 class ActiveTokenFilter(admin.SimpleListFilter):
@@ -567,12 +637,20 @@ class AccessTokenAdmin(dot_admin.AccessTokenAdmin):
     search_fields = ("application__client_id", "application__name", "scope")
     list_select_related = ("application",)
     fields = ("application", "scope", "created", "expires")
-    readonly_fields = fields
+    readonly_fields = (*fields, "client")
     actions = ("revoke_tokens",)
     ordering = ("-created",)
 
     def get_queryset(self, request):
         return services.access_tokens(among=super().get_queryset(request))
+
+    def get_fields(self, request, obj=None):
+        # Django links a read-only client to its page: only for those who may open it.
+        return self.fields if may_view(request, Application) else ("client", *self.fields[1:])
+
+    @admin.display(description="client")
+    def client(self, token):
+        return token.application
 
     @admin.display(description="active", boolean=True)
     def active(self, token):
@@ -640,6 +718,16 @@ class ScopeAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(client_count=Count("applications"))
+
+    def get_list_display(self, request):
+        if may_view(request, Application):
+            return self.list_display
+        return [("client_count_column" if column == "clients" else column) for column in self.list_display]
+
+    @admin.display(description="clients holding it", ordering="client_count")
+    def client_count_column(self, scope: Scope):
+        """The count, for those who may not open the client list it links to."""
+        return scope.client_count
 
     def get_readonly_fields(self, request, obj=None):
         # Tokens and the APIs refer to a scope by name: renaming would silently change them.
@@ -723,9 +811,11 @@ class UserAdmin(auth_admin.UserAdmin):
             self.message_user(request, f"“{user}” is deactivated. {consequence}", messages.WARNING)
             return
         still_disabled = Application.objects.filter(user=user, enabled=False).order_by("name", "pk")
+        # Linked to their pages for those who may open them (a user manager need not).
+        template = '<a href="{}">{}</a>' if may_view(request, Application) else "{1}"
         links = format_html_join(
             ", ",
-            '<a href="{}">{}</a>',
+            template,
             ((admin_url(Application, "change", client.pk), client) for client in still_disabled),
         )
         if links:
@@ -775,7 +865,18 @@ class AuditEventAdmin(admin.ModelAdmin):
     list_select_related = ("application",)
     show_full_result_count = False
     fields = ("created", "kind", "application", "client_id", "actor", "remote_addr", "details")
-    readonly_fields = fields
+    readonly_fields = (*fields, "client_unlinked")
+
+    # Links to a client's page only for those who may open it (Django links a read-only client too).
+    def get_list_display(self, request):
+        if may_view(request, Application):
+            return self.list_display
+        return [("client_unlinked" if column == "client" else column) for column in self.list_display]
+
+    def get_fields(self, request, obj=None):
+        if may_view(request, Application):
+            return self.fields
+        return [("client_unlinked" if field == "application" else field) for field in self.fields]
 
     def has_add_permission(self, request):
         return False
@@ -804,6 +905,12 @@ class AuditEventAdmin(admin.ModelAdmin):
             event.client_id,
             event.application,
         )
+
+    @admin.display(description="client", ordering="client_id")
+    def client_unlinked(self, event: AuditEvent):
+        if event.application_id is None:
+            return long_value(event.client_id)
+        return format_html('<span title="{}">{}</span>', event.client_id, event.application)
 
     @admin.display(description="details")
     def summary(self, event: AuditEvent):

@@ -1,7 +1,7 @@
 from django.apps import AppConfig
 from django.contrib.admin import apps as admin_apps
 from django.core.signals import request_finished, request_started
-from django.db.models.signals import m2m_changed, post_delete, post_save
+from django.db.models.signals import m2m_changed, post_delete, post_save, pre_save
 
 
 class AuthServerConfig(AppConfig):
@@ -9,9 +9,10 @@ class AuthServerConfig(AppConfig):
     verbose_name = "Authorization server"
 
     def ready(self) -> None:
+        from django.contrib.auth import get_user_model
         from oauth2_provider.models import get_access_token_model
 
-        from authserver import validity
+        from authserver import signals, validity
         from authserver.models import Application, ClientScope, Scope
         from authserver.scopes import scope_changed
 
@@ -38,6 +39,10 @@ class AuthServerConfig(AppConfig):
         m2m_changed.connect(
             validity.client_scopes_changed, sender=ClientScope, dispatch_uid="epoch-scopes-m2m"
         )
+        # A user account deactivated by any save, not only services.set_user_active, takes its
+        # clients with it (authserver/signals.py).
+        pre_save.connect(signals.user_saving, sender=get_user_model(), dispatch_uid="user-active-saving")
+        post_save.connect(signals.user_saved, sender=get_user_model(), dispatch_uid="user-active-saved")
         # TOKEN_CACHE=shared: the epoch is read from the database once per request.
         request_started.connect(validity.request_started, dispatch_uid="epoch-request-started")
         request_finished.connect(validity.request_finished, dispatch_uid="epoch-request-finished")

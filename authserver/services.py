@@ -315,19 +315,34 @@ def delete_user(*, user, actor: str, remote_addr: str | None = None) -> None:
 
 @transaction.atomic
 def set_user_active(*, user, active: bool, actor: str, remote_addr: str | None = None) -> int:
-    """Activate or deactivate a user account, audited; returns how many clients it disabled. Deactivating
-    disables every enabled client the user owns with set_client_enabled (each audited): their
-    credentials and tokens stop with the account, not when someone remembers the clients.
-    Activating enables none: an operator enables each client again, after review. Locked as
-    delete_user is, the user's row before the validity epoch: a developer's portal action and their
-    deactivation do not wait for each other (a deadlock)."""
+    """Activate or deactivate a user account, audited; returns how many clients it disabled
+    (user_active_changed). Locked as delete_user is, the user's row before the validity epoch: a
+    developer's portal action and their deactivation do not wait for each other (a deadlock)."""
     lock_user(user)
+    # update(), not save(): the receivers that follow a save by any other path (authserver/signals.py)
+    # would then do what follows a second time.
+    get_user_model()._default_manager.filter(pk=user.pk).update(is_active=active)
     user.is_active = active
-    user.save(update_fields=["is_active"])
+    return user_active_changed(user=user, active=active, actor=actor, remote_addr=remote_addr)
+
+
+# Who deactivated or activated an account saved outside set_user_active (a shell, another form):
+# nothing tells the save signal.
+UNATTRIBUTED = "unattributed: account saved outside the console"
+
+
+@transaction.atomic
+def user_active_changed(*, user, active: bool, actor: str, remote_addr: str | None = None) -> int:
+    """What follows a user account's activation or deactivation, whichever path saved it
+    (set_user_active, or authserver/signals.py for any other), audited; returns how many clients it
+    disabled. Deactivating disables every enabled client the user owns with set_client_enabled (each
+    audited): their credentials and tokens stop with the account, not when someone remembers the
+    clients. Activating enables none: an operator enables each client again, after review."""
     owned = []
     if not active:
         validity.tokens_or_clients_changed()
-        # Read under the user's lock: a client the portal registered for them a moment ago is in it.
+        # Read after the user's row was written (and so locked): a client the portal registered
+        # for them a moment ago is in it; the portal registers none for them after (lock_user).
         owned = list(Application.objects.filter(user=user, enabled=True).order_by("pk"))
         for application in owned:
             set_client_enabled(application=application, enabled=False, actor=actor, remote_addr=remote_addr)
@@ -402,6 +417,31 @@ def revoke_client_tokens(*, application: Application, actor: str, remote_addr: s
         detail={"all_tokens": True, "count": revoked},
     )
     return revoked
+
+
+def registration_token(*, application: Application):
+    """`application`'s registration access token (RFC 7592) as stored (its metadata: the token
+    itself is stored hashed), or None: a client registered dynamically has one until it is revoked."""
+    return (
+        AccessToken.objects.filter(application=application, scope=oauth2_settings.DCR_REGISTRATION_SCOPE)
+        .order_by("-created", "-pk")
+        .first()
+    )
+
+
+@changes_validity
+def revoke_registration_token(
+    *, application: Application, actor: str, remote_addr: str | None = None
+) -> bool:
+    """End `application`'s registration access token (RFC 7592), audited as revoke_token records a
+    token, when it leaked, say: the client can no longer read, update or delete its registration
+    (nothing issues it a new one), while its secret and access tokens keep working. Whether it had one."""
+    tokens = list(
+        AccessToken.objects.filter(application=application, scope=oauth2_settings.DCR_REGISTRATION_SCOPE)
+    )
+    for token in tokens:
+        revoke_token(token=token, actor=actor, remote_addr=remote_addr)
+    return bool(tokens)
 
 
 def issue_registration_token(*, application: Application) -> str:

@@ -142,6 +142,8 @@ class ConsoleAdminSite(admin.AdminSite):
             "daily": dashboard.bar_chart(per_day, bar_label="%a %d %b", tick_label="%d %b", tick_every=5),
             "active_tokens": dashboard.active_token_count(now=now, application=chosen),
             "failed": dashboard.most_failed_authentications(now=now),
+            # Links to a client's page only for those who may open it (ModelAdmin.has_view_permission).
+            "can_view_clients": self.get_model_admin(Application).has_view_permission(request),
         }
         request.current_app = self.name
         return TemplateResponse(request, "admin/dashboard.html", context)

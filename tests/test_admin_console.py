@@ -897,6 +897,177 @@ def test_staff_who_may_change_clients_but_not_revoke_tokens_cannot_revoke_them(d
     assert http.post(f"{CLIENTS}{client.pk}/disable/").status_code == 302  # changing the client: allowed
 
 
+# Each kind of staff: what they may do is what the console shows them, and nothing more answers them.
+STAFF = {
+    "superuser": None,
+    "operators": "group",
+    "view-only": ["view_application", "view_scope", "view_auditevent", "view_accesstoken"],
+    "view and revoke tokens, not change clients": [
+        "view_application",
+        "view_accesstoken",
+        "delete_accesstoken",
+    ],
+    "no authserver permission": [],
+}
+
+
+def staff_console(kind: str) -> HttpsClient:
+    if STAFF[kind] is None:
+        member = get_user_model().objects.create_superuser("root", password=PASSWORD)
+    else:
+        member = get_user_model().objects.create_user("staff", password=PASSWORD, is_staff=True)
+        if STAFF[kind] == "group":
+            member.groups.add(services.ensure_operators_group())
+        else:
+            member.user_permissions.add(*Permission.objects.filter(codename__in=STAFF[kind]))
+    http = HttpsClient()
+    http.force_login(member)
+    return http
+
+
+@pytest.mark.parametrize("kind", STAFF)
+def test_each_staff_member_sees_the_client_actions_they_may_perform_and_no_other(db, kind):
+    """The client page's links and buttons (object tools, the secret's "Rotate the secret", token
+    and registration-token revoke buttons, Delete) each lead somewhere for whom they are shown; the
+    hidden ones, posted anyway, are refused and change nothing."""
+    owner = get_user_model().objects.create_user("dana", password=PASSWORD)
+    new_client = make_client(name="Managed", owner=owner)
+    client = new_client.application
+    token = issue_token(HttpsClient(), new_client)
+    services.issue_registration_token(application=client)
+    http = staff_console(kind)
+    page_url = f"{CLIENTS}{client.pk}/change/"
+    token_revoke = f"{CLIENTS}{client.pk}/tokens/{stored_token(token).pk}/revoke/"
+    actions = {
+        # shown on the page as: what posting it takes
+        f"{CLIENTS}{client.pk}/rotate-secret/": {},
+        f"{CLIENTS}{client.pk}/revoke-tokens/": {},
+        f"{CLIENTS}{client.pk}/disable/": {},
+        f"{CLIENTS}{client.pk}/delete/": {"post": "yes"},
+        token_revoke: {},
+        f"{CLIENTS}{client.pk}/registration-token/revoke/": {},
+    }
+    may_change = kind in ("superuser", "operators")
+
+    response = http.get(page_url)
+
+    if kind == "no authserver permission":
+        assert response.status_code == 403
+    else:
+        assert response.status_code == 200
+        page = response.content.decode()
+        for url in actions:
+            assert (url in page) == may_change, url
+        assert ("Rotate the secret" in page) == may_change
+        assert "Stored hashed" in page
+        # Read-only, the owner is no link to the user's page, which these staff may not open.
+        assert f"/admin/auth/user/{owner.pk}/" not in page
+    for url, form in actions.items():
+        if not may_change:
+            assert http.post(url, form).status_code == 403, url
+    # The list's bulk actions: offered only to those who may perform them, refused otherwise.
+    offered = http.get(CLIENTS)
+    for bulk in ("disable", "revoke_tokens", "delete_selected"):
+        assert (f'value="{bulk}"' in offered.content.decode()) == may_change, bulk
+        if not may_change:
+            http.post(CLIENTS, {"action": bulk, "_selected_action": [client.pk], "post": "yes"})
+    if not may_change:
+        client.refresh_from_db()
+        assert client.enabled
+        assert check_password(new_client.client_secret, client.client_secret)
+        assert AccessToken.objects.filter(application=client).count() == 2  # and its registration token
+        assert not AuditEvent.objects.exclude(kind__in=["client_created", "token_issued"]).exists()
+    else:
+        # Each shown action does what it says for whom it is shown.
+        assert http.post(token_revoke).status_code == 302
+        assert http.post(f"{CLIENTS}{client.pk}/registration-token/revoke/").status_code == 302
+        assert http.post(f"{CLIENTS}{client.pk}/rotate-secret/").status_code == 200
+        assert http.post(f"{CLIENTS}{client.pk}/disable/").status_code == 302
+        assert not AccessToken.objects.filter(application=client).exists()
+
+
+def test_staff_who_may_view_the_trail_but_not_clients_get_no_links_to_client_pages(db):
+    """The audit trail's client column and event page, the dashboard, the token page and the scope
+    list linked to client pages (or the client list) that answered them 403."""
+    new_client = make_client(name="Linked")
+    client = new_client.application
+    token = stored_token(issue_token(HttpsClient(), new_client))
+    services.record_event(kind=AuditEvent.Kind.AUTH_FAILED, application=client, actor="tests")
+    reader = get_user_model().objects.create_user("ivy", password=PASSWORD, is_staff=True)
+    reader.user_permissions.add(
+        *Permission.objects.filter(codename__in=["view_auditevent", "view_accesstoken", "view_scope"])
+    )
+    http = HttpsClient()
+    http.force_login(reader)
+    event = AuditEvent.objects.get(kind=AuditEvent.Kind.AUTH_FAILED)
+
+    pages = {
+        "audit trail": http.get(AUDIT),
+        "audit event": http.get(f"{AUDIT}{event.pk}/change/"),
+        "dashboard": http.get(f"/admin/dashboard/?client={client.client_id}"),
+        "token": http.get(f"{TOKENS}{token.pk}/change/"),
+        "scopes": http.get(SCOPES),
+    }
+
+    assert http.get(f"{CLIENTS}{client.pk}/change/").status_code == 403
+    assert http.get(CLIENTS).status_code == 403
+    for name, response in pages.items():
+        assert response.status_code == 200, name
+        page = response.content.decode()
+        assert CLIENTS not in page, name
+        assert "Linked" in page or name == "scopes", name
+    # Who may view clients gets the links.
+    reader.user_permissions.add(Permission.objects.get(codename="view_application"))
+    for path in (AUDIT, f"{AUDIT}{event.pk}/change/", f"/admin/dashboard/?client={client.client_id}"):
+        assert f"{CLIENTS}{client.pk}/change/" in http.get(path).content.decode(), path
+    assert f"{CLIENTS}?allowed_scopes__id__exact=" in http.get(SCOPES).content.decode()
+
+
+def test_an_operator_revokes_a_clients_registration_access_token_alone(console, new_client):
+    """RFC 7592: a leaked registration access token is ended without ending the client, audited."""
+    client = new_client.application
+    token = issue_token(console, new_client)
+    registration_token = services.issue_registration_token(application=client)
+    management = f"/oauth2/register/{client.client_id}"
+    assert console.get(management, **bearer(registration_token)).status_code == 200
+    page = console.get(f"{CLIENTS}{client.pk}/change/").content.decode()
+    assert 'id="registration-token"' in page
+    revoke = f"{CLIENTS}{client.pk}/registration-token/revoke/"
+    assert console.get(revoke).status_code == 405
+
+    response = console.post(revoke)
+
+    assert response.status_code == 302
+    refused = console.get(management, **bearer(registration_token))
+    assert refused.status_code == 401
+    assert refused.json()["error"] == "invalid_token"
+    assert introspect(console, token)["active"] is True
+    assert request_token(console, new_client).status_code == 200
+    event = AuditEvent.objects.get(kind=AuditEvent.Kind.TOKEN_REVOKED)
+    assert (event.application, event.actor, event.detail["scope"]) == (
+        client,
+        "user:olivia",
+        "client:configure",
+    )
+    assert 'id="registration-token"' not in console.get(f"{CLIENTS}{client.pk}/change/").content.decode()
+    assert console.post(revoke).status_code == 404  # none left
+    assert console.post(f"{CLIENTS}999999/registration-token/revoke/").status_code == 404
+
+
+@pytest.mark.parametrize("listing", [TOKENS, AUDIT])
+@pytest.mark.parametrize("chosen", ["99999999999999999999", str(2**63), "999999"])
+def test_a_client_filter_naming_no_client_lists_nothing(console, new_client, listing, chosen):
+    """The long lists' client filter looked an id beyond the integer range up to name it:
+    OverflowError on SQLite (a 500). And one naming no client (deleted since the link was made)
+    listed every client's rows: Django applies only the filters it shows."""
+    issue_token(console, new_client)
+
+    response = console.get(f"{listing}?application__id__exact={chosen}")
+
+    assert response.status_code == 200
+    assert list(response.context["cl"].result_list) == []
+
+
 def test_non_staff_users_cannot_log_in(client, db):
     get_user_model().objects.create_user("dev", password=PASSWORD)
 

@@ -277,3 +277,56 @@ def test_a_client_of_a_deactivated_account_is_not_enabled_again_nor_given_to_one
     set_active(console, developer, True)
     console.post(f"{CLIENTS}{portal_client.pk}/enable/", {"post": "yes"})
     assert Application.objects.get(pk=portal_client.pk).enabled
+
+
+def test_a_user_deactivated_outside_the_console_takes_their_clients_with_them(developer, sandbox):
+    """`user.is_active = False; user.save()` in a shell, or any form but the console's: the token
+    endpoint, which does not look at owners, went on serving their clients."""
+    portal_client = sandbox_credentials(sandbox)
+    http = HttpsClient()
+    assert api_status(http, sandbox.token.access_token) == 200  # looked up, and remembered
+    user = get_user_model().objects.get(pk=developer.pk)
+
+    user.is_active = False
+    user.save()
+
+    assert_invalid_client(request_token(http, portal_client))
+    assert api_status(http, sandbox.token.access_token) == 401
+    assert introspect(http, sandbox.token.access_token) == {"active": False}
+    account = {"user_id": developer.pk, "username": "dana"}
+    disabled = [
+        ("client_changed", services.UNATTRIBUTED, {"changed": ["enabled"], "enabled": False}),
+        ("user_deactivated", services.UNATTRIBUTED, {**account, "clients_disabled": 1}),
+    ]
+    trail = AuditEvent.objects.filter(kind__in=["client_changed", "user_deactivated", "user_activated"])
+    assert [(event.kind, event.actor, event.detail) for event in trail.order_by("pk")] == disabled
+
+    user.first_name = "Dana"
+    user.save()  # "Active" as it was: nothing follows
+    user.is_active = True
+    user.save()
+
+    assert not Application.objects.get(pk=portal_client.application.pk).enabled
+    assert [(event.kind, event.actor, event.detail) for event in trail.order_by("pk")] == [
+        *disabled,
+        ("user_activated", services.UNATTRIBUTED, account),
+    ]
+
+
+def test_the_service_and_the_console_deactivate_once_not_again_through_the_save(console, developer, sandbox):
+    """set_user_active writes the account itself: the receivers that follow any other save do not
+    disable the clients or record the account's event a second time."""
+    services.set_user_active(user=developer, active=False, actor="tests")
+    services.set_user_active(user=developer, active=True, actor="tests")
+    set_active(console, developer, False)
+
+    assert [
+        (event.kind, event.actor)
+        for event in AuditEvent.objects.filter(kind__startswith="user_").order_by("pk")
+    ] == [("user_deactivated", "tests"), ("user_activated", "tests"), ("user_deactivated", "user:root")]
+    assert AuditEvent.objects.filter(kind=AuditEvent.Kind.CLIENT_CHANGED).count() == 1
+
+
+def test_a_sign_in_saves_the_user_with_no_query_more(developer, django_assert_num_queries):
+    with django_assert_num_queries(1):
+        developer.save(update_fields=["last_login"])
