@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.exceptions import BadRequest
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, JsonResponse
+from django.middleware.csrf import REASON_NO_CSRF_COOKIE
 from django.shortcuts import render
 from django.urls import reverse
 from oauthlib.oauth2 import OAuth2Error
@@ -306,6 +307,15 @@ def page_not_found(request, exception=None):
 
 
 def csrf_failure(request, reason=""):
+    if reason == REASON_NO_CSRF_COOKIE:
+        # Cookies blocked for the site (or cleared since the page loaded): reloading alone would
+        # fail the same way.
+        return _error_page(
+            request,
+            403,
+            "This form needs a cookie your browser did not send. If cookies are blocked for this "
+            "site, allow them; then reload the page and try again.",
+        )
     # Most often a page loaded before a login or logout in another tab: its form is out of date.
     return _error_page(
         request,

@@ -1,14 +1,37 @@
 import re
+import unicodedata
 
 from django import forms
 from django.contrib.auth import get_user_model
-from django.contrib.auth.forms import UserCreationForm
+from django.contrib.auth.forms import AuthenticationForm, UserCreationForm
+
+# UTS #39's "highly restrictive" usernames: letters of one script, or Latin with the scripts written
+# together in Japanese, Chinese or Korean. A script is the first word of a letter's Unicode name.
+SCRIPTS_WRITTEN_TOGETHER = [
+    {"LATIN", "CJK", "HIRAGANA", "KATAKANA", "KATAKANA-HIRAGANA"},
+    {"LATIN", "CJK", "BOPOMOFO"},
+    {"LATIN", "CJK", "HANGUL"},
+]
 
 
 def taken_in_any_case(field: str, value: str) -> bool:
     """Whether an account has `value` as its `field` in any case. iregex, not iexact: SQLite's
     iexact (LIKE) folds ASCII letters only ("Élodie" beside "élodie"); PostgreSQL's folds all."""
     return get_user_model().objects.filter(**{f"{field}__iregex": rf"^{re.escape(value)}$"}).exists()
+
+
+def scripts_of(text: str) -> set[str]:
+    """The scripts of the letters in `text` ("LATIN", "CYRILLIC", "GREEK", "CJK", ...)."""
+    return {
+        unicodedata.name(char, "UNNAMED").split(" ")[0]
+        for char in text
+        if unicodedata.category(char).startswith("L")
+    }
+
+
+def mixes_scripts(text: str) -> bool:
+    scripts = scripts_of(text)
+    return len(scripts) > 1 and not any(scripts <= together for together in SCRIPTS_WRITTEN_TOGETHER)
 
 
 class SignUpForm(UserCreationForm):
@@ -27,12 +50,47 @@ class SignUpForm(UserCreationForm):
     def clean_username(self) -> str:
         # Django's UserCreationForm asks the same with iexact, which SQLite answers for ASCII alone.
         username = self.cleaned_data.get("username")
+        if username and mixes_scripts(username):
+            # "ada" with a Cyrillic "a" (U+0430) would pass for "ada" in the console, audit trail, portal.
+            raise forms.ValidationError(
+                "Use the letters of one script: a name that mixes them (Latin and Cyrillic, say) can "
+                "pass for another account's.",
+                code="mixed_scripts",
+            )
         if username and taken_in_any_case("username", username):
             raise self.instance.unique_error_message(self._meta.model, ["username"])
         return username
 
     def clean_email(self) -> str:
-        email = self.cleaned_data["email"].strip()
+        # As the mail system reads it (IDNA maps "example.com" in fullwidth letters to
+        # "example.com"): one mailbox, one account.
+        email = unicodedata.normalize("NFKC", self.cleaned_data["email"]).strip()
         if taken_in_any_case("email", email):
             raise forms.ValidationError("An account with this email address already exists; log in instead.")
         return email
+
+
+class PortalLoginForm(AuthenticationForm):
+    """Django's login form, which tells a deactivated developer so once they give their password:
+    Django's backend refuses them before the form can, as if the password were wrong."""
+
+    error_messages = {
+        **AuthenticationForm.error_messages,
+        "inactive": "This account has been deactivated; please contact the Foo team.",
+    }
+
+    def clean(self):
+        try:
+            return super().clean()
+        except forms.ValidationError:
+            if self._is_deactivated_account():
+                raise forms.ValidationError(self.error_messages["inactive"], code="inactive") from None
+            raise
+
+    def _is_deactivated_account(self) -> bool:
+        users = get_user_model()._default_manager
+        try:
+            user = users.get_by_natural_key(self.cleaned_data.get("username"))
+        except get_user_model().DoesNotExist:
+            return False
+        return not user.is_active and user.check_password(self.cleaned_data.get("password"))

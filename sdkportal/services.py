@@ -235,13 +235,18 @@ def request_token_with_secret(
         "wsgi.url_scheme": issuer.scheme,
     }
     request.POST = QueryDict(urlencode({"grant_type": "client_credentials", "scope": scope}))
-    _, _, body, status = get_oauthlib_core().create_token_response(request)
+    _, headers, body, status = get_oauthlib_core().create_token_response(request)
     answer = json.loads(body)
     if status != 200:
         log.error("Portal token request for %s refused: %s", client_id, answer)
+        # Raised inside the caller's transaction: the new client or secret goes with it, and the
+        # developer must know that nothing was kept, and when to try again.
+        retry_after = headers.get("Retry-After")
+        when = f"in {retry_after} seconds" if retry_after else "in a moment"
         raise PortalError(
-            f"The authorization server refused the test token ({answer.get('error', status)}). "
-            "Please try again or contact the Foo team."
+            f"The authorization server refused the test token ({answer.get('error', status)}), so "
+            f"nothing was changed: no new client, no new secret. Please try again {when}, or "
+            "contact the Foo team."
         )
     return SandboxToken(
         access_token=answer["access_token"],

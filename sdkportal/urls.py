@@ -1,4 +1,3 @@
-from django.contrib.auth.views import LogoutView
 from django.urls import path
 from django.views.generic import RedirectView
 
@@ -24,5 +23,5 @@ urlpatterns = [
     *page("portal/app/delete", views.DeleteApplicationView.as_view(), "delete"),
     *page("accounts/signup", views.SignUpView.as_view(), "signup"),
     *page("accounts/login", views.PortalLoginView.as_view(), "login"),
-    *page("accounts/logout", LogoutView.as_view(), "logout"),
+    *page("accounts/logout", views.PortalLogoutView.as_view(), "logout"),
 ]

@@ -6,7 +6,8 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.mixins import LoginRequiredMixin
-from django.contrib.auth.views import LoginView
+from django.contrib.auth.views import LoginView, LogoutView
+from django.db import IntegrityError, transaction
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.decorators import method_decorator
@@ -16,7 +17,7 @@ from django.views.generic import FormView, TemplateView
 
 from authserver import throttling
 from sdkportal import services
-from sdkportal.forms import SignUpForm
+from sdkportal.forms import PortalLoginForm, SignUpForm
 
 
 def remote_addr(request) -> str:
@@ -64,7 +65,14 @@ class SignUpView(FormView):
         return super().post(request, *args, **kwargs)
 
     def form_valid(self, form):
-        developer = form.save()
+        try:
+            with transaction.atomic():
+                developer = form.save()
+        except IntegrityError:
+            # The same username signed up by a request at once (a second tab, a resubmission):
+            # the form's check saw neither, the database's unique index sees the second.
+            form.add_error("username", form.instance.unique_error_message(type(form.instance), ["username"]))
+            return self.form_invalid(form)
         login(self.request, developer, backend="django.contrib.auth.backends.ModelBackend")
         messages.success(
             self.request, f"Welcome, {developer.username}. Download the SDK to get your credentials."
@@ -74,7 +82,26 @@ class SignUpView(FormView):
 
 class PortalLoginView(throttling.LoginThrottleMixin, LoginView):
     template_name = "sdkportal/login.html"
+    form_class = PortalLoginForm
     redirect_authenticated_user = True
+
+    def get_redirect_url(self) -> str:
+        # ?next= naming this very page sends a signed-in developer nowhere: Django raises (a 500).
+        url = super().get_redirect_url()
+        return "" if url == self.request.path else url
+
+
+class PortalLogoutView(LogoutView):
+    """POST logs out (CSRF-protected); a GET, the address typed or bookmarked, gets a page with the
+    button rather than a blank 405."""
+
+    http_method_names = ["get", "post", "options"]
+    template_name = "sdkportal/logout.html"
+
+    def get(self, request, *args, **kwargs):
+        if not request.user.is_authenticated:
+            return redirect(self.get_success_url())
+        return render(request, self.template_name, {"next": self.get_redirect_url()})
 
 
 @method_decorator(never_cache, name="dispatch")

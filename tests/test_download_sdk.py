@@ -17,6 +17,7 @@ import requests
 from django.contrib.auth import get_user_model
 
 from fooapi.services import seed_demo_catalogue
+from sdkportal import services as portal_services
 from sdkportal.sdk.foo_sdk import __version__
 from tests.browser import chromium_page, screenshot
 from tests.helpers import make_client
@@ -220,3 +221,35 @@ def test_a_second_click_while_the_download_is_on_its_way_keeps_the_secret_on_the
 
         assert page.locator("#client-secret").count() == 1, page.locator("#no-secret").inner_text()
         assert len(sent) == 1
+
+
+def test_a_portal_action_stopped_on_its_way_leaves_the_page_working(server):
+    """The browser's Stop button (or Escape) while a portal action is on its way: nothing is on its
+    way any more, so the page's buttons work again without a reload."""
+    developer = get_user_model().objects.create_user("ada", "ada@example.com", PASSWORD)
+    portal_services.download_sdk(developer=developer, remote_addr="127.0.0.1")
+    with chromium_page() as page:
+        page.goto(f"{server.url}/accounts/login/")
+        page.fill("#id_username", "ada")
+        page.fill("#id_password", PASSWORD)
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_url(f"{server.url}/portal/")
+        page.goto(f"{server.url}/portal/app/")
+        held = []
+
+        def hold_the_first(route) -> None:
+            if held:
+                route.continue_()
+            else:
+                held.append(route)  # never answered: the first request stays on its way
+
+        page.route("**/portal/app/tokens**", hold_the_first)
+        page.click("#new-token", no_wait_after=True)
+        while not held:
+            page.wait_for_timeout(50)
+        page.context.new_cdp_session(page).send("Page.stopLoading")  # what the Stop button does
+
+        page.click("#new-token")
+
+        page.wait_for_selector("#access-token")
+        assert page.locator("h1").inner_text() == "A new test token"

@@ -17,6 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import check_password
 from django.db import connection
 from django.test import Client
 from oauth2_provider.models import AccessToken
@@ -25,6 +26,7 @@ from authserver import services as authserver_services
 from authserver import throttling, validity
 from authserver.models import Application, AuditEvent, Scope
 from fooapi.services import seed_demo_catalogue
+from sdkportal import forms as sdkportal_forms
 from sdkportal import services
 from sdkportal.models import SandboxClient
 from sdkportal.sdk.foo_sdk import __version__
@@ -146,6 +148,8 @@ def test_signing_up_logs_the_developer_in(client, db):
         ({"username": "ADA"}, "A user with that username already exists"),
         ({"email": "ADA@example.com"}, "An account with this email address already exists"),
         ({"email": "not-an-address"}, "Enter a valid email address"),
+        # The same mailbox: IDNA reads a fullwidth e (U+FF45) in the domain as "e".
+        ({"email": "ada@\uff45xample.com"}, "An account with this email address already exists"),
     ],
 )
 def test_sign_up_checks_the_form_with_djangos_validators(client, developer, form, message):
@@ -182,6 +186,45 @@ def test_sign_up_refuses_what_differs_only_in_the_case_of_letters_beyond_ascii(c
     assert get_user_model().objects.count() == 1
 
 
+# "ada" and "paypal" with a Cyrillic small a, "Ada" with a Greek capital alpha.
+@pytest.mark.parametrize("username", ["ad\u0430", "p\u0430ypal", "\u0391da"])
+def test_sign_up_refuses_a_username_that_mixes_scripts_to_pass_for_another(client, developer, username):
+    account = {"username": username, "email": "eve@example.com", "password1": PASSWORD, "password2": PASSWORD}
+
+    response = client.post("/accounts/signup/", account)
+
+    assert response.status_code == 200
+    assert "Use the letters of one script" in response.content.decode()
+    assert get_user_model().objects.count() == 1
+
+
+@pytest.mark.parametrize("username", ["élodie", "σοφία", "иван", "山田たろう", "kim김민수", "yamada山田"])
+def test_sign_up_takes_a_username_in_one_script_or_in_scripts_written_together(client, db, username):
+    account = {"username": username, "email": "dev@example.com", "password1": PASSWORD, "password2": PASSWORD}
+    assert client.post("/accounts/signup/", account).status_code == 302
+    assert get_user_model().objects.get().username == username
+
+
+def test_a_username_signed_up_by_another_request_meanwhile_is_a_form_error(client, db, monkeypatch):
+    """Two sign-ups at once for one username: both forms find it free; the second insert then meets
+    the database's unique index, which must be a form error, not a 500."""
+    save = sdkportal_forms.SignUpForm.save
+
+    def save_after_the_other_request(form, *args, **kwargs):
+        get_user_model().objects.create_user("grace", "grace@example.org", PASSWORD)
+        return save(form, *args, **kwargs)
+
+    monkeypatch.setattr(sdkportal_forms.SignUpForm, "save", save_after_the_other_request)
+    client.raise_request_exception = False
+    account = {"username": "grace", "email": "grace@example.com"}
+
+    response = client.post("/accounts/signup/", {**account, "password1": PASSWORD, "password2": PASSWORD})
+
+    assert response.status_code == 200
+    assert "A user with that username already exists" in response.content.decode()
+    assert "_auth_user_id" not in client.session
+
+
 def test_a_username_or_email_is_compared_as_text_not_as_a_pattern(client, developer):
     account = {"username": "a.a", "email": "a.a@example.com", "password1": PASSWORD, "password2": PASSWORD}
     assert client.post("/accounts/signup/", account).status_code == 302  # beside ada, ada@example.com
@@ -211,9 +254,24 @@ def test_logging_in_and_out(client, developer):
     assert (response.status_code, response["Location"]) == (302, "/portal/")
     assert 'action="/accounts/logout/"' in client.get("/portal/").content.decode()
 
-    assert client.get("/accounts/logout/").status_code == 405  # logging out is a POST (CSRF)
+    # Logging out is a POST (CSRF); the address typed in gets a page with the button, not a blank 405.
+    page = client.get("/accounts/logout/")
+    assert page.status_code == 200
+    assert re.search(r'<form method="post" action="/accounts/logout/">', page.content.decode())
+    assert "no-store" in page["Cache-Control"]
+    assert "_auth_user_id" in client.session
     assert client.post("/accounts/logout/").status_code == 302
+    assert client.get("/accounts/logout/")["Location"] == "/portal/"
     assert client.get("/portal/app/")["Location"].startswith("/accounts/login/")
+
+
+def test_a_signed_in_developer_sent_to_the_login_page_to_come_back_to_it_goes_to_the_portal(signed_in):
+    """A link to /accounts/login/?next=/accounts/login/: Django's LoginView raised on it (a 500)."""
+    signed_in.raise_request_exception = False
+
+    response = signed_in.get("/accounts/login/?next=/accounts/login/")
+
+    assert (response.status_code, response["Location"]) == (302, "/portal/")
 
 
 def test_a_wrong_password_is_refused_and_repeated_failures_are_throttled(client, developer, monkeypatch):
@@ -228,6 +286,21 @@ def test_a_wrong_password_is_refused_and_repeated_failures_are_throttled(client,
         client.post("/accounts/login/", {"username": "ada", "password": "wrong"})
     throttled = client.post("/accounts/login/", {"username": "ada", "password": PASSWORD})
     assert throttled.status_code == 429
+    assert "_auth_user_id" not in client.session
+
+
+def test_a_deactivated_developer_is_told_so_once_they_give_their_password(client, developer):
+    """Not "enter a correct username and password", which sends them guessing (and into the login
+    throttle); the password first, so that the page tells no one else."""
+    developer.is_active = False
+    developer.save()
+
+    wrong = client.post("/accounts/login/", {"username": "ada", "password": "wrong"}).content.decode()
+    right = client.post("/accounts/login/", {"username": "ada", "password": PASSWORD}).content.decode()
+
+    assert "deactivated" not in wrong
+    assert "Please enter a correct username and password" in wrong
+    assert "This account has been deactivated; please contact the Foo team." in right
     assert "_auth_user_id" not in client.session
 
 
@@ -269,6 +342,19 @@ def test_a_form_from_before_a_login_in_another_tab_says_to_reload_the_page(devel
     assert "reload the page and try again" in response.content.decode()
     assert "You do not have access" not in response.content.decode()
     assert not SandboxClient.objects.exists()
+
+
+def test_a_form_sent_without_the_csrf_cookie_says_to_allow_cookies(db):
+    """Cookies blocked: "reload the page" alone would fail again, and again."""
+    browser = Client(enforce_csrf_checks=True, secure=True, headers={"Origin": "https://testserver"})
+    page = browser.get("/accounts/signup/", secure=True).content.decode()
+    form_token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+    browser.cookies.clear()  # as a browser that keeps none
+
+    response = browser.post("/accounts/signup/", {"csrfmiddlewaretoken": form_token}, secure=True)
+
+    assert response.status_code == 403
+    assert "If cookies are blocked for this site, allow them" in response.content.decode()
 
 
 def test_portal_actions_need_a_signed_in_developer(client, db):
@@ -354,6 +440,31 @@ def test_the_first_download_registers_a_client_and_delivers_secret_token_and_sdk
     assert shown(response, "client-secret") == credentials["client_secret"]
     new_client = authserver_services.NewClient(application, credentials["client_secret"])
     assert request_token(signed_in, new_client).status_code == 200
+
+
+@pytest.mark.parametrize("action", ["download", "rotate-secret"])
+def test_a_refused_token_request_keeps_nothing_and_says_so(signed_in, action):
+    """The token the portal asks for with the new secret is refused (here: too many failed client
+    authentications from the developer's address): no client or secret half made, and the developer
+    told that nothing changed and when to try again."""
+    if action == "rotate-secret":
+        first = download(signed_in)
+        old_secret = shown(first, "client-secret")
+    for _ in range(throttling.CLIENT_AUTH_FAILURES_PER_ADDRESS.count):
+        throttling.record_client_auth_failure("a mistyped client id", "127.0.0.1")
+
+    response = signed_in.post("/portal/download" if action == "download" else "/portal/app/rotate-secret")
+
+    assert (response.status_code, response["Location"]) == (302, "/portal/app/")
+    page = signed_in.get("/portal/app/").content.decode()
+    assert "nothing was changed" in page
+    assert re.search(r"try again in \d+ seconds", page)
+    if action == "download":
+        assert not Application.objects.exists()
+        assert not SandboxClient.objects.exists()
+    else:
+        assert check_password(old_secret, Application.objects.get().client_secret)
+        assert not AuditEvent.objects.filter(kind=AuditEvent.Kind.SECRET_ROTATED).exists()
 
 
 def test_later_downloads_reuse_the_client_and_carry_no_secret(signed_in):

@@ -54,6 +54,14 @@
     if (event.persisted) submitting = false;
   });
 
+  // So does a page whose submission was stopped (the browser's Stop button, Escape) or failed to
+  // load: nothing is on its way any more. (Browsers without the Navigation API: reload the page.)
+  if (window.navigation) {
+    window.navigation.addEventListener("navigateerror", function () {
+      submitting = false;
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     var link = document.querySelector("a[data-autodownload]");
     if (link) link.click();
