@@ -14,9 +14,10 @@ from django.contrib.admin import helpers
 from django.contrib.admin.utils import unquote
 from django.contrib.auth import admin as auth_admin
 from django.contrib.auth import get_permission_codename, get_user_model
+from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
-from django.db.models import Count, OuterRef, Prefetch, Subquery
+from django.db.models import Count, ManyToManyField, OuterRef, Prefetch, Subquery
 from django.db.models.functions import Coalesce
 from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -30,7 +31,7 @@ from oauth2_provider import admin as dot_admin
 from oauth2_provider.models import get_access_token_model
 
 from authserver import services, throttling
-from authserver.forms import ClientForm, RegisterClientForm, served_grant_types
+from authserver.forms import CheckedMultipleChoiceField, ClientForm, RegisterClientForm, served_grant_types
 from authserver.models import Application, AuditEvent, ClientScope, Scope
 from config.tls import served_self_signed_certificate
 
@@ -329,8 +330,11 @@ class ApplicationAdmin(admin.ModelAdmin):
         """When this operator posted this registration form before (a reload of the page that showed
         the secret, a second click): no second client, but the first one's page, which says why.
         None for a form not seen before."""
-        form_id = request.POST.get("form_id")
-        registered = services.registered_with_form(actor=actor(request), form_id=form_id) if form_id else None
+        try:  # only an id the form takes: a NUL character was a 500 on PostgreSQL, in the lookup
+            form_id = RegisterClientForm.base_fields["form_id"].clean(request.POST.get("form_id"))
+        except ValidationError:
+            return None  # the form shows the error
+        registered = services.registered_with_form(actor=actor(request), form_id=form_id)
         if registered is None:
             return None
         client = registered.application
@@ -791,6 +795,9 @@ class UserAdmin(auth_admin.UserAdmin):
     clients (and their tokens) among what goes with the user. Activating or deactivating goes
     through services.set_user_active: a deactivated user's clients are disabled with them."""
 
+    # A group or permission id beyond the database's integer range is a field error, not a 500.
+    formfield_overrides = {ManyToManyField: {"form_class": CheckedMultipleChoiceField}}
+
     def save_model(self, request, obj, form, change):
         # First, in the form's transaction: the user's row is locked before anything is written.
         if change and "is_active" in form.changed_data:
@@ -836,9 +843,19 @@ class UserAdmin(auth_admin.UserAdmin):
             self.delete_model(request, user)
 
 
-# django.contrib.auth (listed before this app) registered its own UserAdmin on the console.
+class GroupAdmin(auth_admin.GroupAdmin):
+    """Django's group admin."""
+
+    # A permission id beyond the database's integer range is a field error, not a 500.
+    formfield_overrides = {ManyToManyField: {"form_class": CheckedMultipleChoiceField}}
+
+
+# django.contrib.auth (listed before this app) registered its own UserAdmin and GroupAdmin on the
+# console.
 admin.site.unregister(get_user_model())
 admin.site.register(get_user_model(), UserAdmin)
+admin.site.unregister(Group)
+admin.site.register(Group, GroupAdmin)
 
 
 # --- Audit trail -----------------------------------------------------------------------------------

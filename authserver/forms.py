@@ -38,7 +38,25 @@ def served_grant_types() -> list[tuple[str, str]]:
     ]
 
 
-class ScopeCheckboxes(forms.ModelMultipleChoiceField):
+class CheckedMultipleChoiceField(forms.ModelMultipleChoiceField):
+    """Django's, with each chosen id checked by its model field first: Django checks each with
+    filter(), which takes any integer, then looks them up together, where an id beyond the
+    database's integer range overflowed (OverflowError on SQLite: a tampered form was a 500)."""
+
+    def clean(self, value):
+        opts = self.queryset.model._meta
+        key = opts.get_field(self.to_field_name) if self.to_field_name else opts.pk
+        for pk in value if isinstance(value, (list, tuple)) else ():
+            try:
+                key.clean(pk, None)
+            except ValidationError as invalid:
+                raise ValidationError(
+                    self.error_messages["invalid_pk_value"], code="invalid_pk_value", params={"pk": pk}
+                ) from invalid
+        return super().clean(value)
+
+
+class ScopeCheckboxes(CheckedMultipleChoiceField):
     """Scopes as checkboxes, each with its description."""
 
     widget = forms.CheckboxSelectMultiple(attrs={"class": "scope-choices"})
@@ -51,18 +69,6 @@ class ScopeCheckboxes(forms.ModelMultipleChoiceField):
             error_messages={"required": "Pick at least one scope: a client without scopes gets no token."},
             **kwargs,
         )
-
-    def clean(self, value):
-        # Django checks each id with filter(), which takes any integer, then looks them up together:
-        # an id beyond the database's integer range overflowed there (OverflowError on SQLite).
-        for pk in value if isinstance(value, (list, tuple)) else ():
-            try:
-                Scope._meta.pk.clean(pk, None)
-            except ValidationError as invalid:
-                raise ValidationError(
-                    self.error_messages["invalid_pk_value"], code="invalid_pk_value", params={"pk": pk}
-                ) from invalid
-        return super().clean(value)
 
     def label_from_instance(self, scope: Scope):
         tags = [("sandbox", "test tokens may carry it")] if scope.sandbox else []

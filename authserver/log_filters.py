@@ -41,3 +41,17 @@ class ClientErrorsWithoutTracebacks(logging.Filter):
             if record.levelno > logging.WARNING:
                 record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
         return True
+
+
+class SilentClientsWithoutTracebacks(logging.Filter):
+    """gunicorn logs a socket error while it reads a request or writes its answer with a traceback
+    ("Socket error processing request."); one whose client went silent past the worker's client
+    timeout (config/workers.py) is the client's failure, logged as one line at WARNING."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, TimeoutError):
+            record.msg, record.args = "Client silent too long; connection closed.", None
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
+        return True

@@ -16,7 +16,8 @@ log = logging.getLogger(__name__)
 class ProtocolErrorMiddleware:
     """Errors around the views, answered the way the rest of the server answers:
 
-    - a body larger than MAX_REQUEST_BODY_BYTES: 413, before a byte of it is read;
+    - a body larger than MAX_REQUEST_BODY_BYTES: 413, before a byte of it is read; one whose client
+      went silent before it was whole: 408;
     - a body in a transfer coding other than chunked (gzip, deflate, compress: gunicorn passes them
       on undecoded): 501 (RFC 9112 6.1); a body in a content coding (Content-Encoding): 415 with
       `Accept-Encoding: identity` (RFC 9110 8.4, 12.5.3), rather than read as if it were plain;
@@ -63,6 +64,10 @@ class ProtocolErrorMiddleware:
         if isinstance(exception, RequestDataTooBig):
             return errors.request_too_large()
         if isinstance(exception, UnreadablePostError):
+            if _timed_out(exception):  # the client went silent (config.workers.CLIENT_TIMEOUT)
+                return errors.error_response(
+                    "invalid_request", "The request body did not arrive in time.", status=408
+                )
             return errors.error_response("invalid_request", "The request body could not be read.")
         if isinstance(exception, OperationalError | InterfaceError):
             log.error("Database unavailable: %s", exception.__class__.__name__)
@@ -115,6 +120,14 @@ def _read_declared_charset(request, charset: str) -> JsonResponse | None:
             status=415,
         )
     return None
+
+
+def _timed_out(exception: BaseException | None) -> bool:
+    while exception is not None:  # Django re-raises the read's error, once or twice
+        if isinstance(exception, TimeoutError):
+            return True
+        exception = exception.__cause__
+    return False
 
 
 def _codings(header: str) -> set[str]:

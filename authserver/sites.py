@@ -11,8 +11,10 @@ from urllib.parse import unquote_plus
 
 from django.contrib import admin
 from django.contrib.admin import helpers
+from django.contrib.admin.views.main import IGNORED_PARAMS
 from django.contrib.auth.decorators import login_not_required
-from django.core.exceptions import BadRequest, PermissionDenied, ValidationError
+from django.core.exceptions import BadRequest, FieldDoesNotExist, PermissionDenied, ValidationError
+from django.db.models import lookups
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils import timezone
@@ -55,6 +57,78 @@ def _check_date_hierarchy(model_admin: admin.ModelAdmin, query) -> None:
         raise BadRequest("The date hierarchy's date is no date.") from invalid
 
 
+# What a list's filters put in its query string (field__exact, field__id__exact, field__isnull,
+# field__gte and field__lt of a date filter) and the comparisons a hand-written link may add. Any
+# other lookup is refused: Django's list applies every lookup on the model's own fields it is
+# given, and many fail in the database on a value the client chose (an invalid regex, a year past
+# 9999, a range of one value, an id beyond 64 bits in `__in`).
+_COMPARISONS = {"exact", "iexact", "gt", "gte", "lt", "lte", "in"}
+# Django's own text lookups only: a JSONField's `contains` compares JSON documents.
+_TEXT_LOOKUPS = {
+    lookups.Contains,
+    lookups.IContains,
+    lookups.StartsWith,
+    lookups.IStartsWith,
+    lookups.EndsWith,
+    lookups.IEndsWith,
+}
+_TEXT_LOOKUP_NAMES = {lookup.lookup_name for lookup in _TEXT_LOOKUPS}
+# Stored hashed: a lookup on one (client_secret__startswith=...) would read a hash out character by
+# character, as Django's UserAdmin refuses for password.
+_HASHED_FIELDS = {"client_secret", "token", "token_checksum", "password"}
+
+
+def _check_lookups(model_admin: admin.ModelAdmin, request) -> None:
+    """A list's query string holds the list's own parameters and lookups on the model's fields:
+    a comparison with a value the field holds, a text lookup, or isnull."""
+    own = set(IGNORED_PARAMS)
+    for list_filter in model_admin.get_list_filter(request):
+        if isinstance(list_filter, type) and issubclass(list_filter, admin.SimpleListFilter):
+            own.add(list_filter.parameter_name)
+    if model_admin.date_hierarchy:  # checked by _check_date_hierarchy
+        own |= {f"{model_admin.date_hierarchy}__{part}" for part in ("year", "month", "day")}
+    for name, values in request.GET.lists():
+        if name in own:
+            continue
+        field, lookup = _lookup_target(model_admin.model, name)
+        if field is None:  # no field of the model: Django's list answers it ("?e=1")
+            continue
+        if field.name in _HASHED_FIELDS:
+            raise BadRequest(f"The list cannot be filtered by {name}.")
+        if lookup == "isnull" or (lookup in _TEXT_LOOKUP_NAMES and field.get_lookup(lookup) in _TEXT_LOOKUPS):
+            continue
+        if lookup not in _COMPARISONS:
+            raise BadRequest(f"The list cannot be filtered by {name}.")
+        compared = values if lookup != "in" else [part for value in values for part in value.split(",")]
+        try:
+            for value in compared:
+                field.run_validators(field.to_python(value))
+        except ValidationError as invalid:
+            raise BadRequest(f"The list cannot be filtered by {name} with that value.") from invalid
+
+
+def _lookup_target(model, name: str):
+    """(the field a query-string lookup compares, the lookup's name), or (None, "") when `name`
+    starts with no field of `model`. A relation compares the key of the model it leads to."""
+    field, parts = None, name.split("__")
+    while parts:
+        opts = model._meta
+        try:
+            next_field = opts.pk if parts[0] == "pk" else opts.get_field(parts[0])
+        except FieldDoesNotExist:
+            break
+        field, model = next_field, next_field.related_model
+        parts.pop(0)
+        if model is None:  # not a relation: what follows is the lookup
+            break
+    if field is None:
+        return None, ""
+    if field.is_relation:
+        forward = field.concrete and (field.many_to_one or field.one_to_one)
+        field = field.target_field if forward else model._meta.pk
+    return field, "__".join(parts) or "exact"
+
+
 class SiteLogin(View):
     """An admin site's own login (AdminSite.login) as a class view, for mixins to wrap."""
 
@@ -88,13 +162,15 @@ class ConsoleAdminSite(admin.AdminSite):
         """Every console page, with what it would pass to the database unchecked refused with a 400
         page rather than a 500: a query string with a NUL character (the lists' filters compare
         their parameters in the database, and PostgreSQL cannot compare a NUL), a date hierarchy
-        period that is no date or whose next period datetime cannot hold, and an action on
+        period that is no date or whose next period datetime cannot hold, a list lookup other than
+        a comparison with a value its field holds, a text lookup or isnull, and an action on
         "selected objects" that are no ids of the list's model (Django's queryset.filter(pk__in=...)
         raises ValueError for `_selected_action=x`, OverflowError for an id beyond 64 bits)."""
         protected = super().admin_view(view, cacheable)
         model_admin = getattr(view, "__self__", None)  # a ModelAdmin's own view, or the site's
         if not isinstance(model_admin, admin.ModelAdmin):
             model_admin = None
+        is_list = model_admin is not None and view.__name__ == "changelist_view"
 
         @wraps(protected)
         def checked(request, *args, **kwargs):
@@ -102,6 +178,8 @@ class ConsoleAdminSite(admin.AdminSite):
                 raise BadRequest("A NUL character in the query string.")
             if model_admin is not None:
                 _check_date_hierarchy(model_admin, request.GET)
+            if is_list:
+                _check_lookups(model_admin, request)
                 if request.method == "POST" and "action" in request.POST:
                     selected = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
                     _check_selected_ids(model_admin.model, selected)

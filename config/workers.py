@@ -5,7 +5,10 @@ the way the site answers every other machine error, `{"error": "invalid_request"
 "error_description": ...}` as JSON, instead of gunicorn's HTML page. Status codes and logging stay
 gunicorn's (400, 414, 431, 501); the warning gunicorn logs for each, which quotes a malformed
 request line whole, has its credentials masked like every other log line of the site. It also
-refuses an HTTP/1.1 request without a Host header, as RFC 9112 3.2 says a server must.
+refuses an HTTP/1.1 request without a Host header, as RFC 9112 3.2 says a server must, and stops
+waiting for a client that goes silent for CLIENT_TIMEOUT seconds (a body shorter than its
+Content-Length, a chunked body never ended): a 408 from the site, where gunicorn's worker waited
+until the arbiter killed it at its timeout (a 500 and a worker lost to one client).
 
 No Django here: gunicorn loads the worker class before the application."""
 
@@ -17,7 +20,7 @@ from gunicorn import util
 from gunicorn.http.errors import InvalidHeader
 from gunicorn.workers import sync
 
-from authserver.log_filters import RedactCredentials, redact
+from authserver.log_filters import RedactCredentials, SilentClientsWithoutTracebacks, redact
 
 # What authserver.errors.NO_STORE and the security headers give every JSON error of the site.
 _HEADERS = {
@@ -27,6 +30,11 @@ _HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Connection": "close",
 }
+
+
+# Seconds a client may leave its request unfinished (or its answer unread) between two reads: well
+# under gunicorn's worker timeout (30 s, config/gunicorn.conf.py).
+CLIENT_TIMEOUT = 10
 
 
 def json_error(status: int, reason: str, description: str) -> bytes:
@@ -72,7 +80,14 @@ class SyncWorker(sync.SyncWorker):
     def init_process(self):
         # "Invalid HTTP request line: 'GET /?access_token=...'" is logged to gunicorn.error.
         self.log.error_log.addFilter(RedactCredentials())
+        self.log.error_log.addFilter(SilentClientsWithoutTracebacks())
         super().init_process()
+
+    def handle(self, listener, client, addr):
+        # A read that times out raises TimeoutError: in Django, reading the body, an
+        # UnreadablePostError (authserver.middleware answers 408); before, gunicorn closes.
+        client.settimeout(CLIENT_TIMEOUT)
+        super().handle(listener, client, addr)
 
     def handle_request(self, listener, req, client, addr):
         # gunicorn refuses a second Host itself; handle() answers this through handle_error: a 400.

@@ -15,18 +15,37 @@ class ChunkedRequestBodies:
     refused for a missing grant_type. gunicorn decodes the chunks and ends wsgi.input at the last one
     (`wsgi.input_terminated`); the body is read here up to one byte past MAX_REQUEST_BODY_BYTES and
     handed on with its length, so that a longer one is the same 413 as a declared one
-    (authserver.middleware.ProtocolErrorMiddleware). A server that does not end its input leaves the
-    request as it is."""
+    (authserver.middleware.ProtocolErrorMiddleware). A client that stops sending before the last
+    chunk (config.workers.CLIENT_TIMEOUT) leaves Django a body that fails to read, as a short
+    declared one does. A server that does not end its input leaves the request as it is."""
 
     def __init__(self, application):
         self.application = application
 
     def __call__(self, environ, start_response):
         if "HTTP_TRANSFER_ENCODING" in environ and environ.get("wsgi.input_terminated"):
-            body = environ["wsgi.input"].read(settings.MAX_REQUEST_BODY_BYTES + 1)
-            environ["wsgi.input"] = io.BytesIO(body)
-            environ["CONTENT_LENGTH"] = str(len(body))
+            try:
+                body = environ["wsgi.input"].read(settings.MAX_REQUEST_BODY_BYTES + 1)
+            except TimeoutError as error:
+                environ["wsgi.input"] = UnreadableBody(error)
+                environ["CONTENT_LENGTH"] = "1"  # a body to read, so that reading it fails
+            else:
+                environ["wsgi.input"] = io.BytesIO(body)
+                environ["CONTENT_LENGTH"] = str(len(body))
         return self.application(environ, start_response)
+
+
+class UnreadableBody(io.RawIOBase):
+    """A request body whose reading failed: every read raises that error again."""
+
+    def __init__(self, error: OSError):
+        self.error = error
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer):
+        raise self.error
 
 
 application = ChunkedRequestBodies(get_wsgi_application())

@@ -14,7 +14,7 @@ from datetime import timedelta
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import check_password
-from django.contrib.auth.models import Permission
+from django.contrib.auth.models import Group, Permission
 from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
@@ -187,6 +187,17 @@ def test_the_register_form_posted_again_registers_no_second_client(console):
     gone = console.post(CLIENTS + "add/", form, follow=True)
     assert gone.redirect_chain == [(CLIENTS, 302)]
     assert "deleted since" in gone.content.decode()
+    assert not Application.objects.filter(name="Billing service").exists()
+
+
+@pytest.mark.parametrize("form_id", ["a\x00b", "x" * 65])
+def test_a_register_form_id_the_form_refuses_is_a_field_error(console, form_id):
+    """The form id was looked up among the registered forms before the form checked it: a NUL
+    character was a 500 on PostgreSQL, which cannot compare one."""
+    response = console.post(CLIENTS + "add/", register_form(form_id=form_id))
+
+    assert response.status_code == 200
+    assert "form_id" in response.context["adminform"].form.errors
     assert not Application.objects.filter(name="Billing service").exists()
 
 
@@ -1055,17 +1066,28 @@ def test_an_operator_revokes_a_clients_registration_access_token_alone(console, 
 
 
 @pytest.mark.parametrize("listing", [TOKENS, AUDIT])
-@pytest.mark.parametrize("chosen", ["99999999999999999999", str(2**63), "999999"])
-def test_a_client_filter_naming_no_client_lists_nothing(console, new_client, listing, chosen):
+def test_a_client_filter_naming_no_client_lists_nothing(console, new_client, listing):
+    """A client filter naming no client (deleted since the link was made) listed every client's
+    rows: Django applies only the filters it shows."""
+    issue_token(console, new_client)
+
+    response = console.get(f"{listing}?application__id__exact=999999")
+
+    assert response.status_code == 200
+    assert list(response.context["cl"].result_list) == []
+
+
+@pytest.mark.parametrize("listing", [TOKENS, AUDIT])
+@pytest.mark.parametrize("chosen", ["99999999999999999999", str(2**63)])
+def test_a_client_filter_beyond_the_integer_range_is_a_400_page(console, new_client, listing, chosen):
     """The long lists' client filter looked an id beyond the integer range up to name it:
-    OverflowError on SQLite (a 500). And one naming no client (deleted since the link was made)
-    listed every client's rows: Django applies only the filters it shows."""
+    OverflowError on SQLite (a 500)."""
     issue_token(console, new_client)
 
     response = console.get(f"{listing}?application__id__exact={chosen}")
 
-    assert response.status_code == 200
-    assert list(response.context["cl"].result_list) == []
+    assert response.status_code == 400
+    assert "text/html" in response["Content-Type"]
 
 
 def test_non_staff_users_cannot_log_in(client, db):
@@ -1137,6 +1159,75 @@ def test_a_nul_character_in_a_console_query_string_is_a_400_page(console, path):
 
 
 @pytest.mark.parametrize(
+    "path",
+    [
+        # Django's list applies any lookup on the model's own fields: these failed in the database.
+        CLIENTS + "?created__year=99999999",  # year_lookup_bounds: ValueError, a 500
+        CLIENTS + "?created__year__gt=0",
+        TOKENS + "?expires__iso_year=10000",
+        SCOPES + "?name__regex=%5B",  # an invalid regex: a 503 on SQLite, a 500 on PostgreSQL
+        CLIENTS + "?name__range=x",  # a range of one value: a 500
+        TOKENS + "?id__in=1,99999999999999999999",  # OverflowError on SQLite
+        CLIENTS + "?user__exact=99999999999999999999",
+        AUDIT + "?application__id__exact=99999999999999999999",  # the client filter's choices overflowed
+        AUDIT + "?remote_addr__exact=x",  # no inet: a 500 on PostgreSQL
+        AUDIT + "?detail__contains=x",  # JSON containment: no JSON, and none on SQLite
+    ],
+)
+def test_a_list_lookup_the_database_cannot_take_is_a_400_page(console, new_client, path):
+    issue_token(HttpsClient(), new_client)
+
+    response = console.get(path)
+
+    assert response.status_code == 400
+    assert response["Content-Type"].startswith("text/html")
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "?client_secret__startswith={secret_hash_start}",
+        "?client_secret__exact=x",
+        "?user__password__startswith=pbkdf2",
+    ],
+)
+def test_a_list_lookup_on_a_hashed_secret_is_a_400_page(console, new_client, query):
+    """client_secret__startswith=... would read a client's stored secret hash one character at a time
+    (as Django's UserAdmin refuses for password): refused on every list, through relations too."""
+    stored = new_client.application.client_secret
+    query = query.format(secret_hash_start=stored[:12])
+    assert console.get(f"{CLIENTS}?client_id={new_client.application.client_id}").status_code == 200
+
+    assert console.get(CLIENTS + query).status_code == 400
+    assert console.get(f"{TOKENS}?application__client_secret__startswith={stored[:12]}").status_code == 400
+    assert console.get(f"{TOKENS}?token_checksum__startswith=a").status_code == 400
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        f"{CLIENTS}?grant_type=client-credentials&enabled__exact=1&allowed_scopes__isnull=False",
+        f"{CLIENTS}?allowed_scopes__id__exact={{scope}}&q=billing&o=2",
+        f"{CLIENTS}?name__icontains=bill&client_id={{client_id}}&user__isnull=True",
+        f"{TOKENS}?status=active&application__id__exact={{client}}&scope=products%3Aread",
+        f"{AUDIT}?kind__exact=token_issued&application__id__exact={{client}}&client_id={{client_id}}",
+        f"{AUDIT}?created__year=2026&created__month=1&created__day=2",
+        f"{AUDIT}?created__gte=2026-01-01+00%3A00%3A00%2B00%3A00&created__lt=2026-02-01+00%3A00%3A00%2B00%3A00&id__in=1,2",
+        f"{SCOPES}?sandbox__exact=0&public__exact=1&pk__gt=0",
+    ],
+)
+def test_the_lists_own_filters_and_comparisons_still_answer(console, new_client, query):
+    client = new_client.application
+    scope = Scope.objects.get(name="products:read").pk
+    path = query.format(client=client.pk, client_id=client.client_id, scope=scope)
+
+    response = console.get(path)
+
+    assert response.status_code == 200, path
+    assert "?e=1" not in response.get("Location", "")
+
+
+@pytest.mark.parametrize(
     ("path", "action"),
     [
         (CLIENTS, "disable"),
@@ -1169,6 +1260,36 @@ def test_a_user_action_on_an_id_beyond_the_integer_range_is_a_400_page(superuser
 
     assert response.status_code == 400
     assert get_user_model().objects.filter(username="root").exists()
+
+
+@pytest.mark.parametrize("tampered", ["99999999999999999999", str(2**63)])
+def test_a_group_or_permission_id_beyond_the_integer_range_is_a_field_error(superuser_console, tampered):
+    """Django's group and user forms looked the ids up together, where one beyond the database's
+    integer range overflowed (OverflowError on SQLite: a 500)."""
+    permission = Permission.objects.get(codename="view_scope").pk
+    added = superuser_console.post(
+        "/admin/auth/group/add/", {"name": "auditors", "permissions": [permission, tampered]}
+    )
+    user = get_user_model().objects.get(username="root")
+    changed = superuser_console.post(
+        f"{USERS}{user.pk}/change/",
+        {
+            "username": "root",
+            "is_active": "on",
+            "is_staff": "on",
+            "is_superuser": "on",
+            "date_joined_0": "2026-01-01",
+            "date_joined_1": "00:00:00",
+            "groups": [tampered],
+            "user_permissions": [permission, tampered],
+        },
+    )
+
+    assert added.status_code == 200
+    assert "permissions" in added.context["adminform"].form.errors
+    assert changed.status_code == 200
+    assert {"groups", "user_permissions"} <= set(changed.context["adminform"].form.errors)
+    assert not Group.objects.filter(name="auditors").exists()
 
 
 @pytest.mark.parametrize("tampered", ["99999999999999999999", str(2**63), "x", ""])

@@ -290,3 +290,48 @@ def test_a_body_in_a_coding_the_server_does_not_decode_is_refused(
 def test_an_http_1_0_request_needs_no_host(server):
     status, _, body = raw_exchange(server, b"GET /healthz HTTP/1.0\r\n\r\n")
     assert (status, json.loads(body)) == (200, {"status": "ok"})
+
+
+def unfinished_exchange(server, request: bytes) -> bytes:
+    """Send the start of a request and no more; whatever the server answers before it closes."""
+    context = ssl.create_default_context(cafile=server.verify)
+    with (
+        socket.create_connection(("127.0.0.1", server.port), timeout=25) as plain,
+        context.wrap_socket(plain, server_hostname="localhost") as tls,
+    ):
+        tls.sendall(request)
+        answer = b""
+        while chunk := tls.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_a_client_that_goes_silent_gets_a_408_and_the_worker_lives_on(server):
+    """gunicorn's worker waited for the rest of the body until the arbiter killed it at its timeout
+    (30 s): a 500, a CRITICAL line with a traceback, and a worker lost to one silent client."""
+    workers = set(server.worker_pids())
+    unfinished = {
+        "short body": TOKEN_REQUEST_HEAD + b"Content-Length: 100\r\n\r\ngrant_type=client_credentials",
+        "unended chunks": TOKEN_REQUEST_HEAD + b"Transfer-Encoding: chunked\r\n\r\n1d\r\ngrant_type",
+        "unended head": b"POST /oauth2/token HTTP/1.1\r\nHost: localhost\r\n",
+    }
+    with ThreadPoolExecutor(len(unfinished)) as pool:
+        sent = {
+            name: pool.submit(unfinished_exchange, server, request) for name, request in unfinished.items()
+        }
+        answers = {name: answer.result() for name, answer in sent.items()}
+
+    for name in ("short body", "unended chunks"):
+        head, _, body = answers[name].partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408 "), name
+        assert b"Content-Type: application/json" in head
+        assert json.loads(body) == {
+            "error": "invalid_request",
+            "error_description": "The request body did not arrive in time.",
+        }
+    assert answers["unended head"] == b""  # no request to answer: the connection is closed
+    assert set(server.worker_pids()) == workers
+    log = server.output()
+    assert "WORKER TIMEOUT" not in log
+    assert "Traceback" not in log
+    assert "Client silent too long; connection closed." in log
