@@ -2,7 +2,8 @@
 import os
 import sys
 
-if __name__ == "__main__":
+
+def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     from django.core.management import execute_from_command_line
 
@@ -12,3 +13,11 @@ if __name__ == "__main__":
         execute_from_command_line(sys.argv)
     except ConfigurationError as error:  # a bad environment value: one line and exit 1
         sys.exit(f"Configuration error: {error}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:  # Ctrl-C where no command handles it (importing Django, say): no traceback
+        sys.stderr.write("Interrupted.\n")
+        sys.exit(130)

@@ -97,11 +97,24 @@ def audit_event(
     )
 
 
-def ensure_default_scopes() -> None:
+def ensure_default_scopes() -> list[str]:
+    """Create the seed scopes that are missing, except one an operator deleted or renamed (the audit
+    trail says so): bootstrap runs before every `make run`, and scopes are the operator's data once
+    seeded. One that exists is never changed. The names created."""
+    events = AuditEvent.objects
+    deleted = events.filter(kind=AuditEvent.Kind.SCOPE_DELETED).values_list("detail__scope", flat=True)
+    renamed = events.filter(kind=AuditEvent.Kind.SCOPE_CHANGED, detail__has_key="renamed_from")
+    withdrawn = {*deleted, *renamed.values_list("detail__renamed_from", flat=True)}
+    created = []
     for name, description, sandbox, public in SEED_SCOPES:
-        Scope.objects.get_or_create(
+        if name in withdrawn:
+            continue
+        _, new = Scope.objects.get_or_create(
             name=name, defaults={"description": description, "sandbox": sandbox, "public": public}
         )
+        if new:
+            created.append(name)
+    return created
 
 
 def find_client(client_id: str) -> Application | None:
@@ -503,6 +516,12 @@ def save_scope(
     portal test tokens and dynamically registered clients may carry it (sandbox) is a grant."""
     created = scope._state.adding
     scope.full_clean()
+    # The name it had, kept in the trail: bootstrap does not seed a scope an operator renamed again.
+    renamed_from = (
+        Scope.objects.filter(pk=scope.pk).exclude(name=scope.name).values_list("name", flat=True).first()
+        if not created and "name" in changed_fields
+        else None
+    )
     scope.save()
     changes = sorted(changed_fields)
     if created or changes:
@@ -510,7 +529,11 @@ def save_scope(
             kind=AuditEvent.Kind.SCOPE_CREATED if created else AuditEvent.Kind.SCOPE_CHANGED,
             actor=actor,
             remote_addr=remote_addr,
-            detail={**({} if created else {"changed": changes}), **_scope_detail(scope)},
+            detail={
+                **({} if created else {"changed": changes}),
+                **_scope_detail(scope),
+                **({"renamed_from": renamed_from} if renamed_from else {}),
+            },
         )
     return scope
 
@@ -618,11 +641,14 @@ def clear_expired_tokens(
     batch_size: int | None = None,
     pause: float | None = None,
     progress: Callable[[int, int], None] | None = None,
+    stop_requested: Callable[[], bool] | None = None,
 ) -> int:
     """Delete expired access tokens (those no refresh token points to), oldest first, in short
     transactions of `batch_size` rows with `pause` seconds between them, so that token issuance
     waits at most one batch (SQLite has one writer). Defaults: DOT's CLEAR_EXPIRED_TOKENS_BATCH_SIZE
     and _INTERVAL. `progress(deleted, total)` is called after each batch. Returns how many went.
+    `stop_requested()`, asked before each batch and during the pauses, ends it early (an operator's
+    Ctrl-C): a batch is never cut short, so the count returned is what went.
 
     DOT's clear_expired counts the remaining rows and loads each batch as model instances; this
     walks the primary key instead and deletes each batch with one statement."""
@@ -651,7 +677,7 @@ def clear_expired_tokens(
             # The batches touch most of the token-checksum index: keep it in memory (256 MiB at most).
             cursor.execute("PRAGMA cache_size = -262144")
     deleted, last_id = 0, 0
-    while True:
+    while not (stop_requested and stop_requested()):
         ids = list(expired.filter(pk__gt=last_id).order_by("pk").values_list("pk", flat=True)[:batch_size])
         if not ids:
             return deleted
@@ -662,5 +688,12 @@ def clear_expired_tokens(
         last_id = ids[-1]
         if progress is not None:
             progress(deleted, total)
-        if pause:
-            time.sleep(pause)
+        _pause(pause, stop_requested)
+    return deleted
+
+
+def _pause(seconds: float, stop_requested: Callable[[], bool] | None) -> None:
+    """Sleep `seconds`, in slices short enough that a stop request is not kept waiting."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0 and not (stop_requested and stop_requested()):
+        time.sleep(min(left, 0.1))

@@ -2,6 +2,7 @@
 
 import base64
 import hashlib
+import io
 from urllib.parse import quote_plus, urlencode
 
 from django.test import Client
@@ -71,3 +72,10 @@ def stored_token(token: str):
     """The AccessToken row of an issued token (stored by its SHA-256 checksum, not in clear)."""
     checksum = hashlib.sha256(token.encode()).hexdigest()
     return get_access_token_model().objects.get(token_checksum=checksum)
+
+
+class Terminal(io.StringIO):
+    """A command's stderr that says it is a terminal (where progress bars are drawn)."""
+
+    def isatty(self) -> bool:
+        return True

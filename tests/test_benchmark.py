@@ -29,7 +29,16 @@ from authserver import hotpath, oauth, services
 from authserver.models import Application, AuditEvent
 from authserver.oauth import TOKEN_CHARACTERS, generate_access_token
 from bench.run import parse_wrk_output, server_environment
-from tests.helpers import basic, bearer, issue_token, make_client, post_form, request_token, stored_token
+from tests.helpers import (
+    Terminal,
+    basic,
+    bearer,
+    issue_token,
+    make_client,
+    post_form,
+    request_token,
+    stored_token,
+)
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
@@ -647,12 +656,12 @@ def test_cleanup_deletes_expired_tokens_in_batches_and_keeps_the_rest(new_client
 
 def test_the_cleanup_command_shows_progress_and_reports(new_client, capsys):
     make_tokens(new_client.application, count=3, expires=timezone.now() - timedelta(seconds=1))
+    terminal = Terminal()  # the bar is drawn on a terminal only
 
-    call_command("clear_expired_tokens", "--batch-size", "2")
+    call_command("clear_expired_tokens", "--batch-size", "2", stderr=terminal)
 
-    out, err = capsys.readouterr()
-    assert "Deleted 3 expired access tokens" in out
-    assert "3/3" in err and "#" in err
+    assert "Deleted 3 expired access tokens" in capsys.readouterr().out
+    assert "3/3" in terminal.getvalue() and "#" in terminal.getvalue()
     assert not AccessToken.objects.exists()
 
 

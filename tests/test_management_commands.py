@@ -1,6 +1,14 @@
-"""Operators manage clients from the command line: create_client, rotate_secret, cleartokens."""
+"""Operators manage clients from the command line: create_client, rotate_secret, cleartokens,
+clear_expired_tokens, bootstrap."""
 
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
 from datetime import timedelta
 from io import StringIO
 
@@ -11,9 +19,10 @@ from django.db import OperationalError
 from django.utils import timezone
 from oauth2_provider.models import AccessToken
 
-from authserver import services
-from authserver.models import Application, AuditEvent
-from tests.helpers import issue_token, request_token
+from authserver import hotpath, services
+from authserver.models import Application, AuditEvent, Scope
+from tests.helpers import Terminal, issue_token, request_token
+from tests.servers import PROJECT_DIR, server_environment
 
 
 def run(*args) -> str:
@@ -68,6 +77,12 @@ def test_create_client_refuses_bad_input(db, args, message):
     with pytest.raises(CommandError, match=message):
         run("create_client", "--name", "x", *args)
     assert not Application.objects.exists()
+
+
+def test_create_client_trims_the_name_as_the_console_does(db):
+    created = json.loads(run("create_client", "--name", "  billing  ", "--json"))
+    assert created["name"] == "billing"
+    assert Application.objects.get(client_id=created["client_id"]).name == "billing"
 
 
 @pytest.mark.parametrize("name", ["", "   "])
@@ -159,3 +174,230 @@ def test_an_unreachable_database_is_a_clear_error(db, monkeypatch, args, service
     monkeypatch.setattr(f"authserver.services.{service}", unreachable)
     with pytest.raises(CommandError, match=r"Database error: connection to server .* Connection refused"):
         run(*args)
+
+
+# --- what an operator types that cannot be taken ----------------------------------------------
+
+
+def manage_py(*arguments: str | bytes, **popen) -> subprocess.Popen:
+    """manage.py as an operator runs it, against the test database (transactional_db)."""
+    return subprocess.Popen(
+        [sys.executable, "manage.py", *arguments], cwd=PROJECT_DIR, env=server_environment(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen,
+    )  # fmt: skip
+
+
+def test_an_argument_that_is_not_utf8_is_one_line_not_a_traceback(transactional_db):
+    # Was a UnicodeEncodeError traceback from the database driver (lone surrogates).
+    refused = manage_py("create_client", "--name", b"caf\xe9", "--json")
+    stdout, stderr = refused.communicate(timeout=60)
+
+    assert refused.returncode == 1
+    assert stderr == "CommandError: --name is not valid UTF-8 (check the shell's or script's encoding).\n"
+    assert stdout == ""
+    assert not Application.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["create_client", "--name", "bad\udcffname"], "--name is not valid UTF-8"),
+        (["create_client", "--name", "x", "--owner", "\udcff"], "--owner is not valid UTF-8"),
+        (["rotate_secret", "\udcff"], "CLIENT_ID is not valid UTF-8"),
+        # Was a client named with an escape sequence, or a tab taken as a scope separator.
+        (["create_client", "--name", "billing\x1b[2J"], "--name holds a control character"),
+        (["create_client", "--name", "billing\nservice"], "--name holds a control character"),
+        (
+            ["create_client", "--name", "x", "--scope", "products:read\torders:read"],
+            "--scope holds a control",
+        ),
+        (["rotate_secret", "abc\x85"], "CLIENT_ID holds a control character"),
+    ],
+)
+def test_arguments_with_control_characters_or_not_utf8_are_refused(db, args, message):
+    with pytest.raises(CommandError, match=re.escape(message)):
+        run(*args)
+    assert not Application.objects.exists()
+    assert not AuditEvent.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--token-ttl", "99999999999"], "--token-ttl: Ensure this value is less than or equal to 604800."),
+        (["--token-ttl", "-5"], "--token-ttl: Ensure this value is greater than or equal to 60."),
+        (["--name", "x" * 300], "--name: Ensure this value has at most 255 characters (it has 300)."),
+    ],
+)
+def test_create_client_names_the_option_it_refuses(db, args, message):
+    with pytest.raises(CommandError) as refused:
+        run("create_client", "--name", "x", *args)
+    assert str(refused.value) == message
+    assert not Application.objects.exists()
+
+
+def test_create_client_for_a_deactivated_owner_says_so(db):
+    # Was the console's words: "... or leave the client disabled", which no option of the command does.
+    User.objects.create_user("dora", is_active=False)
+    with pytest.raises(CommandError) as refused:
+        run("create_client", "--name", "x", "--owner", "dora")
+    assert str(refused.value) == "The user 'dora' is deactivated: activate the account first."
+    assert not Application.objects.exists()
+
+
+# --- clear_expired_tokens: logs and Ctrl-C -------------------------------------------------------
+
+
+def expired_tokens(application, count: int) -> None:
+    expired = timezone.now() - timedelta(days=1)
+    for number in range(count):
+        AccessToken.objects.create(application=application, token=f"expired-{number}", expires=expired)
+
+
+def test_clear_expired_tokens_draws_no_progress_bar_into_a_log(new_client, capsys):
+    # Was a "\r[###...]" line per batch in cron's mail or the journal, whatever stderr was.
+    expired_tokens(new_client.application, 3)
+    log = StringIO()
+    call_command("clear_expired_tokens", "--batch-size", "1", "--pause", "0", stdout=StringIO(), stderr=log)
+
+    assert log.getvalue() == ""
+    assert capsys.readouterr().err == ""
+    assert not AccessToken.objects.exists()
+
+
+def test_clear_expired_tokens_draws_its_progress_bar_on_a_terminal(new_client):
+    expired_tokens(new_client.application, 2)
+    terminal = Terminal()
+    call_command(
+        "clear_expired_tokens", "--batch-size", "1", "--pause", "0", stdout=StringIO(), stderr=terminal
+    )
+
+    assert "\r[####################....................] 1/2" in terminal.getvalue()
+    assert terminal.getvalue().endswith("\n")
+
+
+def test_ctrl_c_while_a_batch_commits_finishes_it_and_counts_it(new_client, monkeypatch):
+    """Was a KeyboardInterrupt at once: a batch PostgreSQL committed all the same went uncounted
+    ("Interrupted after deleting 0" with two tokens gone)."""
+    expired_tokens(new_client.application, 3)
+    queued_writes = hotpath.queued_writes
+
+    @contextmanager
+    def ctrl_c_as_it_commits(using="default"):
+        with queued_writes(using):
+            yield
+        os.kill(os.getpid(), signal.SIGINT)  # the batch's transaction has just committed
+
+    monkeypatch.setattr(hotpath, "queued_writes", ctrl_c_as_it_commits)
+    with pytest.raises(CommandError) as raised:
+        call_command("clear_expired_tokens", "--batch-size", "2", "--pause", "0", stdout=StringIO())
+
+    assert (
+        str(raised.value) == "Interrupted after deleting 2 expired access tokens; run it again for the rest."
+    )
+    assert raised.value.returncode == 130
+    assert AccessToken.objects.count() == 1
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # given back
+
+
+def test_ctrl_c_stops_clear_expired_tokens_with_one_line_and_status_130(transactional_db, new_client):
+    expired_tokens(new_client.application, 40)
+    clearing = manage_py("clear_expired_tokens", "--batch-size", "1", "--pause", "0.2")
+    deadline = time.monotonic() + 60
+    while AccessToken.objects.count() == 40 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    clearing.send_signal(signal.SIGINT)
+    stdout, stderr = clearing.communicate(timeout=60)
+
+    assert clearing.returncode == 130
+    assert stdout == ""
+    deleted = int(re.fullmatch(r"CommandError: Interrupted after deleting (\d+) expired access tokens; "
+                               r"run it again for the rest.\n", stderr)[1])  # fmt: skip
+    assert 1 <= deleted < 40
+    assert AccessToken.objects.count() == 40 - deleted
+
+
+def test_ctrl_c_while_manage_py_starts_is_no_traceback(transactional_db):
+    starting = manage_py("clear_expired_tokens")
+    time.sleep(0.3)  # importing Django and the project
+    starting.send_signal(signal.SIGINT)
+    stdout, stderr = starting.communicate(timeout=60)
+
+    assert "Traceback" not in stderr
+    assert starting.returncode == 130 or (starting.returncode == 0 and "Deleted 0" in stdout), stderr
+
+
+# --- bootstrap, run again after an operator's changes --------------------------------------------
+
+
+@pytest.fixture
+def bootstrap(db, settings, monkeypatch):
+    """bootstrap's own steps (no certificate, migrate or collectstatic, the portal's client named)."""
+    settings.TLS = False
+    settings.PORTAL_CLIENT_ID, settings.PORTAL_CLIENT_SECRET = "portal", "secret"
+    monkeypatch.setattr("authserver.management.commands.bootstrap.call_command", lambda *a, **k: None)
+
+    def run_bootstrap() -> tuple[str, str]:
+        out, err = StringIO(), StringIO()
+        call_command("bootstrap", stdout=out, stderr=err)
+        return out.getvalue(), err.getvalue()
+
+    return run_bootstrap
+
+
+def test_bootstrap_does_not_bring_back_an_admin_account_an_operator_deleted(bootstrap):
+    first, _ = bootstrap()
+    assert "password:" in first
+    services.delete_user(user=User.objects.get(username="admin"), actor="user:olivia")
+
+    # Was a new superuser `admin`, its password printed into the service's log, at every start.
+    again, _ = bootstrap()
+    assert "password" not in again
+    assert "The admin account was deleted in the console: not created again." in again
+    assert not User.objects.filter(username="admin").exists()
+
+
+def test_bootstrap_leaves_a_deactivated_admin_account_so(bootstrap):
+    bootstrap()
+    services.set_user_active(user=User.objects.get(username="admin"), active=False, actor="user:olivia")
+
+    again, errors = bootstrap()
+    assert "password" not in again + errors
+    assert not User.objects.get(username="admin").is_active
+
+
+def test_bootstrap_says_a_changed_admin_password_is_not_applied(bootstrap, settings):
+    settings.ADMIN_PASSWORD = "the first long password"
+    bootstrap()
+    settings.ADMIN_PASSWORD = "a second long password"
+
+    # Was silence: the operator believed the new password set.
+    _, errors = bootstrap()
+    assert errors == (
+        "Note: ADMIN_PASSWORD is not the admin account's password, and bootstrap sets it only when it "
+        "creates the account: it is left as it is (manage.py changepassword admin changes it).\n"
+    )
+    assert "second" not in errors
+    admin = User.objects.get(username="admin")
+    assert admin.check_password("the first long password")
+    settings.ADMIN_PASSWORD = "the first long password"
+    assert bootstrap()[1] == ""
+
+
+def test_bootstrap_seeds_a_scope_once_not_again_after_an_operator_deleted_or_renamed_it(bootstrap):
+    Scope.objects.filter(name="orders:read").delete()  # never seeded here: bootstrap seeds it
+    services.delete_scope(scope=Scope.objects.get(name="orders:write"), actor="user:olivia")
+    introspection = Scope.objects.get(name="introspection")
+    introspection.name = "token-introspection"
+    services.save_scope(scope=introspection, changed_fields=["name"], actor="user:olivia")
+
+    output, _ = bootstrap()
+
+    # Was both back at every start, orders:write as a sandbox-free scope nobody asked for again.
+    assert "Seeded the scopes orders:read." in output
+    assert sorted(Scope.objects.values_list("name", flat=True)) == [
+        "orders:read", "products:read", "registration", "token-introspection",
+    ]  # fmt: skip
+    renamed = AuditEvent.objects.get(kind=AuditEvent.Kind.SCOPE_CHANGED)
+    assert renamed.detail["renamed_from"] == "introspection"
+    assert "Seeded" not in bootstrap()[0]

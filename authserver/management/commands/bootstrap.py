@@ -6,6 +6,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
 from authserver.management.base import OperatorCommand
+from authserver.models import AuditEvent
 from authserver.services import ensure_default_scopes, ensure_operators_group
 from config.env import DEFAULT_BIND, bind_host, env_str
 from config.tls import ensure_self_signed_certificate, hosts_not_named
@@ -24,7 +25,8 @@ class Command(OperatorCommand):
             self._certificate()
         call_command("migrate", interactive=False, verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)
-        ensure_default_scopes()
+        if seeded := ensure_default_scopes():
+            self.stdout.write(f"Seeded the scopes {' '.join(seeded)}.")
         ensure_operators_group()
         if seed_demo_catalogue():
             self.stdout.write("Seeded the demo catalogue of the Foo API.")
@@ -58,8 +60,22 @@ class Command(OperatorCommand):
             )
 
     def _admin_account(self) -> None:
+        """Created once. An operator's later changes stand: its password (ADMIN_PASSWORD is applied
+        only when the account is created), its deactivation, its deletion (the audit trail has it:
+        a superuser brought back at the next start, its password in the service's log, would undo
+        the decision)."""
         users = get_user_model()
-        if users.objects.filter(username="admin").exists():
+        admin = users.objects.filter(username="admin").first()
+        if admin is not None:
+            if settings.ADMIN_PASSWORD and not admin.check_password(settings.ADMIN_PASSWORD):
+                self.stderr.write(
+                    "Note: ADMIN_PASSWORD is not the admin account's password, and bootstrap sets it "
+                    "only when it creates the account: it is left as it is "
+                    "(manage.py changepassword admin changes it)."
+                )
+            return
+        if AuditEvent.objects.filter(kind=AuditEvent.Kind.USER_DELETED, detail__username="admin").exists():
+            self.stdout.write("The admin account was deleted in the console: not created again.")
             return
         given = settings.ADMIN_PASSWORD
         password = given or secrets.token_urlsafe(12)

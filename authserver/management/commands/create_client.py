@@ -9,6 +9,14 @@ from authserver import services
 from authserver.management.base import OperatorCommand
 from authserver.scopes import sandbox_scope_names
 
+# Which option gave the value a model field refuses.
+FIELD_OPTIONS = {
+    "name": "--name",
+    "allowed_scopes": "--scope",
+    "access_token_lifetime": "--token-ttl",
+    "enabled": "--owner",  # an enabled client for a deactivated owner
+}
+
 
 class Command(OperatorCommand):
     help = "Register a client-credentials client and print its id and secret (shown this once)."
@@ -20,13 +28,17 @@ class Command(OperatorCommand):
             help='Space-separated scopes the client may be granted (default: the sandbox scopes), "a b"',
         )
         parser.add_argument(
-            "--token-ttl", type=int, metavar="SECONDS", help="Access-token lifetime for this client"
+            "--token-ttl",
+            type=int,
+            metavar="SECONDS",
+            help="Access-token lifetime for this client, 60 to 604800 (default: ACCESS_TOKEN_LIFETIME)",
         )
         parser.add_argument("--owner", metavar="USERNAME", help="The user who owns the client")
         parser.add_argument("--json", action="store_true", dest="as_json", help="Print one JSON object")
 
     def handle(self, *args, name, scope, token_ttl, owner, as_json: bool, **options):
-        if not name.strip():  # the console lists clients by name: an operator always gives one
+        name = name.strip()  # as the console's form does: "billing " is the client "billing"
+        if not name:  # the console lists clients by name: an operator always gives one
             raise CommandError("--name must not be blank.")
         scopes = scope.split() if scope is not None else sandbox_scope_names()
         if not scopes:  # as the console refuses one: a client without scopes gets no token
@@ -40,7 +52,7 @@ class Command(OperatorCommand):
                 actor="manage.py create_client",
             )
         except ValidationError as error:
-            raise CommandError("; ".join(error.messages)) from error
+            raise CommandError(self._refusal(error)) from error
         application = new_client.application
         result = {
             "client_id": application.client_id,
@@ -59,10 +71,24 @@ class Command(OperatorCommand):
         self.stdout.write(self.style.WARNING("The secret is stored hashed and will not be shown again."))
 
     @staticmethod
+    def _refusal(error: ValidationError) -> str:
+        """The model's messages, each under the option that gave the value it refuses."""
+        if not hasattr(error, "error_dict"):
+            return "; ".join(error.messages)
+        return "; ".join(
+            f"{FIELD_OPTIONS[field]}: {message}" if field in FIELD_OPTIONS else message
+            for field, messages in error.message_dict.items()
+            for message in messages
+        )
+
+    @staticmethod
     def _owner(username: str | None):
         if username is None:
             return None
         try:
-            return get_user_model().objects.get_by_natural_key(username)
+            owner = get_user_model().objects.get_by_natural_key(username)
         except get_user_model().DoesNotExist as error:
             raise CommandError(f"No user named {username!r}.") from error
+        if not owner.is_active:  # the model refuses it too, in words about the console's checkbox
+            raise CommandError(f"The user {username!r} is deactivated: activate the account first.")
+        return owner

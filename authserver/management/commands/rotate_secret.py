@@ -10,7 +10,7 @@ class Command(OperatorCommand):
     help = "Give a client a new secret (printed this once); the old secret stops working at once."
 
     def add_arguments(self, parser):
-        parser.add_argument("client_id")
+        parser.add_argument("client_id", metavar="CLIENT_ID", help="The client's id (its client key)")
         parser.add_argument("--json", action="store_true", dest="as_json", help="Print one JSON object")
 
     def handle(self, *args, client_id: str, as_json: bool, **options):
