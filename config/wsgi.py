@@ -48,4 +48,22 @@ class UnreadableBody(io.RawIOBase):
         raise self.error
 
 
-application = ChunkedRequestBodies(get_wsgi_application())
+class NoBodyForHead:
+    """A HEAD request's answer goes without the body Django made for it (RFC 9110 9.3.2), and with
+    the GET's headers, Content-Length included. gunicorn would drop the body too, but log a warning
+    for each such answer: one log line any client could ask for as often as it likes. The
+    response is still closed, which ends Django's request (request_finished)."""
+
+    def __init__(self, application):
+        self.application = application
+
+    def __call__(self, environ, start_response):
+        body = self.application(environ, start_response)
+        if environ["REQUEST_METHOD"] != "HEAD":
+            return body
+        if hasattr(body, "close"):
+            body.close()
+        return []
+
+
+application = NoBodyForHead(ChunkedRequestBodies(get_wsgi_application()))

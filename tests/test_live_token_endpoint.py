@@ -335,3 +335,29 @@ def test_a_client_that_goes_silent_gets_a_408_and_the_worker_lives_on(server):
     assert "WORKER TIMEOUT" not in log
     assert "Traceback" not in log
     assert "Client silent too long; connection closed." in log
+
+
+def test_a_head_request_gets_the_gets_headers_no_body_and_no_log_line(server, transactional_db):
+    """gunicorn dropped the body Django sent for HEAD, but logged "WSGI app sent body bytes on a
+    no-body response" for each: a log line any client could ask for."""
+    new_client = make_client(scopes=["products:read"])
+    token = requests.post(
+        f"{server.url}/oauth2/token",
+        data={"grant_type": "client_credentials"},
+        auth=(new_client.application.client_id, new_client.client_secret),
+        verify=server.verify,
+        timeout=10,
+    ).json()["access_token"]
+    for path, headers in [
+        ("/healthz", {}),
+        ("/.well-known/oauth-authorization-server", {}),
+        ("/api/v1/products", {"Authorization": f"Bearer {token}"}),
+        ("/portal/", {}),
+    ]:
+        got = requests.get(server.url + path, headers=headers, verify=server.verify, timeout=10)
+        head = requests.head(server.url + path, headers=headers, verify=server.verify, timeout=10)
+        assert (head.status_code, head.content) == (got.status_code, b""), path
+        assert head.headers["Content-Type"] == got.headers["Content-Type"], path
+        assert head.headers.get("Content-Length") == got.headers.get("Content-Length"), path
+
+    assert "no-body response" not in server.output()
