@@ -179,6 +179,16 @@ def test_a_developer_downloads_the_sdk_and_calls_the_api_with_it(server, tmp_pat
     assert caught.stdout.strip() == "FooScopeError orders:write", caught.stderr
 
 
+def open_application_page(page, server, username: str) -> None:
+    """Log `username` in through the portal's login page, then open their application page."""
+    page.goto(f"{server.url}/accounts/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(f"{server.url}/portal/")
+    page.goto(f"{server.url}/portal/app/")
+
+
 def test_a_second_click_while_the_download_is_on_its_way_keeps_the_secret_on_the_page(server):
     """An impatient second click on Download SDK: sent, its page (a later download's, without the
     secret) replaces the first download's, the only one that held the new secret."""
@@ -186,12 +196,7 @@ def test_a_second_click_while_the_download_is_on_its_way_keeps_the_secret_on_the
 
     get_user_model().objects.create_user("ada", "ada@example.com", PASSWORD)
     with chromium_page() as page:
-        page.goto(f"{server.url}/accounts/login/")
-        page.fill("#id_username", "ada")
-        page.fill("#id_password", PASSWORD)
-        page.get_by_role("button", name="Log in").click()
-        page.wait_for_url(f"{server.url}/portal/")
-        page.goto(f"{server.url}/portal/app/")
+        open_application_page(page, server, "ada")
         # Every download reaches the server at once; its answer reaches the page after both clicks.
         sent = []
 
@@ -229,12 +234,7 @@ def test_a_portal_action_stopped_on_its_way_leaves_the_page_working(server):
     developer = get_user_model().objects.create_user("ada", "ada@example.com", PASSWORD)
     portal_services.download_sdk(developer=developer, remote_addr="127.0.0.1")
     with chromium_page() as page:
-        page.goto(f"{server.url}/accounts/login/")
-        page.fill("#id_username", "ada")
-        page.fill("#id_password", PASSWORD)
-        page.get_by_role("button", name="Log in").click()
-        page.wait_for_url(f"{server.url}/portal/")
-        page.goto(f"{server.url}/portal/app/")
+        open_application_page(page, server, "ada")
         held = []
 
         def hold_the_first(route) -> None:

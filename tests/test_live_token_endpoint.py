@@ -169,18 +169,23 @@ def test_a_chunked_body_over_the_limit_is_413_like_a_declared_one(server, transa
     }
 
 
-def raw_exchange(server, request: bytes) -> tuple[int, dict, bytes]:
-    """Send bytes no HTTP client library would send; the status, headers and body of the answer."""
+def exchange_bytes(server, request: bytes, timeout: float = 10) -> bytes:
+    """Send `request` as it is (and nothing more); whatever the server answers before it closes."""
     context = ssl.create_default_context(cafile=server.verify)
     with (
-        socket.create_connection(("127.0.0.1", server.port), timeout=10) as plain,
+        socket.create_connection(("127.0.0.1", server.port), timeout=timeout) as plain,
         context.wrap_socket(plain, server_hostname="localhost") as tls,
     ):
         tls.sendall(request)
         answer = b""
         while chunk := tls.recv(65536):
             answer += chunk
-    head, _, body = answer.partition(b"\r\n\r\n")
+    return answer
+
+
+def raw_exchange(server, request: bytes) -> tuple[int, dict, bytes]:
+    """Send bytes no HTTP client library would send; the status, headers and body of the answer."""
+    head, _, body = exchange_bytes(server, request).partition(b"\r\n\r\n")
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
     headers = dict(line.split(": ", 1) for line in header_lines)
     return int(status_line.split(" ")[1]), headers, body
@@ -292,20 +297,6 @@ def test_an_http_1_0_request_needs_no_host(server):
     assert (status, json.loads(body)) == (200, {"status": "ok"})
 
 
-def unfinished_exchange(server, request: bytes) -> bytes:
-    """Send the start of a request and no more; whatever the server answers before it closes."""
-    context = ssl.create_default_context(cafile=server.verify)
-    with (
-        socket.create_connection(("127.0.0.1", server.port), timeout=25) as plain,
-        context.wrap_socket(plain, server_hostname="localhost") as tls,
-    ):
-        tls.sendall(request)
-        answer = b""
-        while chunk := tls.recv(65536):
-            answer += chunk
-    return answer
-
-
 def test_a_client_that_goes_silent_gets_a_408_and_the_worker_lives_on(server):
     """gunicorn's worker waited for the rest of the body until the arbiter killed it at its timeout
     (30 s): a 500, a CRITICAL line with a traceback, and a worker lost to one silent client."""
@@ -317,7 +308,7 @@ def test_a_client_that_goes_silent_gets_a_408_and_the_worker_lives_on(server):
     }
     with ThreadPoolExecutor(len(unfinished)) as pool:
         sent = {
-            name: pool.submit(unfinished_exchange, server, request) for name, request in unfinished.items()
+            name: pool.submit(exchange_bytes, server, request, 25) for name, request in unfinished.items()
         }
         answers = {name: answer.result() for name, answer in sent.items()}
 
