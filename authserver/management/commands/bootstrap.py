@@ -75,7 +75,10 @@ class Command(OperatorCommand):
                 )
             return
         if AuditEvent.objects.filter(kind=AuditEvent.Kind.USER_DELETED, detail__username="admin").exists():
-            self.stdout.write("The admin account was deleted in the console: not created again.")
+            self.stdout.write(
+                "The admin account was deleted in the console: not created again "
+                "(manage.py createsuperuser makes an operator account)."
+            )
             return
         given = settings.ADMIN_PASSWORD
         password = given or secrets.token_urlsafe(12)
