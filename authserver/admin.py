@@ -166,6 +166,7 @@ class ApplicationAdmin(admin.ModelAdmin):
         "owner",
         "grant_type",
         "registration_source",
+        "token_endpoint_auth_method",
         "created",
         "updated",
     )
@@ -186,7 +187,10 @@ class ApplicationAdmin(admin.ModelAdmin):
                 ]
             },
         ),
-        ("Registration", {"fields": ["registration_source", "created", "updated"]}),
+        (
+            "Registration",
+            {"fields": ["registration_source", "token_endpoint_auth_method", "created", "updated"]},
+        ),
     ]
 
     # -- list ------------------------------------------------------------------------------------

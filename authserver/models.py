@@ -49,6 +49,12 @@ class Scope(models.Model):
 class Application(AbstractApplication):
     """An OAuth client, with the per-client policy django-oauth-toolkit does not have."""
 
+    class TokenEndpointAuthMethod(models.TextChoices):
+        """RFC 7591 2's token_endpoint_auth_method values this server offers."""
+
+        CLIENT_SECRET_BASIC = "client_secret_basic", "HTTP Basic (client_secret_basic)"
+        CLIENT_SECRET_POST = "client_secret_post", "in the form body (client_secret_post)"
+
     allowed_scopes = models.ManyToManyField(
         Scope,
         through="ClientScope",
@@ -66,6 +72,15 @@ class Application(AbstractApplication):
     enabled = models.BooleanField(
         default=True,
         help_text="A disabled client cannot get tokens, and its existing tokens stop working at once.",
+    )
+    # What a dynamically registered client asked for, echoed in its registration (RFC 7591 3.2.1);
+    # the token endpoint takes either method from every client.
+    token_endpoint_auth_method = models.CharField(
+        "token endpoint authentication method",
+        max_length=32,
+        choices=TokenEndpointAuthMethod.choices,
+        default=TokenEndpointAuthMethod.CLIENT_SECRET_BASIC,
+        editable=False,
     )
 
     objects = ApplicationManager()

@@ -38,8 +38,12 @@ class ClientMetadataSerializer(serializers.Serializer):
     grant_types = serializers.ListField(child=MetadataString(), required=False, default=[CLIENT_CREDENTIALS])
     response_types = serializers.ListField(child=MetadataString(), required=False, default=list)
     redirect_uris = serializers.ListField(child=MetadataString(), required=False, default=list)
+    # Kept and echoed as asked (RFC 7591 3.2.1: a client checks it in the response); the token
+    # endpoint takes either method from every client.
     token_endpoint_auth_method = serializers.ChoiceField(
-        choices=["client_secret_basic", "client_secret_post"], required=False, default="client_secret_basic"
+        choices=Application.TokenEndpointAuthMethod.values,
+        required=False,
+        default=Application.TokenEndpointAuthMethod.CLIENT_SECRET_BASIC,
     )
     # As sent: DRF would trim any Unicode whitespace (a no-break space too) before the syntax check.
     scope = MetadataString(required=False, allow_blank=True, default="", trim_whitespace=False)
@@ -102,12 +106,14 @@ def registration_response(
         "client_name": application.name,
         "grant_types": [CLIENT_CREDENTIALS],
         "response_types": [],
-        "token_endpoint_auth_method": "client_secret_basic",
+        "token_endpoint_auth_method": application.token_endpoint_auth_method,
         "scope": " ".join(application.allowed_scope_names),
         "registration_access_token": registration_access_token,
         "registration_client_uri": settings.ISSUER + path,
     }
-    if client_secret is not None:
+    if client_secret is not None:  # shown once: stored hashed, it is in no later response
         data["client_secret"] = client_secret
-        data["client_secret_expires_at"] = 0  # does not expire
+    # RFC 7591 3.2.1: REQUIRED while the client has a secret, as every client here has, whether
+    # or not this response shows it (RFC 7592 3's read and update responses too). 0: no expiry.
+    data["client_secret_expires_at"] = 0
     return data

@@ -145,6 +145,7 @@ def register_client(
     remote_addr: str | None = None,
     authorization_grant_type: str = Application.GRANT_CLIENT_CREDENTIALS,
     redirect_uris: str = "",
+    token_endpoint_auth_method: str = Application.TokenEndpointAuthMethod.CLIENT_SECRET_BASIC,
     form_id: str = "",
 ) -> NewClient:
     """A confidential client (client credentials unless told otherwise); the server generates its id
@@ -161,6 +162,7 @@ def register_client(
         access_token_lifetime=access_token_lifetime,
         enabled=enabled,
         registration_source=registration_source,
+        token_endpoint_auth_method=token_endpoint_auth_method,
     )
     application.full_clean()
     application.save()  # DOT's ClientSecretField stores the hash (CLIENT_SECRET_HASHER)

@@ -241,6 +241,7 @@ class RegistrationView(BareOptionsAPIMixin, APIView):
             scopes=metadata.validated_data["scope"],
             access_token_lifetime=settings.SANDBOX_TOKEN_LIFETIME,
             registration_source=Application.RegistrationSource.DCR,
+            token_endpoint_auth_method=metadata.validated_data["token_endpoint_auth_method"],
             actor=f"client:{registrar.client_id}",
             remote_addr=remote_addr(request),
         )
@@ -280,14 +281,20 @@ class RegistrationManagementView(BareOptionsAPIMixin, APIView):
         self._check_update_request(data, application)
         metadata = ClientMetadataSerializer(data=data, context={"held": application.allowed_scope_names})
         metadata.is_valid(raise_exception=True)
-        renamed = application.name != metadata.validated_data["client_name"]
-        application.name = metadata.validated_data["client_name"]
+        changed_fields = []
+        for field, metadata_name in (
+            ("name", "client_name"),
+            ("token_endpoint_auth_method", "token_endpoint_auth_method"),
+        ):
+            if getattr(application, field) != metadata.validated_data[metadata_name]:
+                setattr(application, field, metadata.validated_data[metadata_name])
+                changed_fields.append(field)
         try:
             services.update_client(
                 application=application,
                 scopes=metadata.validated_data["scope"],
                 grantable_scopes=sandbox_scope_names(),
-                changed_fields=["name"] if renamed else [],
+                changed_fields=changed_fields,
                 actor=f"client:{client_id}",
                 remote_addr=remote_addr(request),
             )

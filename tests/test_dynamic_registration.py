@@ -304,6 +304,67 @@ def test_updating_a_registration_replaces_its_metadata(client, initial_access_to
     assert set(changed.detail["changed"]) == {"name", "allowed_scopes"}
 
 
+def test_the_token_endpoint_auth_method_asked_for_is_kept_and_echoed(client, initial_access_token):
+    """RFC 7591 2 and 3.2.1: the response holds the registered metadata, and a client checks
+    token_endpoint_auth_method there to see whether it can use the registration; one that can
+    only send its secret in the body (client_secret_post) was told client_secret_basic and could
+    conclude it cannot. Kept through reads (RFC 7592 2.1) and updates (2.2: an omitted field
+    is deleted, back to the default); the token endpoint takes either method from every client."""
+    registration = register(
+        client,
+        initial_access_token,
+        {"client_name": "svc", "token_endpoint_auth_method": "client_secret_post"},
+    ).json()
+    assert registration["token_endpoint_auth_method"] == "client_secret_post"
+    assert manage(client, "get", registration).json()["token_endpoint_auth_method"] == "client_secret_post"
+    new_client = services.NewClient(
+        Application.objects.get(client_id=registration["client_id"]), registration["client_secret"]
+    )
+    in_the_body = post_form(
+        client,
+        "/oauth2/token",
+        {
+            "grant_type": "client_credentials",
+            "client_id": registration["client_id"],
+            "client_secret": registration["client_secret"],
+        },
+    )
+    assert in_the_body.status_code == 200, in_the_body.content
+    assert request_token(client, new_client).status_code == 200  # Basic too
+
+    body = {"client_id": registration["client_id"], "client_name": "svc"}
+    omitted = manage(client, "put", registration, body)
+    assert omitted.json()["token_endpoint_auth_method"] == "client_secret_basic"
+    put_back = manage(
+        client, "put", registration, {**body, "token_endpoint_auth_method": "client_secret_post"}
+    )
+    assert put_back.json()["token_endpoint_auth_method"] == "client_secret_post"
+    assert manage(client, "get", registration).json()["token_endpoint_auth_method"] == "client_secret_post"
+    changes = AuditEvent.objects.filter(
+        kind=AuditEvent.Kind.CLIENT_CHANGED, application=new_client.application
+    ).values_list("detail__changed", flat=True)
+    assert sorted(changes) == [["token_endpoint_auth_method"], ["token_endpoint_auth_method"]]
+    assert register(client, initial_access_token, {}).json()["token_endpoint_auth_method"] == (
+        "client_secret_basic"
+    )
+
+
+def test_every_client_information_response_says_when_the_secret_expires(client, initial_access_token):
+    """RFC 7591 3.2.1: client_secret_expires_at is REQUIRED when the client has a secret, and the
+    read and update responses are client information responses too (RFC 7592 2.1, 2.2, 3); the
+    secret itself, stored hashed, is in the registration response alone."""
+    registration = register(client, initial_access_token, {"client_name": "svc"}).json()
+    read = manage(client, "get", registration).json()
+    updated = manage(
+        client, "put", registration, {"client_id": registration["client_id"], "client_name": "renamed"}
+    ).json()
+
+    for response in (registration, read, updated):
+        assert response["client_secret_expires_at"] == 0  # never
+    assert "client_secret" not in read
+    assert "client_secret" not in updated
+
+
 def test_a_null_value_in_an_update_deletes_the_field_as_omitting_it_does(client, initial_access_token):
     """RFC 7592 2.2: omitted fields are treated as null values, asking to delete them; a client that
     sends the nulls themselves (a serialized object with unset fields) asks the same."""
