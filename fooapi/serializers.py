@@ -149,7 +149,11 @@ class NewOrderLineSerializer(serializers.Serializer):
 class NewOrderSerializer(serializers.Serializer):
     """The body of POST /api/v1/orders."""
 
-    lines = NewOrderLineSerializer(many=True, allow_empty=False, max_length=MAX_ORDER_LINES)
+    # A ListField rather than many=True: its bounds are validators, which the OpenAPI schema
+    # publishes (minItems, maxItems); a ListSerializer's are not.
+    lines = serializers.ListField(
+        child=NewOrderLineSerializer(), allow_empty=False, min_length=1, max_length=MAX_ORDER_LINES
+    )
 
 
 class ErrorSerializer(serializers.Serializer):

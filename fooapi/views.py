@@ -18,13 +18,14 @@ from drf_spectacular.renderers import (
     OpenApiYamlRenderer,
     OpenApiYamlRenderer2,
 )
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import NotFound
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
+from rest_framework.utils.urls import remove_query_param, replace_query_param
 
 from authserver import errors, hotpath
 from authserver.views import BareOptionsAPIMixin, ReadOnlyEndpointMixin
@@ -36,6 +37,10 @@ UNAUTHORIZED = OpenApiResponse(ErrorSerializer, "No token, or an invalid, expire
 FORBIDDEN = OpenApiResponse(ErrorSerializer, "The token lacks the scope this operation needs.")
 NOT_FOUND = OpenApiResponse(ErrorSerializer, "No such resource (or it belongs to another client).")
 BAD_REQUEST = OpenApiResponse(ErrorSerializer, "The body is not a valid order.")
+NOT_JSON = OpenApiResponse(ErrorSerializer, "The body is not sent as application/json.")
+ORDER_LOCATION = OpenApiParameter(
+    "Location", str, OpenApiParameter.HEADER, required=True, response=[201], description="The order's path."
+)
 
 
 NO_SUCH_PAGE = OpenApiResponse(ErrorSerializer, "A page past the last one.")
@@ -92,6 +97,24 @@ class Pages(PageNumberPagination):
         except InvalidPage as error:
             raise NotFound(self.invalid_page_message) from error
         return rows
+
+    def get_next_link(self) -> str | None:
+        if not self.page.has_next():
+            return None
+        return replace_query_param(self._public_url(), self.page_query_param, self.page.next_page_number())
+
+    def get_previous_link(self) -> str | None:
+        if not self.page.has_previous():
+            return None
+        number = self.page.previous_page_number()
+        if number == 1:
+            return remove_query_param(self._public_url(), self.page_query_param)
+        return replace_query_param(self._public_url(), self.page_query_param, number)
+
+    def _public_url(self) -> str:
+        """This request's URL on ISSUER, the API's public address, whatever Host header it came
+        with (DRF builds the links on that one: another name of the server, or a proxy's)."""
+        return settings.ISSUER + self.request.get_full_path()
 
     def _requested(self, request) -> tuple[int, int]:
         """(page number, page size), once validate_page_parameters() has accepted them."""
@@ -287,7 +310,14 @@ class OwnOrdersMixin:
         summary="Place an order",
         description="Needs `orders:write`. Prices are today's catalogue prices.",
         request=NewOrderSerializer,
-        responses={201: OrderSerializer, 400: BAD_REQUEST, 401: UNAUTHORIZED, 403: FORBIDDEN},
+        parameters=[ORDER_LOCATION],
+        responses={
+            201: OrderSerializer,
+            400: BAD_REQUEST,
+            401: UNAUTHORIZED,
+            403: FORBIDDEN,
+            415: NOT_JSON,
+        },
     ),
 )
 class OrderList(NotStoredMixin, BareOptionsAPIMixin, OwnOrdersMixin, generics.ListCreateAPIView):
@@ -326,6 +356,15 @@ class SchemaView(BareOptionsAPIMixin, SpectacularAPIView):
     (`Accept: application/yaml` or `?format=yaml`)."""
 
     renderer_classes = [OpenApiJsonRenderer, OpenApiJsonRenderer2, OpenApiYamlRenderer, OpenApiYamlRenderer2]
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        if response.exception:
+            # An error (406 for the Accept header, 404 for `?format=`) is no OpenAPI document: JSON,
+            # as every other error of the API, not a body labelled application/vnd.oai.openapi+json.
+            response.accepted_renderer = JSONRenderer()
+            response.accepted_media_type = JSONRenderer.media_type
+        return response
 
 
 class DocsView(ReadOnlyEndpointMixin, TemplateView):

@@ -14,8 +14,8 @@ from oauth2_provider.models import AccessToken
 
 from authserver import services
 from fooapi import services as fooapi_services
-from fooapi.models import Order, Product
-from fooapi.serializers import ProductSerializer
+from fooapi.models import MAX_QUANTITY, Order, Product
+from fooapi.serializers import MAX_ORDER_LINES, ProductSerializer
 from fooapi.services import DEMO_CATALOGUE, seed_demo_catalogue
 from tests.helpers import bearer, issue_token, make_client
 
@@ -98,6 +98,23 @@ def test_pagination_parameters_out_of_range_are_400(client, reader_token, query,
     body = assert_api_error(response, 400, "invalid_request")
     assert query.split("=")[0] in body["error_description"]
     assert "Give one whole number, 1 to " in body["error_description"]
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.1:8443", "[::1]:9443"])
+def test_page_links_are_on_the_issuer_whatever_the_host_header(client, shop, catalogue, settings, host):
+    # DRF built them on the Host header: another name of the server (or a proxy's) in every link.
+    _, token = shop
+    for sku in ("FOO-SENSOR-01", "FOO-GATEWAY-01", "FOO-CAM-01"):
+        place(client, token, [{"product": catalogue[sku].pk, "quantity": 1}])
+
+    for path in ("/api/v1/products", "/api/v1/orders"):
+        response = client.get(f"{path}?page_size=1&page=2", HTTP_HOST=host, **bearer(token))
+        assert response.status_code == 200, response.content
+        page = response.json()
+        assert page["next"] == f"{settings.ISSUER}{path}?page=3&page_size=1"
+        assert page["previous"] == f"{settings.ISSUER}{path}?page_size=1"
+        third = client.get(f"{path}?page=3&page_size=1", HTTP_HOST=host, **bearer(token)).json()
+        assert third["previous"] == f"{settings.ISSUER}{path}?page=2&page_size=1"
 
 
 def test_a_page_past_the_last_is_404(client, reader_token, catalogue):
@@ -790,6 +807,53 @@ def test_the_openapi_schema_describes_the_api_and_its_scopes(client, db, setting
     flow = schema["components"]["securitySchemes"]["oauth2"]["flows"]["clientCredentials"]
     assert flow["tokenUrl"] == f"{settings.ISSUER}/oauth2/token"
     assert set(flow["scopes"]) == {"products:read", "orders:read", "orders:write"}
+
+
+def test_the_schema_gives_an_orders_bounds_as_the_api_applies_them(client, shop, catalogue):
+    # The schema said any array of lines; the API refuses an empty one and more than 50.
+    schemas = client.get("/api/v1/schema").json()["components"]["schemas"]
+    lines = schemas["NewOrder"]["properties"]["lines"]
+    assert (lines["minItems"], lines["maxItems"]) == (1, MAX_ORDER_LINES)
+    quantity = schemas["NewOrderLine"]["properties"]["quantity"]
+    assert (quantity["minimum"], quantity["maximum"]) == (1, MAX_QUANTITY)
+
+    _, token = shop
+    line = {"product": catalogue["FOO-SENSOR-01"].pk, "quantity": 1}
+    assert "lines" in assert_api_error(place(client, token, []), 400, "invalid_request")["error_description"]
+    too_many = assert_api_error(place(client, token, [line] * (MAX_ORDER_LINES + 1)), 400, "invalid_request")
+    assert f"no more than {MAX_ORDER_LINES}" in too_many["error_description"]
+    assert not Order.objects.exists()
+
+
+def test_the_schema_describes_what_placing_an_order_answers(client, shop, catalogue):
+    # The Location of a new order, and the 415 for a body not sent as JSON (a form, as the token
+    # endpoint takes), were answered but not in the schema.
+    post = client.get("/api/v1/schema").json()["paths"]["/api/v1/orders"]["post"]
+    assert post["responses"]["201"]["headers"]["Location"]["required"] is True
+    assert post["responses"]["415"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Error"
+    }
+
+    _, token = shop
+    placed = place(client, token, [{"product": catalogue["FOO-SENSOR-01"].pk, "quantity": 1}])
+    assert placed.status_code == 201 and placed["Location"]
+    form = client.post(
+        "/api/v1/orders", "lines=1", content_type="application/x-www-form-urlencoded", **bearer(token)
+    )
+    assert_api_error(form, 415, "invalid_request")
+
+
+@pytest.mark.parametrize(
+    ("query", "accept", "status", "error"),
+    [("", "text/html", 406, "not_acceptable"), ("format=xml", None, 404, "not_found")],
+)
+def test_the_schemas_errors_are_json_errors_not_openapi_documents(client, db, query, accept, status, error):
+    # DRF rendered them with the schema's renderer: an error labelled application/vnd.oai.openapi+json.
+    headers = {"HTTP_ACCEPT": accept} if accept else {}
+    response = client.get(f"/api/v1/schema?{query}", **headers)
+    assert_api_error(response, status, error)
+    assert response["Cache-Control"] == "no-store"
+    assert "Content-Disposition" not in response
 
 
 def test_the_schema_in_yaml(client, db):
