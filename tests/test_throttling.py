@@ -49,6 +49,15 @@ def limit(name: str) -> throttling.Limit:
     return throttling.Limit.from_setting(name)
 
 
+@pytest.fixture(autouse=True)
+def one_window(monkeypatch):
+    """One fixed-window throttle period throughout, even if the test runs across a window boundary
+    (a test's attempts counted in two windows would not reach the limit in either; tests of the
+    windows themselves set the time again)."""
+    now = throttling.time.time()
+    monkeypatch.setattr(throttling, "time", SimpleNamespace(time=lambda: now))
+
+
 def test_the_limits_are_the_documented_settings():
     """README "What the server promises" quotes these numbers."""
     assert django_settings.THROTTLE_LIMITS == {
@@ -440,13 +449,6 @@ def test_a_successful_login_clears_the_usernames_failures(client, request, path,
     for _ in range(allowed - 1):
         login(client, path, user.username, "wrong", OWNER)
     assert login(client, path, user.username, PASSWORD, OWNER).status_code == 302
-
-
-@pytest.fixture
-def one_window(monkeypatch):
-    """One fixed-window throttle period throughout, even if the test runs across a window boundary."""
-    now = throttling.time.time()
-    monkeypatch.setattr(throttling, "time", SimpleNamespace(time=lambda: now))
 
 
 @pytest.fixture
