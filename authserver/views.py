@@ -161,17 +161,38 @@ class ReadOnlyEndpointMixin(BareOptionsMixin):
         return view
 
 
+def without_empty_claims(
+    response: HttpResponse, amend=None, *, required: tuple[str, ...] = ()
+) -> HttpResponse:
+    """A metadata document (DOT's view's response) changed by `amend(metadata)`, and without the
+    claims that have zero elements (RFC 8414 3.2, RFC 9728 3.2: an empty scopes_supported says no
+    scope is supported at all), except `required` ones."""
+    metadata = json.loads(response.content)
+    if amend is not None:
+        amend(metadata)
+    for claim, value in list(metadata.items()):
+        if isinstance(value, list) and not value and claim not in required:
+            del metadata[claim]
+    response.content = json.dumps(metadata, cls=DjangoJSONEncoder)
+    return response
+
+
 class ServerMetadataView(ReadOnlyEndpointMixin, dot_views.OAuthServerMetadataView):
     """GET /.well-known/oauth-authorization-server (RFC 8414): DOT's, without RFC 9207's claim about
     authorization responses while there is no authorization endpoint to give any (DOT makes the
     claim with its COMPLIANT_BCP_RFC9700_AUTHZ_RESPONSE_ISS gate, which stays set: its deploy check
     W005 asks for it, and it would hold the day an authorization endpoint is added), and with the
     bearer token among the introspection endpoint's authentication methods (IntrospectView takes
-    one; RFC 8414 2 names access token types as values there)."""
+    one; RFC 8414 2 names access token types as values there); no empty claim but the REQUIRED one."""
 
     def get(self, request, *args, **kwargs):
-        response = super().get(request, *args, **kwargs)
-        metadata = json.loads(response.content)
+        # RFC 8414 2: REQUIRED, so kept when empty (this server has no authorization endpoint).
+        return without_empty_claims(
+            super().get(request, *args, **kwargs), self.amend, required=("response_types_supported",)
+        )
+
+    @staticmethod
+    def amend(metadata: dict) -> None:
         if "authorization_endpoint" not in metadata:
             metadata.pop("authorization_response_iss_parameter_supported", None)
         if "introspection_endpoint_auth_methods_supported" in metadata:
@@ -179,12 +200,13 @@ class ServerMetadataView(ReadOnlyEndpointMixin, dot_views.OAuthServerMetadataVie
                 *metadata["introspection_endpoint_auth_methods_supported"],
                 "Bearer",
             ]
-        response.content = json.dumps(metadata, cls=DjangoJSONEncoder)
-        return response
 
 
 class ProtectedResourceMetadataView(ReadOnlyEndpointMixin, dot_views.OAuthProtectedResourceMetadataView):
-    """GET /.well-known/oauth-protected-resource (RFC 9728): DOT's."""
+    """GET /.well-known/oauth-protected-resource (RFC 9728): DOT's, without empty claims."""
+
+    def get(self, request, *args, **kwargs):
+        return without_empty_claims(super().get(request, *args, **kwargs))
 
 
 class IntrospectView(BareOptionsAPIMixin, APIView):

@@ -49,6 +49,21 @@ def test_scopes_supported_lists_the_public_scopes_only(client, db):
     assert scopes == ["orders:read", "orders:write", "products:read"]
 
 
+def test_no_public_scope_leaves_scopes_supported_out_rather_than_empty(client, db):
+    """RFC 8414 3.2 and RFC 9728 3.2: a claim with zero elements is omitted; an empty
+    scopes_supported says no scope is supported at all (clients give up on the server)."""
+    Scope.objects.update(public=False)
+    scopes.forget_scope_catalogue()
+
+    server = client.get("/.well-known/oauth-authorization-server").json()
+    resource = client.get("/.well-known/oauth-protected-resource").json()
+
+    assert "scopes_supported" not in server
+    assert "scopes_supported" not in resource
+    assert server["response_types_supported"] == []  # REQUIRED by RFC 8414 2, so kept
+    assert resource["bearer_methods_supported"] == ["header"]
+
+
 def test_a_scope_edit_shows_at_once_here_and_within_seconds_in_other_workers(client, db, monkeypatch):
     def scopes_supported() -> list[str]:
         return client.get("/.well-known/oauth-authorization-server").json()["scopes_supported"]
