@@ -72,6 +72,11 @@ def request_too_large() -> JsonResponse:
     return error_response("invalid_request", f"The request body is larger than {limit} bytes.", status=413)
 
 
+def too_many_parameters() -> JsonResponse:
+    limit = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
+    return error_response("invalid_request", f"The request has more than {limit} parameters.")
+
+
 def too_many_requests(retry_after: int) -> JsonResponse:
     description = f"Too many requests; retry after {retry_after} seconds."
     return error_response(

@@ -2,7 +2,7 @@ import codecs
 import logging
 
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse, UnreadablePostError
 from django.shortcuts import render
@@ -17,7 +17,8 @@ class ProtocolErrorMiddleware:
     """Errors around the views, answered the way the rest of the server answers:
 
     - a body larger than MAX_REQUEST_BODY_BYTES: 413, before a byte of it is read; one whose client
-      went silent before it was whole: 408;
+      went silent before it was whole: 408; one of more than DATA_UPLOAD_MAX_NUMBER_FIELDS
+      parameters on a machine path: 400 saying so (Django's said only "not understood");
     - a body in a transfer coding other than chunked (gzip, deflate, compress: gunicorn passes them
       on undecoded): 501 (RFC 9112 6.1); a body in a content coding (Content-Encoding): 415 with
       `Accept-Encoding: identity` (RFC 9110 8.4, 12.5.3), rather than read as if it were plain;
@@ -63,6 +64,8 @@ class ProtocolErrorMiddleware:
     def process_exception(self, request, exception):
         if isinstance(exception, RequestDataTooBig):
             return errors.request_too_large()
+        if isinstance(exception, TooManyFieldsSent) and errors.is_machine_path(request.path):
+            return errors.too_many_parameters()  # a browser's form: Django's 400 page, as before
         if isinstance(exception, UnreadablePostError):
             if _timed_out(exception):  # the client went silent (config.workers.CLIENT_TIMEOUT)
                 return errors.error_response(

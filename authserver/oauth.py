@@ -401,8 +401,15 @@ class OAuthLibCore(oauth2_backends.OAuthLibCore):
             return []  # a bearer token is never read from a GET body (RFC 6750 2.2)
         # Every value of every parameter, so that oauthlib rejects repeated ones, but none sent
         # without a value: those are treated as if omitted (RFC 6749 3.2; `scope=` asks for the
-        # client's default scopes, `client_secret=` beside Basic is no second method).
-        return [(key, value) for key, values in request.POST.lists() for value in values if value]
+        # client's default scopes, `client_secret=` beside Basic is no second method). Nor `state`,
+        # an authorization request's (RFC 6749 4.1.1), which oauthlib echoed into every error.
+        return [
+            (key, value)
+            for key, values in request.POST.lists()
+            if key != "state"
+            for value in values
+            if value
+        ]
 
     def verify_request(self, request, scopes):
         """DOT's verify_request. A request whose token is in an `Authorization: Bearer` header (RFC

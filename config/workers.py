@@ -15,6 +15,7 @@ No Django here: gunicorn loads the worker class before the application."""
 import json
 from contextlib import contextmanager
 from http import HTTPStatus
+from urllib.parse import quote
 
 from gunicorn import util
 from gunicorn.http.errors import InvalidHeader
@@ -32,6 +33,10 @@ _HEADERS = {
 }
 
 
+# RFC 6749 5.2's error_description characters, as authserver.errors.describable keeps them (that
+# module imports Django): printable ASCII but the double quote, the backslash and the percent sign.
+_DESCRIBABLE = "".join(chr(code) for code in range(0x20, 0x7F) if chr(code) not in '"%\\')
+
 # Seconds a client may leave its request unfinished (or its answer unread) between two reads: well
 # under gunicorn's worker timeout (30 s, config/gunicorn.conf.py).
 CLIENT_TIMEOUT = 10
@@ -41,8 +46,10 @@ def json_error(status: int, reason: str, description: str) -> bytes:
     """A whole HTTP/1.1 response: `status` with a JSON error body (RFC 6749 5.2's members)."""
     # 501 is RFC 9112's answer to a transfer coding gunicorn does not implement: still the request's fault.
     error = "server_error" if status == 500 else "invalid_request"
-    # gunicorn's description may quote the request line, a credential in its URL included.
-    body = json.dumps({"error": error, "error_description": redact(description or reason)}).encode()
+    # gunicorn's description may quote the request line, a credential in its URL included, and
+    # whatever bytes a header held (a quote, a backslash, latin-1): those percent-encoded.
+    description = quote(redact(description or reason), safe=_DESCRIBABLE)
+    body = json.dumps({"error": error, "error_description": description}).encode()
     head = [
         f"HTTP/1.1 {status} {_phrase(status, reason)}",
         *(f"{name}: {value}" for name, value in _HEADERS.items()),

@@ -4,6 +4,7 @@ import base64
 import gzip
 import http.client
 import json
+import re
 import shutil
 import socket
 import ssl
@@ -232,6 +233,40 @@ def test_requests_gunicorn_refuses_are_answered_as_json_errors(server, request_b
     assert error["error"] == "invalid_request"
     assert described.lower() in error["error_description"].lower()
     assert "<html" not in body.decode()
+
+
+# RFC 6749 5.2: an error_description holds %x20-21 / %x23-5B / %x5D-7E.
+_DESCRIPTION_CHARACTERS = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "described"),
+    [
+        (TOKEN_REQUEST_HEAD + b'X"A\\: b\r\nContent-Length: 0\r\n\r\n', 400, "X%22A%5C"),
+        (TOKEN_REQUEST_HEAD + b"X\xe9: b\r\nContent-Length: 0\r\n\r\n", 400, "X%C3%A9"),
+        (b'PO"ST /oauth2/token HTTP/1.1\r\nHost: localhost\r\n\r\n', 400, "PO%22ST"),
+        (TOKEN_REQUEST_HEAD + b'Expect: "\xe9\r\nContent-Length: 0\r\n\r\n', 417, "%22%C3%A9"),
+        (TOKEN_REQUEST_HEAD + b"Transfer-Encoding: \xe9\\\r\n\r\n", 501, "%C3%A9%5C"),
+        (b"POST /oauth2/t\x01ken HTTP/1.1\r\nHost: localhost\r\n\r\n", 400, "t%5Cx01ken"),
+    ],
+    ids=[
+        "quote-in-header-name",
+        "latin-1-header-name",
+        "quote-in-method",
+        "expectation",
+        "coding",
+        "control-character-in-path",
+    ],
+)
+def test_what_gunicorn_refuses_is_described_in_rfc_6749s_characters(server, request_bytes, status, described):
+    """gunicorn's descriptions quote what was sent: a quote, a backslash or a byte beyond ASCII
+    is percent-encoded, as the site's own descriptions have it."""
+    answered, _, body = raw_exchange(server, request_bytes)
+
+    description = json.loads(body)["error_description"]
+    assert answered == status
+    assert _DESCRIPTION_CHARACTERS.fullmatch(description), description
+    assert described in description
 
 
 def test_the_status_line_of_a_refused_transfer_coding_is_501s_own(server):

@@ -193,6 +193,20 @@ def test_an_unknown_token_under_any_hint_is_revoked_already(client, new_client):
     assert response.status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("params", "secret", "status", "error"),
+    [({}, None, 400, "invalid_request"), ({"token": "x"}, "wrong", 401, "invalid_client")],
+)
+def test_an_error_answers_with_rfc_6749s_members_only(client, new_client, params, secret, status, error):
+    """RFC 7009 2.2.1 answers with RFC 6749 5.2's error response, which holds no `state`."""
+    credentials = basic(new_client.application.client_id, secret or new_client.client_secret)
+    response = post_form(client, "/oauth2/revoke", {**params, "state": "echoed?"}, **credentials)
+
+    assert response.status_code == status
+    assert response.json()["error"] == error
+    assert set(response.json()) <= {"error", "error_description", "error_uri"}
+
+
 @pytest.mark.parametrize("method", ["get", "put", "delete"])
 def test_only_post_is_allowed(client, db, method):
     response = getattr(client, method)("/oauth2/revoke?token=abc")

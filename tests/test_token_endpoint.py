@@ -383,6 +383,18 @@ def test_a_body_over_the_size_cap_is_413(client, new_client, settings):
     assert_oauth_error(response, 413, "invalid_request")
 
 
+@pytest.mark.parametrize("path", ["/oauth2/token", "/oauth2/revoke", "/oauth2/introspect"])
+def test_a_body_of_too_many_parameters_is_400_saying_so(client, new_client, settings, path):
+    limit = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
+    pairs = [("grant_type", "client_credentials"), *[(f"p{number}", "1") for number in range(limit)]]
+    credentials = basic(new_client.application.client_id, new_client.client_secret)
+
+    response = post_form(client, path, pairs, **credentials)
+
+    assert_oauth_error(response, 400, "invalid_request")
+    assert response.json()["error_description"] == f"The request has more than {limit} parameters."
+
+
 @pytest.mark.parametrize("length", ["abc", "-1", "\u00b2", "1\u0661"])
 def test_a_content_length_that_is_no_number_is_400(client, db, length):
     """Behind a server that hands the header over as it came ("²" is a digit to str.isdigit(),
@@ -570,6 +582,30 @@ def test_odd_client_ids_are_invalid_client_and_audited(client, db, client_id):
     params = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": "x"}
     assert_oauth_error(post_form(client, "/oauth2/token", params), 401, "invalid_client")
     assert AuditEvent.objects.filter(kind=AuditEvent.Kind.AUTH_FAILED).count() == 1
+
+
+@pytest.mark.parametrize(
+    ("params", "credentials", "status", "error"),
+    [
+        ({"grant_type": "password"}, "basic", 400, "unsupported_grant_type"),
+        ({}, "basic", 400, "invalid_request"),
+        ({"grant_type": "client_credentials", "scope": "orders:write"}, "basic", 400, "invalid_scope"),
+        ({"grant_type": "client_credentials"}, "wrong", 401, "invalid_client"),
+    ],
+)
+def test_an_error_answers_with_rfc_6749s_members_only(client, new_client, params, credentials, status, error):
+    """RFC 6749 5.2: error, error_description, error_uri. A `state` (an authorization request's,
+    4.1.1) has no place at the token endpoint; oauthlib echoed whatever was sent as one."""
+    secret = new_client.client_secret if credentials == "basic" else "wrong"
+    response = post_form(
+        client,
+        "/oauth2/token",
+        {**params, "state": "xyz"},
+        **basic(new_client.application.client_id, secret),
+    )
+
+    assert_oauth_error(response, status, error)
+    assert set(response.json()) <= {"error", "error_description", "error_uri"}
 
 
 # --- the view: no CSRF token (RFC 6749 clients have no session), secrets out of error reports ---
