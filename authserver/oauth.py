@@ -17,7 +17,7 @@ import re
 import secrets
 import string
 from collections.abc import Callable
-from urllib.parse import unquote_plus, urlsplit
+from urllib.parse import unquote, unquote_plus, urlsplit
 
 from django.contrib.auth.hashers import identify_hasher, make_password
 from django.core.signals import setting_changed
@@ -279,7 +279,12 @@ class Validator(OAuth2Validator):
                 ) from None
         protected = oauth2_settings.OAUTH2_PROTECTED_RESOURCE_IDENTIFIER  # RFC 9728's `resource`
         for resource in resources:
-            if not validate_resource_as_url_prefix(resource, [protected]):
+            # A dot-segment (RFC 3986 3.3, percent-encoded too) names another path than its text:
+            # `/api/v1/../../admin` begins like ours and is not under it.
+            dot_segment = any(
+                unquote(segment) in {".", ".."} for segment in urlsplit(resource).path.split("/")
+            )
+            if dot_segment or not validate_resource_as_url_prefix(resource, [protected]):
                 raise errors.CustomOAuth2Error(
                     error="invalid_target",
                     description=f"This server issues tokens for {protected} and the resources under it.",

@@ -509,6 +509,10 @@ def test_a_token_for_a_resource_here_is_restricted_to_it(client, new_client):
         # URIs urlsplit() refuses with a ValueError (an unclosed or invalid IPv6 literal): a 500.
         ["https://[::1"],
         [f"{PROTECTED}/api/v1", "https://[zz]/api"],
+        # Dot-segments (RFC 3986 3.3): a prefix of ours in text, elsewhere once resolved.
+        [f"{PROTECTED}/api/v1/../../admin/"],
+        [f"{PROTECTED}/api/v1/%2E%2E/products"],
+        [f"{PROTECTED}/api/./v1"],
     ],
 )
 def test_a_resource_this_server_does_not_protect_is_invalid_target(client, new_client, resources):
