@@ -128,3 +128,13 @@ def served_self_signed_certificate(cert_path: Path) -> Path | None:
     except FileNotFoundError:
         return None
     return Path(cert_path) if certificate.issuer == certificate.subject else None
+
+
+def served_self_signed_certificate_pem(cert_path: Path) -> str | None:
+    """The PEM of the server's certificate when it is self-signed, for clients to trust: the
+    certificate alone, re-encoded, never a private key kept in the same file (one PEM for both)."""
+    served = served_self_signed_certificate(cert_path)
+    if served is None:
+        return None
+    certificate = x509.load_pem_x509_certificate(served.read_bytes())
+    return certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")

@@ -30,7 +30,7 @@ from oauth2_provider.oauth2_backends import get_oauthlib_core
 
 from authserver import services as authserver_services
 from authserver.scopes import sandbox_scope_names
-from config.tls import served_self_signed_certificate
+from config.tls import served_self_signed_certificate_pem
 from sdkportal.models import SandboxClient
 from sdkportal.sdk.foo_sdk import FooClient, FooError, __version__
 
@@ -59,6 +59,7 @@ class PortalError(Exception):
 
 @dataclass(frozen=True)
 class SandboxToken:
+    client_id: str  # the client it was issued to
     access_token: str
     scope: str
     expires_at: datetime
@@ -249,6 +250,7 @@ def request_token_with_secret(
             "contact the Foo team."
         )
     return SandboxToken(
+        client_id=client_id,
         access_token=answer["access_token"],
         scope=answer.get("scope", scope),
         expires_at=timezone.now() + timedelta(seconds=int(answer["expires_in"])),
@@ -278,6 +280,7 @@ def _owner_token(sandbox: SandboxClient, *, actor: str, remote_addr: str) -> San
     except ValidationError as error:
         raise PortalError(" ".join(error.messages)) from error
     return SandboxToken(
+        client_id=sandbox.application.client_id,
         access_token=answer["access_token"],
         scope=answer["scope"],
         expires_at=timezone.now() + timedelta(seconds=int(answer["expires_in"])),
@@ -326,8 +329,7 @@ def sdk_zip_name() -> str:
 def self_signed_certificate() -> str | None:
     """The server's certificate (PEM) when it serves TLS itself with a self-signed one: clients
     must be told to trust it. None for a certificate from an authority, or without TLS."""
-    served = served_self_signed_certificate(settings.TLS_CERT_FILE) if settings.TLS else None
-    return served.read_text("ascii") if served else None
+    return served_self_signed_certificate_pem(settings.TLS_CERT_FILE) if settings.TLS else None
 
 
 def credentials_document(*, client_id: str, client_secret: str | None, scope: str) -> dict:

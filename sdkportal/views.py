@@ -156,9 +156,7 @@ def render_delivery(request, *, delivery=None, token=None, headline: str):
         "headline": headline,
         "delivery": delivery,
         "token": token,
-        "client_id": delivery.client_id
-        if delivery
-        else services.sandbox_client_of(request.user).application.client_id,
+        "client_id": token.client_id,
         "api_base_url": api_base_url(),
         "self_signed": services.self_signed_certificate() is not None,
         "certificate_file": services.CERTIFICATE_FILE_NAME,

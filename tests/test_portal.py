@@ -497,6 +497,40 @@ def test_without_tls_the_credentials_carry_no_certificate(signed_in, settings):
     assert "ca_certificate" not in credentials
 
 
+def test_a_certificate_file_that_also_holds_the_servers_key_hands_out_the_certificate_alone(
+    signed_in, settings, tmp_path
+):
+    """An operator's own self-signed certificate, its key in the same PEM file (one file for both, as
+    `openssl req -x509 -keyout cert.pem -out cert.pem` writes it): every developer gets the
+    certificate, never the server's private key."""
+    certificate_file = ensure_certificate()
+    combined = tmp_path / "cert.pem"
+    combined.write_text(Path(settings.TLS_KEY_FILE).read_text() + certificate_file.read_text())
+    settings.TLS_CERT_FILE = combined
+
+    response = download(signed_in)
+
+    archive = zip_of(response)
+    credentials = credentials_in(archive)
+    assert credentials["ca_certificate"] == certificate_file.read_text()
+    certificate = archive.read(f"foo-sdk-{__version__}/server-certificate.pem").decode()
+    assert certificate == certificate_file.read_text()
+    assert "PRIVATE KEY" not in response.content.decode()
+
+
+def test_the_delivered_token_is_described_by_the_scopes_it_carries(signed_in):
+    """The page that shows a test token says what it may do from its scopes, not from wording fixed
+    when the sandbox scopes were products:read and orders:read."""
+    Scope.objects.filter(name="orders:read").update(sandbox=False)
+
+    response = download(signed_in)
+
+    assert scopes_in(response, "token-scope") == ["products:read"]
+    page = response.content.decode()
+    assert "your orders" not in page
+    assert re.search(r"placing orders, for one, needs\s*<span class=\"scope\">orders:write</span>", page)
+
+
 def test_test_tokens_stay_limited_to_the_sandbox_scopes(signed_in):
     download(signed_in)
     application = Application.objects.get()
@@ -595,6 +629,28 @@ def test_a_new_test_token_is_shown_once_and_listed_without_its_value(signed_in):
     assert token not in listing
     assert listing.count("/revoke") == 2  # the download's token and this one
     assert scopes_in(page, "tokens") == ["orders:read", "products:read"] * 2
+
+
+def test_a_new_test_token_whose_application_is_deleted_in_another_tab_meanwhile_is_no_error(
+    signed_in, monkeypatch
+):
+    """The application deleted (Delete confirmed in another tab) between the token's issue and its
+    page: the page names the client the token was issued to, rather than a 500."""
+    download(signed_in)
+    client_id = Application.objects.get().client_id
+    issue = services.new_test_token
+
+    def then_deleted_in_another_tab(**kwargs):
+        token = issue(**kwargs)
+        services.delete_application(developer=kwargs["developer"], remote_addr="127.0.0.1")
+        return token
+
+    monkeypatch.setattr(services, "new_test_token", then_deleted_in_another_tab)
+
+    response = signed_in.post("/portal/app/tokens")
+
+    assert response.status_code == 200
+    assert shown(response, "client-id") == client_id
 
 
 @pytest.mark.parametrize("path", ["/accounts/login/", "/admin/login/"])
@@ -773,6 +829,34 @@ def test_the_application_page_shows_the_client(signed_in, developer):
     assert page["Cache-Control"].startswith("max-age=0")
     assert shown(page, "client-id") == application.client_id
     assert "cannot show it again" in page.content.decode()
+
+
+def test_the_application_page_of_a_disabled_client_says_so_and_offers_only_what_works(signed_in):
+    """A client the Foo team disabled gets no download, test token, secret or deletion from the
+    portal until they enable it: its page says why its secret and tokens are refused, and offers no
+    button that can only be refused; revoking its tokens still works."""
+    download(signed_in)
+    application = Application.objects.get()
+    authserver_services.set_client_enabled(application=application, enabled=False, actor="operator")
+
+    page = signed_in.get("/portal/app/")
+
+    html = page.content.decode()
+    assert "refuses its secret and its tokens" in shown(page, "disabled-notice")
+    for action in ["/portal/download/", "/portal/app/tokens/", "/portal/app/rotate-secret/"]:
+        assert f'action="{action}"' not in html, action
+    assert 'href="/portal/app/delete/"' not in html
+    assert 'href="/portal/app/"' in html  # the navigation, not an action
+    assert f'action="/portal/app/tokens/{AccessToken.objects.get().pk}/revoke/"' in html
+    assert 'action="/portal/download/"' not in signed_in.get("/portal/").content.decode()
+
+    authserver_services.set_client_enabled(application=application, enabled=True, actor="operator")
+    html = signed_in.get("/portal/app/").content.decode()
+    assert 'id="disabled-notice"' not in html
+    for action in ["/portal/download/", "/portal/app/tokens/", "/portal/app/rotate-secret/"]:
+        assert f'action="{action}"' in html, action
+    assert 'href="/portal/app/delete/"' in html
+    assert 'action="/portal/download/"' in signed_in.get("/portal/").content.decode()
 
 
 @pytest.mark.parametrize(
