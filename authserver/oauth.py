@@ -423,13 +423,20 @@ class OAuthLibCore(oauth2_backends.OAuthLibCore):
         (get_token_from_header), the request's absolute URI (RFC 8707 audience; built if read,
         _BearerTokenRequest), the scopes and the header; none of DOT's and oauthlib's copying of
         every header and parameter (40 µs of a 600 µs catalogue call, docs/benchmarks.md item 25).
+        That URI is the request's path on the resource's identifier (RFC 9728's `resource`, under
+        which the token endpoint takes resources), whatever Host header the request came with: on
+        it (DOT's build_absolute_uri), another name of the server or a proxy passing its upstream's
+        address refused every token restricted to resources.
         Any other request, a token in the query string (which DOT refuses, RFC 9700 4.3.2) or no
-        Bearer header, takes DOT's whole path."""
+        Bearer header, takes DOT's whole path; an `access_token` sent without a value is no token
+        (RFC 6749 3.2), as malformed_bearer() and a form body's count it: DOT refused the header's."""
         authorization = request.META.get("HTTP_AUTHORIZATION")
-        if authorization is None or "access_token" in request.GET:
+        if authorization is None or any(request.GET.getlist("access_token")):
             return super().verify_request(request, scopes)
         oauthlib_request = _BearerTokenRequest(
-            lambda: request.build_absolute_uri(self._get_escaped_full_path(request)),
+            lambda: (
+                oauth2_settings.OAUTH2_PROTECTED_RESOURCE_IDENTIFIER + self._get_escaped_full_path(request)
+            ),
             request.method,
             authorization,
         )

@@ -15,6 +15,9 @@ class ProductSerializer(serializers.ModelSerializer):
     class Meta:
         model = Product
         fields = ["id", "sku", "name", "description", "price", "currency", "available"]
+        # Every answer holds every field: required in the schema, where a model default (currency,
+        # available, a blank description) made them optional.
+        extra_kwargs = {name: {"required": True} for name in fields}
 
     @classmethod
     def represent(cls, rows: Iterable[Sequence]) -> list[dict]:
@@ -110,6 +113,7 @@ class OrderSerializer(serializers.ModelSerializer):
     class Meta:
         model = Order
         fields = ["id", "status", "created", "currency", "total", "lines"]
+        extra_kwargs = {"status": {"required": True}}  # in every answer (ProductSerializer's reason)
 
 
 def is_digits(text: str) -> bool:

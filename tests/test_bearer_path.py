@@ -3,18 +3,23 @@ verify_request); every answer is the one DOT's whole path (its parameter extract
 resource endpoint) gives for the same request, and every other request takes that path."""
 
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 import pytest
 from django.test import RequestFactory
 from django.utils import timezone
 from oauth2_provider import oauth2_backends
 from oauth2_provider.models import AccessToken
+from oauth2_provider.settings import oauth2_settings
 
 from authserver import services
 from authserver.oauth import OAuthLibCore, oauthlib_core
 from tests.helpers import issue_token, make_client, stored_token
 
-THIS_RESOURCE = "http://testserver/api/v1/products"
+PROTECTED = oauth2_settings.OAUTH2_PROTECTED_RESOURCE_IDENTIFIER  # the Foo API's RFC 9728 `resource`
+THIS_RESOURCE = f"{PROTECTED}/api/v1/products"
+# A request as it reaches the server at the resource's own address (DOT builds the URI on it).
+AT_THE_RESOURCE = {"secure": PROTECTED.startswith("https:"), "HTTP_HOST": urlsplit(PROTECTED).netloc}
 
 
 @pytest.fixture
@@ -37,7 +42,7 @@ def tokens(client, db):
 
 def _request(authorization: str | None, path="/api/v1/products", method="get", **extra):
     headers = {} if authorization is None else {"HTTP_AUTHORIZATION": authorization}
-    return getattr(RequestFactory(), method)(path, **headers, **extra)
+    return getattr(RequestFactory(), method)(path, **headers, **{**AT_THE_RESOURCE, **extra})
 
 
 def _outcome(valid, oauthlib_request) -> tuple:
@@ -94,7 +99,8 @@ def test_a_bearer_header_gets_what_dots_whole_path_gives(tokens, name, scopes, a
 def test_the_absolute_uri_is_built_only_for_a_token_restricted_to_resources(
     tokens, name, accepted, built, monkeypatch
 ):
-    """RFC 8707's audience check is the only reader of the request's URI; it is DOT's URI when read."""
+    """RFC 8707's audience check is the only reader of the request's URI; it is DOT's URI when read
+    (at the resource's own address)."""
     built_for = []
     escaped_full_path = OAuthLibCore._get_escaped_full_path
 
@@ -107,7 +113,7 @@ def test_the_absolute_uri_is_built_only_for_a_token_restricted_to_resources(
     valid, oauthlib_request = oauthlib_core().verify_request(request, [])
 
     assert (valid, bool(built_for)) == (accepted, built)
-    assert oauthlib_request.uri == "http://testserver/api/v1/products?page=1&q=a%7Cb"
+    assert oauthlib_request.uri == f"{PROTECTED}/api/v1/products?page=1&q=a%7Cb"
     assert oauthlib_request.uri == request.build_absolute_uri(escaped_full_path(oauthlib_core(), request))
     assert built_for == ["/api/v1/products"]  # once, however often it is read
 
@@ -178,3 +184,26 @@ def test_the_uri_the_validator_sees_is_dots(tokens):
     _, dots = oauth2_backends.OAuthLibCore.verify_request(core, _request(header, path), [])
     assert ours.uri == dots.uri
     assert ours.uri.startswith(THIS_RESOURCE + "?")
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        {"secure": True, "HTTP_HOST": "127.0.0.1:9443"},  # another name of the server
+        {"secure": True, "HTTP_HOST": "localhost"},  # another port (a proxy's)
+        {"secure": False, "HTTP_HOST": "127.0.0.1:8000"},  # a proxy passing its upstream's address
+    ],
+)
+@pytest.mark.parametrize("name, accepted", [("here", True), ("elsewhere", False), ("valid", True)])
+def test_a_restricted_token_is_checked_against_the_resources_identifier_whatever_the_host(
+    tokens, host, name, accepted
+):
+    """RFC 8707: a token restricted to resources under the Foo API's identifier (RFC 9728
+    `resource`, the only ones the token endpoint takes) is for the resource, not for the Host header
+    a request came with: on it, every restricted token was refused at any other name or behind a
+    proxy that passes its upstream's address."""
+    request = _request(f"Bearer {tokens[name]}", path="/api/v1/products?page=1", **host)
+    valid, oauthlib_request = oauthlib_core().verify_request(request, [])
+
+    assert valid is accepted
+    assert oauthlib_request.uri == f"{PROTECTED}/api/v1/products?page=1"

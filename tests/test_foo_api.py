@@ -470,6 +470,17 @@ def test_a_token_in_the_query_string_is_not_accepted(client, reader_token):
     assert "results" not in body
 
 
+@pytest.mark.parametrize("query", ["access_token=", "access_token", "access_token=&access_token="])
+def test_an_empty_access_token_parameter_beside_the_header_is_no_second_token(client, reader_token, query):
+    """A parameter without a value is as if omitted (RFC 6749 3.2), as in a form body: the header's
+    token is checked (it was a 401 saying no credentials had been sent)."""
+    response = client.get(f"/api/v1/products?{query}", **bearer(reader_token))
+    assert response.status_code == 200, response.content
+    assert response.json()["count"] == len(DEMO_CATALOGUE)
+    unknown = client.get(f"/api/v1/products?{query}", HTTP_AUTHORIZATION="Bearer not-ours")
+    assert_api_error(unknown, 401, "invalid_token")
+
+
 @pytest.mark.parametrize(
     "authorization",
     [
@@ -509,6 +520,22 @@ def test_a_well_formed_unknown_token_is_still_401_invalid_token(client, catalogu
     assert_api_error(response, 401, "invalid_token")
 
 
+@pytest.mark.parametrize("host", ["localhost:9443", "127.0.0.1:9443", "[::1]:9443"])
+def test_a_token_restricted_to_a_resource_works_at_every_name_of_the_server(
+    client, catalogue, settings, host
+):
+    """RFC 8707: the token's resource is a URL under the API's identifier (ISSUER); a request to
+    another name of the same server (all in ALLOWED_HOSTS) is a request to that resource (it was a
+    401 invalid_token, "not valid for this resource"). Elsewhere the token stays refused."""
+    settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "localhost", "127.0.0.1", "[::1]"]
+    shop_client = make_client(scopes=["products:read", "orders:read"])
+    token = issue_token(client, shop_client, resource=f"{settings.ISSUER}/api/v1/products")
+
+    assert client.get("/api/v1/products", HTTP_HOST=host, **bearer(token)).status_code == 200
+    elsewhere = client.get("/api/v1/orders", HTTP_HOST=host, **bearer(token))
+    assert_api_error(elsewhere, 401, "invalid_token")
+
+
 # Names oauthlib's Request also answers as attributes (and a token in the query, refused).
 ATTRIBUTE_QUERIES = ["oauth2_error=x", "oauth2_error=1&oauth2_error=2", "user=x", "access_token"]
 
@@ -522,13 +549,13 @@ def test_query_parameters_named_like_oauthlibs_attributes_are_only_parameters(
     error must come from the validator, or `?oauth2_error=x` became a 500."""
     headers = {"HTTP_AUTHORIZATION": authorization} if authorization else {}
     response = client.get(f"/api/v1/products?{query}", **headers)
-    bearer_checked = authorization and authorization.startswith("Bearer") and "access_token" not in query
+    # `access_token` without a value is no token in the query (RFC 6749 3.2): the header's is checked.
+    bearer_checked = authorization and authorization.startswith("Bearer")
     expected = "invalid_token" if bearer_checked else "unauthorized"
     assert_api_error(response, 401, expected)
     assert response["WWW-Authenticate"].startswith('Bearer realm="foo"')
-    # A valid token is still a valid token next to them (a token in the query is refused above).
-    if not query.startswith("access_token"):
-        assert client.get(f"/api/v1/products?{query}", **bearer(reader_token)).status_code == 200
+    # A valid token is still a valid token next to them.
+    assert client.get(f"/api/v1/products?{query}", **bearer(reader_token)).status_code == 200
 
 
 def test_a_token_without_the_scope_is_403_insufficient_scope_naming_it(client, catalogue):
@@ -841,6 +868,19 @@ def test_the_schema_describes_what_placing_an_order_answers(client, shop, catalo
         "/api/v1/orders", "lines=1", content_type="application/x-www-form-urlencoded", **bearer(token)
     )
     assert_api_error(form, 415, "invalid_request")
+
+
+def test_the_schema_requires_every_member_the_answers_always_hold(client, shop, catalogue):
+    # Members with a model default (a product's currency and availability, its description, an
+    # order's status) were optional in the schema: typed clients generated from it made them so.
+    _, token = shop
+    sensor = catalogue["FOO-SENSOR-01"]
+    order = place(client, token, [{"product": sensor.pk, "quantity": 1}]).json()
+    product = client.get(f"/api/v1/products/{sensor.pk}", **bearer(token)).json()
+    schemas = client.get("/api/v1/schema").json()["components"]["schemas"]
+
+    for name, answer in [("Product", product), ("Order", order), ("OrderLine", order["lines"][0])]:
+        assert set(schemas[name]["required"]) == set(schemas[name]["properties"]) == set(answer), name
 
 
 @pytest.mark.parametrize(
