@@ -751,20 +751,22 @@ class ScopeAdmin(admin.ModelAdmin):
     def get_deleted_objects(self, objs, request):
         deleted, model_count, perms_needed, protected = super().get_deleted_objects(objs, request)
         if protected:
-            protected = self.holders(objs)
+            protected = self.holders(objs, linked=may_view(request, Application))
         return deleted, model_count, perms_needed, protected
 
     @staticmethod
-    def holders(scopes) -> list[str]:
-        """'client (client id) holds scope' lines, the clients linked to their pages."""
+    def holders(scopes, *, linked: bool) -> list[str]:
+        """'client (client id) holds scope' lines, the clients linked to their pages for those who
+        may open them."""
         holdings = (
             ClientScope.objects.filter(scope__in=scopes)
             .select_related("application", "scope")
             .order_by("scope__name", "application__name")
         )
+        client = '<a href="{0}">{1}</a>' if linked else "{1}"
         return [
             format_html(
-                '<a href="{}">{}</a> <code>{}</code> holds <code class="scope-name">{}</code>',
+                client + ' <code>{2}</code> holds <code class="scope-name">{3}</code>',
                 admin_url(Application, "change", holding.application.pk),
                 holding.application,
                 holding.application.client_id,

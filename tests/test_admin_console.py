@@ -1034,6 +1034,27 @@ def test_staff_who_may_view_the_trail_but_not_clients_get_no_links_to_client_pag
     assert f"{CLIENTS}?allowed_scopes__id__exact=" in http.get(SCOPES).content.decode()
 
 
+def test_staff_who_may_delete_scopes_but_not_view_clients_get_no_links_to_the_clients_holding_one(db):
+    """The page refusing to delete a scope in use names its clients, linked to pages that answered
+    these staff 403."""
+    holder = make_client(name="Order importer", scopes=["orders:write"]).application
+    scope = Scope.objects.get(name="orders:write")
+    editor = get_user_model().objects.create_user("sid", password=PASSWORD, is_staff=True)
+    editor.user_permissions.add(*Permission.objects.filter(codename__in=["view_scope", "delete_scope"]))
+    http = HttpsClient()
+    http.force_login(editor)
+    pages = {
+        "delete": http.get(f"{SCOPES}{scope.pk}/delete/"),
+        "bulk delete": http.post(SCOPES, {"action": "delete_selected", "_selected_action": [scope.pk]}),
+    }
+
+    assert http.get(f"{CLIENTS}{holder.pk}/change/").status_code == 403
+    for name, response in pages.items():
+        page = response.content.decode()
+        assert "Order importer" in page and holder.client_id in page, name
+        assert CLIENTS not in page, name
+
+
 def test_an_operator_revokes_a_clients_registration_access_token_alone(console, new_client):
     """RFC 7592: a leaked registration access token is ended without ending the client, audited."""
     client = new_client.application

@@ -88,7 +88,19 @@ def test_an_operator_registers_a_client_and_manages_its_credentials(server, oper
         page.locator("label", has_text="orders:write").locator("input").check()
         page.fill("#id_access_token_lifetime", "900")
         screenshot(page, "console-02-register-client")
-        page.click("input[name=_save]")
+        # Save clicked twice: the second click is not sent while the first is on its way (its
+        # answer would replace the page showing the secret once).
+        held = []
+        page.route(
+            "**/admin/authserver/application/add/",
+            lambda route: held.append(route) if route.request.method == "POST" else route.continue_(),
+        )
+        save = page.locator("input[name=_save]").bounding_box()
+        page.mouse.click(save["x"] + 5, save["y"] + 5)
+        page.mouse.click(save["x"] + 5, save["y"] + 5)
+        page.wait_for_timeout(300)
+        assert len(held) == 1
+        held[0].continue_()
 
         # The secret, shown once (in the answer to the form: it is stored nowhere), copied with the button.
         page.wait_for_selector("#client-secret")
@@ -174,3 +186,55 @@ def test_an_operator_registers_a_client_and_manages_its_credentials(server, oper
     ]
     operator_events = [event for event in trail if event.kind not in ("token_issued", "auth_failed")]
     assert {event.actor for event in operator_events} == {"user:olivia"}
+
+
+def test_the_console_takes_long_names_and_the_keyboard(server, operator):
+    """A client name of 255 letters without a space (a dynamically registered client picks its own)
+    wraps rather than widening the page or pushing a list's columns out of the window; the
+    dashboard's client is chosen with the arrow keys (each of which changes the choice), then Enter
+    shows it."""
+    from playwright.sync_api import expect
+
+    long_name = "W" * 255
+    long_client = make_client(name=long_name)
+    issue = token_response(server, long_client.application.client_id, long_client.client_secret)
+    assert issue.status_code == 200, issue.text
+    make_client(name="Zeta service")
+
+    with chromium_page() as page:
+        page.goto(f"{server.url}/admin/")
+        page.fill("#id_username", "olivia")
+        page.fill("#id_password", PASSWORD)
+        page.click("input[type=submit]")
+        expect(page.locator("#console-summary")).to_be_visible()
+
+        # The long name wraps: every page keeps to the window's width, the lists show every column.
+        client = long_client.application
+        for path in (
+            "/admin/authserver/application/",
+            f"/admin/authserver/application/{client.pk}/change/",
+            f"/admin/authserver/application/{client.pk}/rotate-secret/",
+            "/admin/oauth2_provider/accesstoken/",
+            "/admin/authserver/auditevent/",
+            f"/admin/dashboard/?client={client.client_id}",
+        ):
+            page.goto(f"{server.url}{path}")
+            widths = page.evaluate(
+                "[document.documentElement.scrollWidth, window.innerWidth,"
+                " ...Array.from(document.querySelectorAll('.results'), e => e.scrollWidth - e.clientWidth)]"
+            )
+            assert widths[0] <= widths[1] and not any(widths[2:]), (path, widths)
+
+        # The dashboard's client, chosen with the keyboard: the arrow keys move, Enter shows.
+        page.goto(f"{server.url}/admin/dashboard/")
+        picker = page.locator("#dashboard-client")
+        picker.focus()
+        page.keyboard.press("ArrowDown")
+        page.keyboard.press("ArrowDown")
+        page.wait_for_timeout(300)
+        assert "client=" not in page.url
+        chosen = picker.input_value()
+        with page.expect_navigation():
+            page.keyboard.press("Enter")
+        assert page.url.endswith(f"?client={chosen}")
+        expect(page.locator("#dashboard-client")).to_have_value(chosen)

@@ -66,14 +66,62 @@
     });
   }
 
+  // A client picked with the mouse is shown at once. With the keyboard, each arrow key is a change:
+  // submitting on it would leave the page at the first option passed, so Enter (or the form's
+  // button) submits what the keys chose.
+  var keyedSelect = null;
+
+  document.addEventListener("keydown", function (event) {
+    if (!event.target.matches("select[data-autosubmit]")) {
+      return;
+    }
+    keyedSelect = event.target;
+    if (event.key === "Enter") {
+      event.preventDefault();
+      event.target.form.submit();
+    }
+  });
+
+  document.addEventListener("pointerdown", function () {
+    keyedSelect = null;
+  });
+
   document.addEventListener("change", function (event) {
     if (event.target.name === "authorization_grant_type") {
       syncCallbackFields();
     }
-    if (event.target.matches("select[data-autosubmit]")) {
+    if (event.target.matches("select[data-autosubmit]") && event.target !== keyedSelect) {
       event.target.form.submit();
     }
   });
+
+  // One form at a time: a second click on "Save" (or "Rotate the secret") while the first is on its
+  // way would be sent too, and its answer would replace the page showing the secret once.
+  var submitting = false;
+
+  document.addEventListener("submit", function (event) {
+    if (event.defaultPrevented || event.target.method !== "post") {
+      return;
+    }
+    if (submitting) {
+      event.preventDefault();
+    } else {
+      submitting = true;
+    }
+  });
+
+  // A page shown again from the back-forward cache, or whose submission was stopped or failed,
+  // has nothing on its way any more. (Browsers without the Navigation API: reload the page.)
+  window.addEventListener("pageshow", function (event) {
+    if (event.persisted) {
+      submitting = false;
+    }
+  });
+  if (window.navigation) {
+    window.navigation.addEventListener("navigateerror", function () {
+      submitting = false;
+    });
+  }
 
   document.addEventListener("DOMContentLoaded", function () {
     setUpCopyButtons();
