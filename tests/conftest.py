@@ -6,7 +6,9 @@ that every test starts with the default scopes bootstrap seeds.
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
+import hypothesis
 import pytest
 from django.conf import settings
 from django.core.cache import cache
@@ -14,6 +16,11 @@ from django.core.cache import cache
 from authserver import hotpath, services, throttling
 from authserver.scopes import forget_scope_catalogue
 from tests import helpers
+
+# The generated tests draw the same examples on every run (Hypothesis's own profile for CI, which it
+# picks only where a CI variable is set), as the schemathesis one has a fixed seed: a run fails for
+# the code, never for a new draw. `pytest --hypothesis-profile=default` explores further.
+hypothesis.settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")
@@ -53,6 +60,16 @@ def _empty_cache():
     throttling.counters.cache_clear()
     forget_scope_catalogue()
     hotpath.forget_remembered_rows()
+
+
+@pytest.fixture(autouse=True)
+def one_throttle_window(monkeypatch):
+    """The throttles' clock (authserver/throttling.py) stands still in this process: a test's attempts
+    all count in one fixed window even when it runs across a window's end (attempts split between two
+    windows reach the limit in neither: a flaky failure in CI). Tests of the windows themselves set
+    the time again; a live server's clock is its own (servers.wait_for_time_left_in_window)."""
+    now = throttling.time.time()
+    monkeypatch.setattr(throttling, "time", SimpleNamespace(time=lambda: now))
 
 
 @pytest.fixture

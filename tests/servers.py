@@ -42,6 +42,15 @@ def port_is_free(port: int) -> bool:
         return True
 
 
+def wait_for_time_left_in_window(limit, seconds: float = 30) -> None:
+    """Sleeps, if need be, until `limit`'s current fixed window (authserver/throttling.py) has
+    `seconds` left: a test's attempts against a live server then all count in one window (the server's
+    clock is not this process's to stop, as the one_throttle_window fixture does in-process)."""
+    left = limit.seconds - time.time() % limit.seconds  # time.time(): throttling's own is stopped here
+    if left < seconds:
+        time.sleep(left + 0.1)
+
+
 def test_database_url() -> str:
     """The URL of the database the tests are using (created by pytest-django)."""
     database = connection.settings_dict

@@ -28,11 +28,11 @@ from django.contrib.auth.hashers import make_password
 from django.db import connection
 from oauth2_provider.models import AccessToken
 
-from authserver import services
+from authserver import services, throttling
 from authserver.models import Application, AuditEvent
 from config.postgresql.base import HEALTH_CHECK_BYPASS_SECONDS
 from tests.helpers import make_client
-from tests.servers import LiveServer, RedisServer, free_port
+from tests.servers import LiveServer, RedisServer, free_port, wait_for_time_left_in_window
 
 pytestmark = pytest.mark.live
 
@@ -311,6 +311,7 @@ def test_with_redis_down_tokens_are_still_issued_and_throttling_fails_open(serve
 
     # Back: the limits apply again, without a restart.
     redis_server.start()
+    wait_for_time_left_in_window(throttling.CLIENT_AUTH_FAILURES_PER_CLIENT_AND_ADDRESS)
     for _ in range(10):
         assert post_token(server, client_id, "wrong").status_code == 401
     assert post_token(server, client_id, secret).status_code == 429

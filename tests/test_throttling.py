@@ -21,7 +21,7 @@ from django.contrib.auth import get_user_model
 from authserver import throttling
 from authserver.models import AuditEvent
 from tests.helpers import basic, make_client, post_form
-from tests.servers import PROJECT_DIR, LiveServer, RedisServer
+from tests.servers import PROJECT_DIR, LiveServer, RedisServer, wait_for_time_left_in_window
 
 ATTACKER = "203.0.113.66"
 OWNER = "198.51.100.7"
@@ -47,15 +47,6 @@ def assert_throttled_json(response, *, at_most: int):
 
 def limit(name: str) -> throttling.Limit:
     return throttling.Limit.from_setting(name)
-
-
-@pytest.fixture(autouse=True)
-def one_window(monkeypatch):
-    """One fixed-window throttle period throughout, even if the test runs across a window boundary
-    (a test's attempts counted in two windows would not reach the limit in either; tests of the
-    windows themselves set the time again)."""
-    now = throttling.time.time()
-    monkeypatch.setattr(throttling, "time", SimpleNamespace(time=lambda: now))
 
 
 def test_the_limits_are_the_documented_settings():
@@ -463,9 +454,7 @@ def assert_still_signed_in_as(client, user):
     assert client.session["_auth_user_id"] == str(user.pk)
 
 
-def test_failed_logins_from_a_signed_in_session_lock_the_username(
-    client, operator, signed_in_developer, one_window
-):
+def test_failed_logins_from_a_signed_in_session_lock_the_username(client, operator, signed_in_developer):
     """The console checks passwords over any session: one signed in before the attempt is no
     success, and resets nothing."""
     for _ in range(limit("login_failures_per_user_and_address").count):
@@ -478,9 +467,7 @@ def test_failed_logins_from_a_signed_in_session_lock_the_username(
     assert login(client, "/admin/login/", operator.username, PASSWORD, OWNER).status_code == 302
 
 
-def test_failed_logins_from_a_signed_in_session_lock_the_address(
-    client, operator, signed_in_developer, one_window
-):
+def test_failed_logins_from_a_signed_in_session_lock_the_address(client, operator, signed_in_developer):
     for attempt in range(limit("login_failures_per_address").count):
         assert login(client, "/admin/login/", f"nobody-{attempt}", "wrong", ATTACKER).status_code == 200
 
@@ -497,7 +484,7 @@ def test_the_portal_login_checks_no_password_for_a_signed_in_session(client, dev
 
 
 def test_an_operator_logging_in_over_a_developers_session_clears_the_failures(
-    client, operator, signed_in_developer, one_window
+    client, operator, signed_in_developer
 ):
     allowed = limit("login_failures_per_user_and_address").count
     for _ in range(allowed - 1):
@@ -555,7 +542,7 @@ def test_sign_ups_from_one_ipv6_64_are_limited_together(client, db):
     assert sign_up("owner", OWNER_64).status_code == 302
 
 
-def test_refused_sign_ups_count_against_the_limit_too(client, developer, one_window):
+def test_refused_sign_ups_count_against_the_limit_too(client, developer):
     """The form says when an email address already has an account: every attempt is counted, so
     addresses cannot be tried without limit."""
     for attempt in range(limit("signups_per_address").count):
@@ -609,6 +596,7 @@ def test_app_nodes_sharing_redis_share_the_counters(django_db_setup, django_db_b
                     timeout=30,
                 )
 
+            wait_for_time_left_in_window(throttling.CLIENT_AUTH_FAILURES_PER_CLIENT_AND_ADDRESS)
             for attempt in range(limit("client_auth_failures_per_client_and_address").count):
                 assert post((first, second)[attempt % 2], "guess").status_code == 401
 
