@@ -428,15 +428,18 @@ def ensure_portal_client() -> bool:
     stored = portal_credentials()
     if stored and authserver_services.find_client(stored[0]) is not None:
         return False
-    new_client = authserver_services.register_client(
-        name=PORTAL_CLIENT_NAME, scopes=PORTAL_CLIENT_SCOPES, actor="manage.py bootstrap"
-    )
-    _write_private_file(
-        Path(settings.PORTAL_CREDENTIALS_FILE),
-        json.dumps(
-            {"client_id": new_client.application.client_id, "client_secret": new_client.client_secret}
-        ),
-    )
+    with transaction.atomic():
+        new_client = authserver_services.register_client(
+            name=PORTAL_CLIENT_NAME, scopes=PORTAL_CLIENT_SCOPES, actor="manage.py bootstrap"
+        )
+        # Written before the client commits: a file that cannot be written (OSError) leaves no
+        # client behind whose secret no one has.
+        _write_private_file(
+            Path(settings.PORTAL_CREDENTIALS_FILE),
+            json.dumps(
+                {"client_id": new_client.application.client_id, "client_secret": new_client.client_secret}
+            ),
+        )
     return True
 
 

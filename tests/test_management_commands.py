@@ -345,6 +345,21 @@ def bootstrap(db, settings, monkeypatch):
     return run_bootstrap
 
 
+def test_bootstrap_that_cannot_write_the_portals_credentials_registers_no_client(
+    bootstrap, settings, tmp_path
+):
+    """A client whose secret was written nowhere would stay behind, usable by no one."""
+    (tmp_path / "var").write_text("a file where a directory should be")
+    settings.PORTAL_CLIENT_ID = settings.PORTAL_CLIENT_SECRET = ""
+    settings.PORTAL_CREDENTIALS_FILE = tmp_path / "var" / "portal_client.json"
+
+    with pytest.raises(CommandError, match=r"Cannot write the portal's credentials to .*portal_client\.json"):
+        bootstrap()
+
+    assert not Application.objects.exists()
+    assert not AuditEvent.objects.filter(kind=AuditEvent.Kind.CLIENT_CREATED).exists()
+
+
 def test_bootstrap_does_not_bring_back_an_admin_account_an_operator_deleted(bootstrap):
     first, _ = bootstrap()
     assert "password:" in first

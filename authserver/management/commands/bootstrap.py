@@ -3,7 +3,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from authserver.management.base import OperatorCommand
 from authserver.models import AuditEvent
@@ -30,7 +30,14 @@ class Command(OperatorCommand):
         ensure_operators_group()
         if seed_demo_catalogue():
             self.stdout.write("Seeded the demo catalogue of the Foo API.")
-        if ensure_portal_client():
+        try:
+            registered = ensure_portal_client()
+        except OSError as error:
+            raise CommandError(
+                f"Cannot write the portal's credentials to {settings.PORTAL_CREDENTIALS_FILE} "
+                f"({error.strerror or error}); its client was not registered."
+            ) from error
+        if registered:
             self.stdout.write(
                 f"Registered the portal's own client; secret in {settings.PORTAL_CREDENTIALS_FILE}"
             )
