@@ -31,7 +31,14 @@ from oauth2_provider import admin as dot_admin
 from oauth2_provider.models import get_access_token_model
 
 from authserver import services, throttling
-from authserver.forms import CheckedMultipleChoiceField, ClientForm, RegisterClientForm, served_grant_types
+from authserver.forms import (
+    CheckedMultipleChoiceField,
+    ClientForm,
+    ConsoleUserChangeForm,
+    ConsoleUserCreationForm,
+    RegisterClientForm,
+    served_grant_types,
+)
 from authserver.models import Application, AuditEvent, ClientScope, Scope
 from config.tls import served_self_signed_certificate
 
@@ -801,6 +808,9 @@ class UserAdmin(auth_admin.UserAdmin):
     clients (and their tokens) among what goes with the user. Activating or deactivating goes
     through services.set_user_active: a deactivated user's clients are disabled with them."""
 
+    # A username another account has in any case is refused (authserver/forms.py).
+    form = ConsoleUserChangeForm
+    add_form = ConsoleUserCreationForm
     # A group or permission id beyond the database's integer range is a field error, not a 500.
     formfield_overrides = {ManyToManyField: {"form_class": CheckedMultipleChoiceField}}
 

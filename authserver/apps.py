@@ -1,5 +1,6 @@
 from django.apps import AppConfig
 from django.contrib.admin import apps as admin_apps
+from django.contrib.auth.signals import user_logged_in
 from django.core.signals import request_finished, request_started
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_save
 
@@ -12,7 +13,7 @@ class AuthServerConfig(AppConfig):
         from django.contrib.auth import get_user_model
         from oauth2_provider.models import get_access_token_model
 
-        from authserver import signals, validity
+        from authserver import sessions, signals, validity
         from authserver.models import Application, ClientScope, Scope
         from authserver.scopes import scope_changed
 
@@ -43,6 +44,8 @@ class AuthServerConfig(AppConfig):
         # clients with it (authserver/signals.py).
         pre_save.connect(signals.user_saving, sender=get_user_model(), dispatch_uid="user-active-saving")
         post_save.connect(signals.user_saved, sender=get_user_model(), dispatch_uid="user-active-saved")
+        # A login starts its session's clock (authserver/sessions.py).
+        user_logged_in.connect(sessions.session_started, dispatch_uid="session-started")
         # TOKEN_CACHE=shared: the epoch is read from the database once per request.
         request_started.connect(validity.request_started, dispatch_uid="epoch-request-started")
         request_finished.connect(validity.request_finished, dispatch_uid="epoch-request-finished")

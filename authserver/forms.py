@@ -1,14 +1,16 @@
-"""The management console's client forms (used by authserver/admin.py)."""
+"""The management console's client and user forms (used by authserver/admin.py)."""
 
 import secrets
 
 from django import forms
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 from django.core.exceptions import ValidationError
 from django.utils.html import format_html, format_html_join
 from oauth2_provider.settings import oauth2_settings
 
+from authserver.backends import users_named
 from authserver.models import Application, Scope
 
 # Grant names as server metadata spells them (OAUTH2_GRANT_TYPES_SUPPORTED) -> DOT's constants.
@@ -178,3 +180,24 @@ class RegisterClientForm(ClientForm):
             # Hidden for this grant: whatever the browser sent is not the operator's intent.
             cleaned_data["redirect_uris"] = ""
         return cleaned_data
+
+
+class UsernameInAnyCaseMixin:
+    """A username another account has in any case is refused, as at the portal's sign-up (Django's
+    own check, iexact, folds only ASCII letters on SQLite, and a renamed account is not checked)."""
+
+    def clean_username(self) -> str:
+        clean = getattr(super(), "clean_username", None)
+        username = clean() if clean else self.cleaned_data.get("username")
+        others = users_named(username or "").exclude(pk=self.instance.pk)
+        if username and others.exists():
+            raise self.instance.unique_error_message(type(self.instance), ["username"])
+        return username
+
+
+class ConsoleUserCreationForm(UsernameInAnyCaseMixin, AdminUserCreationForm):
+    pass
+
+
+class ConsoleUserChangeForm(UsernameInAnyCaseMixin, UserChangeForm):
+    pass

@@ -61,6 +61,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "authserver.sessions.SessionPolicyMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -172,9 +173,20 @@ PASSWORD_HASHERS = [
 ]
 # The password of the `admin` account bootstrap creates; generated and printed once when unset.
 ADMIN_PASSWORD = env_str("ADMIN_PASSWORD", "")
+# Django's ModelBackend, a username matched in any case (as it is unique in any case).
+AUTHENTICATION_BACKENDS = ["authserver.backends.CaseInsensitiveModelBackend"]
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/portal/"
 LOGOUT_REDIRECT_URL = "/portal/"
+# Sessions (authserver/sessions.py): a staff account's (the console) ends after 30 minutes without a
+# request and 12 hours after its login (NIST SP 800-63B AAL2, OWASP ASVS 3.3.2 level 2); a
+# developer's (the portal, their own sandbox client) after a day without one and a week.
+STAFF_SESSION_IDLE_TIMEOUT = 30 * 60
+STAFF_SESSION_LIFETIME = 12 * 3600
+DEVELOPER_SESSION_IDLE_TIMEOUT = 24 * 3600
+DEVELOPER_SESSION_LIFETIME = 7 * 24 * 3600
+# A session nobody signed in to (a form's messages): no longer than a developer's.
+SESSION_COOKIE_AGE = DEVELOPER_SESSION_LIFETIME
 
 # --- HTTP security -----------------------------------------------------------------------------
 # Over TLS always (DEBUG included); without it only in production, where a proxy terminates TLS.

@@ -5,6 +5,8 @@ from django import forms
 from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import AuthenticationForm, UserCreationForm
 
+from authserver.backends import stored_username, users_named
+
 # UTS #39's "highly restrictive" usernames: letters of one script, or Latin with the scripts written
 # together in Japanese, Chinese or Korean. A script is the first word of a letter's Unicode name.
 SCRIPTS_WRITTEN_TOGETHER = [
@@ -57,9 +59,12 @@ class SignUpForm(UserCreationForm):
                 "pass for another account's.",
                 code="mixed_scripts",
             )
-        if username and taken_in_any_case("username", username):
-            raise self.instance.unique_error_message(self._meta.model, ["username"])
+        if username and users_named(username).exists():
+            raise self.username_taken()
         return username
+
+    def username_taken(self) -> forms.ValidationError:
+        return self.instance.unique_error_message(self._meta.model, ["username"])
 
     def clean_email(self) -> str:
         # As the mail system reads it (IDNA maps "example.com" in fullwidth letters to
@@ -90,7 +95,7 @@ class PortalLoginForm(AuthenticationForm):
     def _is_deactivated_account(self) -> bool:
         users = get_user_model()._default_manager
         try:
-            user = users.get_by_natural_key(self.cleaned_data.get("username"))
+            user = users.get_by_natural_key(stored_username(self.cleaned_data.get("username") or ""))
         except get_user_model().DoesNotExist:
             return False
         return not user.is_active and user.check_password(self.cleaned_data.get("password"))

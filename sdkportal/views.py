@@ -16,6 +16,7 @@ from django.views.decorators.cache import never_cache
 from django.views.generic import FormView, TemplateView
 
 from authserver import throttling
+from authserver.backends import users_named
 from sdkportal import services
 from sdkportal.forms import PortalLoginForm, SignUpForm
 
@@ -67,13 +68,19 @@ class SignUpView(FormView):
     def form_valid(self, form):
         try:
             with transaction.atomic():
-                developer = form.save()
+                # The form's check again, in the write transaction: SQLite's writers queue
+                # (IMMEDIATE), so a sign-up committed meanwhile is seen here, whatever its script.
+                taken = users_named(form.cleaned_data["username"]).exists()
+                developer = None if taken else form.save()
         except IntegrityError:
-            # The same username signed up by a request at once (a second tab, a resubmission):
-            # the form's check saw neither, the database's unique index sees the second.
-            form.add_error("username", form.instance.unique_error_message(type(form.instance), ["username"]))
+            # On PostgreSQL, one not yet committed: the unique index on the lowercase username
+            # (authserver migration 0009) refuses the second of the two.
+            developer = None
+        if developer is None:
+            # The same username, in any case, signed up by a request at once (a second tab).
+            form.add_error("username", form.username_taken())
             return self.form_invalid(form)
-        login(self.request, developer, backend="django.contrib.auth.backends.ModelBackend")
+        login(self.request, developer, backend=settings.AUTHENTICATION_BACKENDS[0])
         messages.success(
             self.request, f"Welcome, {developer.username}. Download the SDK to get your credentials."
         )

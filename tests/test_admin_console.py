@@ -10,6 +10,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -20,7 +21,7 @@ from django.test import override_settings
 from django.utils import timezone
 from oauth2_provider.models import AccessToken
 
-from authserver import services
+from authserver import services, sessions
 from authserver.models import Application, AuditEvent, Scope
 from tests.helpers import (
     HttpsClient,
@@ -1157,6 +1158,82 @@ def test_the_admin_login_works(client, operator):
     assert response.status_code == 302
     assert response["Location"] == "/admin/"
     assert client.get("/admin/").status_code == 200
+
+
+def test_a_console_session_ends_after_30_minutes_without_a_request(client, operator, monkeypatch):
+    clock = SimpleNamespace(now=sessions.time.time())
+    monkeypatch.setattr(sessions, "time", SimpleNamespace(time=lambda: clock.now))
+    client.post("/admin/login/", {"username": "olivia", "password": PASSWORD})
+    assert client.session.get_expiry_age() == pytest.approx(30 * 60, abs=5)
+
+    clock.now += 29 * 60
+    assert client.get(CLIENTS).status_code == 200  # and 30 minutes from now again
+    clock.now += 29 * 60
+    assert client.get(CLIENTS).status_code == 200
+    clock.now += 30 * 60 + 1
+
+    assert client.get(CLIENTS)["Location"].startswith("/admin/login/")
+    assert "_auth_user_id" not in client.session
+
+
+def test_a_console_session_ends_12_hours_after_the_login_however_used(client, operator, monkeypatch):
+    clock = SimpleNamespace(now=sessions.time.time())
+    monkeypatch.setattr(sessions, "time", SimpleNamespace(time=lambda: clock.now))
+    client.post("/admin/login/", {"username": "olivia", "password": PASSWORD})
+    for _ in range(12 * 3 - 1):  # every 20 minutes, to 11 hours 40
+        clock.now += 20 * 60
+        assert client.get("/admin/").status_code == 200
+    clock.now += 20 * 60
+
+    assert client.get("/admin/")["Location"].startswith("/admin/login/")
+
+
+@pytest.mark.parametrize("typed", ["OLIVIA", "Olivia"])
+def test_an_operator_logs_in_with_their_username_in_any_case(client, operator, typed):
+    response = client.post("/admin/login/?next=/admin/", {"username": typed, "password": PASSWORD})
+
+    assert (response.status_code, response["Location"]) == (302, "/admin/")
+    assert client.session["_auth_user_id"] == str(operator.pk)
+
+
+@pytest.mark.parametrize("username", ["OLIVIA", "Élodie"])
+def test_the_console_refuses_a_new_user_whose_name_another_has_in_any_case(
+    superuser_console, operator, username
+):
+    """Django's own check (iexact) folds ASCII letters alone on SQLite; the database's index would
+    then refuse "Élodie" beside "élodie" with a 500."""
+    get_user_model().objects.create_user("élodie")
+    superuser_console.raise_request_exception = False
+    form = {"username": username, "usable_password": "false", "password1": "", "password2": ""}
+
+    response = superuser_console.post(f"{USERS}add/", form)
+
+    assert response.status_code == 200
+    assert "A user with that username already exists" in response.content.decode()
+    assert get_user_model().objects.count() == 3
+
+
+def test_the_console_refuses_renaming_a_user_to_a_name_another_has_in_any_case(superuser_console, operator):
+    superuser_console.raise_request_exception = False
+    user = get_user_model().objects.get(username="root")
+    changed = {
+        "username": "Olivia",
+        "is_active": "on",
+        "is_staff": "on",
+        "is_superuser": "on",
+        "date_joined_0": "2026-01-01",
+        "date_joined_1": "00:00:00",
+    }
+
+    response = superuser_console.post(f"{USERS}{user.pk}/change/", changed)
+    renamed_in_its_own_case = superuser_console.post(
+        f"{USERS}{user.pk}/change/", {**changed, "username": "ROOT"}
+    )
+
+    assert response.status_code == 200
+    assert "A user with that username already exists" in response.content.decode()
+    assert renamed_in_its_own_case.status_code == 302
+    assert set(get_user_model().objects.values_list("username", flat=True)) == {"ROOT", "olivia"}
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,8 @@ from io import StringIO
 import pytest
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
-from django.db import OperationalError
+from django.db import IntegrityError, OperationalError
+from django.db.migrations.recorder import MigrationRecorder
 from django.utils import timezone
 from oauth2_provider.models import AccessToken
 
@@ -58,6 +59,12 @@ def test_create_client_json_with_scope_ttl_and_owner(client, db):
     token = request_token(client, services.NewClient(application, created["client_secret"])).json()
     assert token["expires_in"] == 600
     assert AuditEvent.objects.get(kind=AuditEvent.Kind.CLIENT_CREATED).actor == "manage.py create_client"
+
+
+def test_create_client_takes_the_owners_username_in_any_case(db):
+    User.objects.create_user("Carol")
+    created = json.loads(run("create_client", "--name", "reports", "--owner", "carol", "--json"))
+    assert Application.objects.get(client_id=created["client_id"]).user.username == "Carol"
 
 
 def test_create_client_defaults_to_the_sandbox_scopes(db):
@@ -243,6 +250,30 @@ def test_create_client_for_a_deactivated_owner_says_so(db):
         run("create_client", "--name", "x", "--owner", "dora")
     assert str(refused.value) == "The user 'dora' is deactivated: activate the account first."
     assert not Application.objects.exists()
+
+
+def test_migrating_over_usernames_differing_only_in_case_names_them_and_changes_nothing(transactional_db):
+    """The unique index on the lowercase username (authserver 0009) cannot be made over accounts
+    that already differ only in case: the operator is told which, and how to go on; no traceback."""
+    call_command("migrate", "authserver", "0008", verbosity=0)
+    try:
+        first, second = User.objects.create_user("ada"), User.objects.create_user("ADA")
+        User.objects.create_user("bob")
+        with pytest.raises(CommandError) as refused:
+            call_command("migrate", "authserver", verbosity=0)
+        message = str(refused.value)
+        assert f"'ada' (id {first.pk}), 'ADA' (id {second.pk})" in message
+        assert "bob" not in message
+        assert "Rename or delete all but one of each" in message
+        assert "Nothing was changed" in message
+        applied = MigrationRecorder.Migration.objects.filter(app="authserver").values_list("name", flat=True)
+        assert "0009_username_unique_in_any_case" not in applied
+
+        User.objects.filter(pk=second.pk).update(username="ada-2")
+    finally:
+        call_command("migrate", "authserver", verbosity=0)
+    with pytest.raises(IntegrityError):
+        User.objects.create_user("BOB")
 
 
 # --- clear_expired_tokens: logs and Ctrl-C -------------------------------------------------------

@@ -18,12 +18,14 @@ from types import SimpleNamespace
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import check_password
-from django.db import connection
+from django.contrib.sessions.models import Session
+from django.db import IntegrityError, connection, transaction
 from django.test import Client
+from django.utils import timezone
 from oauth2_provider.models import AccessToken
 
 from authserver import services as authserver_services
-from authserver import throttling, validity
+from authserver import sessions, throttling, validity
 from authserver.models import Application, AuditEvent, Scope
 from fooapi.services import seed_demo_catalogue
 from sdkportal import forms as sdkportal_forms
@@ -225,6 +227,66 @@ def test_a_username_signed_up_by_another_request_meanwhile_is_a_form_error(clien
     assert "_auth_user_id" not in client.session
 
 
+def test_a_username_differing_only_in_case_signed_up_meanwhile_is_a_form_error(client, db, monkeypatch):
+    """The form and its check in the write transaction find "grace" free; the other request's
+    "Grace" is then in: the database's unique index on the lowercase username refuses the second."""
+    save = sdkportal_forms.SignUpForm.save
+
+    def save_after_the_other_request(form, *args, **kwargs):
+        get_user_model().objects.create_user("Grace", "grace@example.org", PASSWORD)
+        return save(form, *args, **kwargs)
+
+    monkeypatch.setattr(sdkportal_forms.SignUpForm, "save", save_after_the_other_request)
+    client.raise_request_exception = False
+    account = {"username": "grace", "email": "grace@example.com"}
+
+    response = client.post("/accounts/signup/", {**account, "password1": PASSWORD, "password2": PASSWORD})
+
+    assert response.status_code == 200
+    assert "A user with that username already exists" in response.content.decode()
+    assert "_auth_user_id" not in client.session
+
+
+@pytest.mark.parametrize("usernames", [("grace", "GRACE"), ("élodie", "Élodie")])
+def test_two_sign_ups_at_once_differing_only_in_case_make_one_account(
+    transactional_db, monkeypatch, usernames
+):
+    """Each request, its form checked, waits for the other's check: both found the name free."""
+    both_checked = threading.Barrier(2, timeout=5)
+    clean_username = sdkportal_forms.SignUpForm.clean_username
+
+    def clean_then_wait(form):
+        username = clean_username(form)
+        with suppress(threading.BrokenBarrierError):
+            both_checked.wait()
+        return username
+
+    monkeypatch.setattr(sdkportal_forms.SignUpForm, "clean_username", clean_then_wait)
+
+    def sign_up(username: str) -> int:
+        browser = HttpsClient(raise_request_exception=False)
+        account = {"username": username, "email": f"dev{usernames.index(username)}@example.com"}
+        try:
+            return browser.post(
+                "/accounts/signup/", {**account, "password1": PASSWORD, "password2": PASSWORD}
+            ).status_code
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(2) as pool:
+        statuses = list(pool.map(sign_up, usernames))
+
+    assert sorted(statuses) == [200, 302]  # one account, one form error (no 500)
+    assert get_user_model().objects.count() == 1
+
+
+def test_the_database_refuses_a_username_differing_only_in_case(db):
+    """Whatever the path (a shell, a script): the unique index on the lowercase username."""
+    get_user_model().objects.create_user("ada", "ada@example.com", PASSWORD)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        get_user_model().objects.create_user("ADA", "ada@example.org", PASSWORD)
+
+
 def test_a_username_or_email_is_compared_as_text_not_as_a_pattern(client, developer):
     account = {"username": "a.a", "email": "a.a@example.com", "password1": PASSWORD, "password2": PASSWORD}
     assert client.post("/accounts/signup/", account).status_code == 302  # beside ada, ada@example.com
@@ -261,6 +323,127 @@ def test_logging_in_and_out(client, developer):
     assert client.post("/accounts/logout/").status_code == 302
     assert client.get("/accounts/logout/")["Location"] == "/portal/"
     assert client.get("/portal/app/")["Location"].startswith("/accounts/login/")
+
+
+@pytest.mark.parametrize(("username", "typed"), [("ada", "ADA"), ("Ada", "ada"), ("élodie", "ÉLODIE")])
+def test_a_developer_logs_in_with_their_username_in_any_case(client, db, username, typed):
+    """The username is unique in any case, so any case names the one account."""
+    account = get_user_model().objects.create_user(username, "dev@example.com", PASSWORD)
+
+    response = client.post("/accounts/login/", {"username": typed, "password": PASSWORD})
+
+    assert (response.status_code, response["Location"]) == (302, "/portal/")
+    assert client.session["_auth_user_id"] == str(account.pk)
+
+
+def test_a_deactivated_developer_logging_in_in_another_case_is_told_so(client, developer):
+    developer.is_active = False
+    developer.save()
+
+    response = client.post("/accounts/login/", {"username": "Ada", "password": PASSWORD})
+
+    assert "This account has been deactivated" in response.content.decode()
+    assert "_auth_user_id" not in client.session
+
+
+def test_logging_in_by_email_address_is_not_offered(client, developer):
+    response = client.post("/accounts/login/", {"username": "ada@example.com", "password": PASSWORD})
+    assert response.status_code == 200
+    assert "_auth_user_id" not in client.session
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """The time authserver/sessions.py reads, moved on by the test: clock.now += seconds."""
+    clock = SimpleNamespace(now=sessions.time.time())
+    monkeypatch.setattr(sessions, "time", SimpleNamespace(time=lambda: clock.now))
+    return clock
+
+
+def test_a_developer_session_ends_after_a_day_without_a_request(client, developer, clock, settings):
+    client.post("/accounts/login/", {"username": "ada", "password": PASSWORD})
+    assert client.session.get_expiry_age() == pytest.approx(settings.DEVELOPER_SESSION_IDLE_TIMEOUT, abs=5)
+    assert int(client.cookies["sessionid"]["max-age"]) == pytest.approx(24 * 3600, abs=5)
+
+    clock.now += 23 * 3600
+    assert client.get("/portal/app/").status_code == 200  # and a day from now again
+    clock.now += 23 * 3600
+    assert client.get("/portal/app/").status_code == 200
+    clock.now += 24 * 3600 + 1
+    response = client.get("/portal/app/")
+
+    assert response["Location"] == "/accounts/login/?next=/portal/app/"
+    assert "_auth_user_id" not in client.session
+
+
+def test_a_developer_session_ends_a_week_after_the_login_however_used(client, developer, clock):
+    client.post("/accounts/login/", {"username": "ada", "password": PASSWORD})
+    for _ in range(7):
+        clock.now += 23 * 3600
+        assert client.get("/portal/app/").status_code == 200
+    clock.now += 7 * 3600 + 1  # a week and a second after the login
+
+    assert client.get("/portal/app/")["Location"] == "/accounts/login/?next=/portal/app/"
+    assert (
+        client.post("/accounts/login/", {"username": "ada", "password": PASSWORD})["Location"] == "/portal/"
+    )
+    assert client.get("/portal/app/").status_code == 200
+
+
+def test_an_expired_session_is_forgotten_by_the_session_store_itself(client, developer):
+    """The expiry is the session's own: Django's store no longer loads it, middleware or not."""
+    client.post("/accounts/login/", {"username": "ada", "password": PASSWORD})
+    stored = Session.objects.get(session_key=client.session.session_key)
+    assert stored.expire_date == pytest.approx(timezone.now() + timedelta(days=1), abs=timedelta(seconds=5))
+    Session.objects.filter(pk=stored.pk).update(expire_date=timezone.now() - timedelta(seconds=1))
+
+    assert client.get("/portal/app/")["Location"] == "/accounts/login/?next=/portal/app/"
+
+
+def test_a_developer_made_staff_logs_in_again_before_their_session_has_the_new_rights(client, developer):
+    """A session signed in as a developer does not become a console session; the new login gets a
+    new session id and the console's shorter limits."""
+    client.post("/accounts/login/", {"username": "ada", "password": PASSWORD})
+    developer_session = client.session.session_key
+    developer.is_staff = True
+    developer.save()
+
+    assert client.get("/portal/app/")["Location"] == "/accounts/login/?next=/portal/app/"
+    assert client.get("/admin/")["Location"].startswith("/admin/login/")
+    client.post("/admin/login/", {"username": "ada", "password": PASSWORD})
+
+    assert client.get("/admin/").status_code == 200
+    assert client.session.session_key != developer_session
+    assert client.session.get_expiry_age() == pytest.approx(30 * 60, abs=5)
+
+
+def test_a_session_from_before_the_session_limits_ends(client, developer):
+    """Signed in under Django's two weeks, with nothing to say when: it is logged out once."""
+    client.force_login(developer)
+    session = client.session
+    del session["_signed_in_at"]
+    session.set_expiry(None)
+    session.save()
+
+    assert client.get("/portal/app/")["Location"] == "/accounts/login/?next=/portal/app/"
+
+
+@pytest.mark.parametrize(
+    "elsewhere",
+    ["https://evil.example/", "//evil.example/", "/\\evil.example/", "http://testserver/portal/app/"],
+)
+def test_logging_in_or_out_never_leads_to_another_site(client, developer, elsewhere):
+    """?next= goes only to this site's pages, over HTTPS: not a login page that sends the developer
+    to a look-alike asking for the password again."""
+    get_user_model().objects.create_user("olivia", password=PASSWORD, is_staff=True)
+
+    logged_in = client.post("/accounts/login/", {"username": "ada", "password": PASSWORD, "next": elsewhere})
+    logged_out = client.post("/accounts/logout/", {"next": elsewhere})
+    console = client.post("/admin/login/", {"username": "olivia", "password": PASSWORD, "next": elsewhere})
+
+    assert (logged_in.status_code, logged_in["Location"]) == (302, "/portal/")
+    assert (logged_out.status_code, logged_out["Location"]) == (302, "/portal/")
+    assert (console.status_code, console["Location"]) == (302, "/portal/")  # LOGIN_REDIRECT_URL
 
 
 def test_a_signed_in_developer_sent_to_the_login_page_to_come_back_to_it_goes_to_the_portal(signed_in):

@@ -5,13 +5,14 @@ endpoints (token, revocation, introspection, registration, the Foo API, metadata
 
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import django.contrib.admin
 import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
-from authserver import security
+from authserver import security, sessions
 from authserver.security import PAGE_POLICY_HEADER
 from tests.browser import chromium_page, screenshot
 from tests.helpers import basic, bearer, issue_token, make_client, post_form
@@ -165,9 +166,13 @@ def test_login_sets_secure_httponly_samesite_cookies(client, operator):
         assert cookie["samesite"] == "Lax", name
 
 
-def test_machine_endpoints_set_no_cookies(client, operator):
-    """Even for a caller that also holds a console session, nothing on a machine path sets one."""
+@pytest.mark.parametrize("later", [0, 10 * 60, 13 * 3600], ids=["now", "its expiry due a push", "expired"])
+def test_machine_endpoints_set_no_cookies(client, operator, monkeypatch, later):
+    """Even for a caller that also holds a console session, nothing on a machine path sets one: nor
+    pushes its expiry on, nor ends it (authserver/sessions.py)."""
     client.force_login(operator)
+    now = sessions.time.time() + later
+    monkeypatch.setattr(sessions, "time", SimpleNamespace(time=lambda: now))
     new_client = make_client(scopes=["products:read", "orders:read", "orders:write"])
     resource_server = make_client(scopes=["introspection"], name="resource server")
     registrar = make_client(scopes=["registration"], name="registrar")

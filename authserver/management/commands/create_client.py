@@ -6,6 +6,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
 
 from authserver import services
+from authserver.backends import stored_username
 from authserver.management.base import OperatorCommand
 from authserver.scopes import sandbox_scope_names
 
@@ -86,7 +87,8 @@ class Command(OperatorCommand):
         if username is None:
             return None
         try:
-            owner = get_user_model().objects.get_by_natural_key(username)
+            # In any case, as the account logs in.
+            owner = get_user_model().objects.get_by_natural_key(stored_username(username))
         except get_user_model().DoesNotExist as error:
             raise CommandError(f"No user named {username!r}.") from error
         if not owner.is_active:  # the model refuses it too, in words about the console's checkbox
