@@ -164,7 +164,7 @@ class ApplicationAdmin(admin.ModelAdmin):
     search_help_text = "Search by name, client id or owner's username."
     list_select_related = ("user",)
     ordering = ("name", "client_id")
-    view_on_site = False  # DOT's get_absolute_url names a view this server does not serve
+    view_on_site = False  # get_absolute_url is this very page
     actions = ("revoke_tokens", "disable", "enable")
     readonly_fields = (
         "client_id",
@@ -813,6 +813,26 @@ class UserAdmin(auth_admin.UserAdmin):
     add_form = ConsoleUserCreationForm
     # A group or permission id beyond the database's integer range is a field error, not a 500.
     formfield_overrides = {ManyToManyField: {"form_class": CheckedMultipleChoiceField}}
+    # What an account may do in the console: a superuser's to set. Staff given the user permissions
+    # (to deactivate developers, say) would otherwise make anyone, themselves too, a superuser.
+    POWER_FIELDS = ("is_staff", "is_superuser", "groups", "user_permissions")
+
+    def get_readonly_fields(self, request, obj=None):
+        readonly = super().get_readonly_fields(request, obj)
+        return readonly if request.user.is_superuser else (*readonly, *self.POWER_FIELDS)
+
+    def has_change_permission(self, request, obj=None):
+        return super().has_change_permission(request, obj) and self.may_manage(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return super().has_delete_permission(request, obj) and self.may_manage(request, obj)
+
+    @staticmethod
+    def may_manage(request, user) -> bool:
+        """Whether this staff member may change or delete `user` (any, for None): a staff account
+        only a superuser does, as a new password for it (user_change_password asks this) is that
+        account, with its powers."""
+        return user is None or request.user.is_superuser or not (user.is_staff or user.is_superuser)
 
     def save_model(self, request, obj, form, change):
         # First, in the form's transaction: the user's row is locked before anything is written.

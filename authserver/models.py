@@ -2,6 +2,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.functional import cached_property
 from oauth2_provider.models import AbstractApplication, ApplicationManager
@@ -91,6 +92,10 @@ class Application(AbstractApplication):
 
     def natural_key(self):
         return (self.client_id,)
+
+    def get_absolute_url(self) -> str:
+        # The client's page in the console; DOT's names an application view this server does not serve.
+        return reverse(f"admin:{self._meta.app_label}_{self._meta.model_name}_change", args=[self.pk])
 
     def clean(self) -> None:
         super().clean()

@@ -16,6 +16,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import check_password
 from django.contrib.auth.models import Group, Permission
+from django.contrib.contenttypes.models import ContentType
 from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
@@ -1128,6 +1129,108 @@ def test_superusers_see_users_and_not_the_grants_this_server_does_not_serve(supe
     index = superuser_console.get("/admin/").content.decode()
     assert "/admin/oauth2_provider/grant/" not in index
     assert index.index("/admin/authserver/application/") < index.index("/admin/auth/user/")
+
+
+@pytest.fixture
+def user_manager(db):
+    """Staff given the user permissions alone, to deactivate developers (README: Users)."""
+    member = get_user_model().objects.create_user("uma", password=PASSWORD, is_staff=True)
+    member.user_permissions.add(
+        *Permission.objects.filter(content_type__app_label="auth", codename__in=["view_user", "change_user"])
+    )
+    http = HttpsClient()
+    http.force_login(member)
+    return member, http
+
+
+def staff_user_form(user, **overrides) -> dict:
+    """A user's change form as posted, with every permission field a superuser's form has."""
+    data = {
+        "username": user.username,
+        "is_active": "on" if user.is_active else None,
+        "is_staff": "on" if user.is_staff else None,
+        "is_superuser": "on" if user.is_superuser else None,
+        "date_joined_0": "2026-01-01",
+        "date_joined_1": "00:00:00",
+    }
+    return {key: value for key, value in {**data, **overrides}.items() if value is not None}
+
+
+def test_staff_who_manage_users_cannot_give_anyone_more_power(user_manager):
+    """Changing users is not changing what users may do: a posted form's superuser status, staff
+    status, groups and permissions are a superuser's to set, or the user permissions would be all."""
+    member, http = user_manager
+    developer = get_user_model().objects.create_user("dana", password=PASSWORD)
+    operators = services.ensure_operators_group()
+    every_permission = list(Permission.objects.values_list("pk", flat=True))
+    escalations = {
+        "is_staff": "on",
+        "is_superuser": "on",
+        "groups": [operators.pk],
+        "user_permissions": every_permission,
+    }
+
+    for user in (member, developer):
+        response = http.post(f"{USERS}{user.pk}/change/", staff_user_form(user, **escalations))
+        assert response.status_code in (302, 403), response.status_code
+        user.refresh_from_db()
+        assert not user.is_superuser
+        assert not user.groups.exists()
+        assert set(user.user_permissions.values_list("codename", flat=True)) <= {"view_user", "change_user"}
+    developer.refresh_from_db()
+    assert not developer.is_staff
+    assert not member.has_perm("auth.add_user")
+
+
+def test_staff_who_manage_users_may_still_deactivate_a_developer(user_manager):
+    _, http = user_manager
+    developer = get_user_model().objects.create_user("dana", password=PASSWORD)
+    page = http.get(f"{USERS}{developer.pk}/change/").content.decode()
+
+    response = http.post(f"{USERS}{developer.pk}/change/", staff_user_form(developer, is_active=None))
+
+    assert 'name="is_superuser"' not in page and 'name="groups"' not in page
+    assert response.status_code == 302
+    developer.refresh_from_db()
+    assert not developer.is_active
+
+
+def test_staff_who_manage_users_cannot_take_over_a_staff_account(user_manager):
+    """A new password for the superuser, or an operator, would be their account: only a superuser
+    changes staff accounts."""
+    member, http = user_manager
+    root = get_user_model().objects.create_superuser("root", password=PASSWORD)
+    operator = get_user_model().objects.create_user("olivia", password=PASSWORD, is_staff=True)
+    operator.groups.add(services.ensure_operators_group())
+    new_password = {"password1": "a new one, chosen by uma", "password2": "a new one, chosen by uma"}
+
+    for account in (root, operator):
+        assert http.post(f"{USERS}{account.pk}/password/", new_password).status_code == 403
+        changed = http.post(f"{USERS}{account.pk}/change/", staff_user_form(account, is_active=None))
+        assert changed.status_code == 403
+        account.refresh_from_db()
+        assert account.check_password(PASSWORD)
+        assert account.is_active
+        assert http.get(f"{USERS}{account.pk}/change/").status_code == 200  # still seen
+    delete_user = Permission.objects.get(content_type__app_label="auth", codename="delete_user")
+    member.user_permissions.add(delete_user)
+    for account in (root, operator):
+        assert http.post(f"{USERS}{account.pk}/delete/", {"post": "yes"}).status_code == 403
+        http.post(USERS, {"action": "delete_selected", "_selected_action": [account.pk], "post": "yes"})
+    assert get_user_model().objects.filter(pk__in=[root.pk, operator.pk]).count() == 2
+
+
+def test_the_consoles_shortcut_to_a_client_leads_to_its_page(console, new_client):
+    """Django's /admin/r/<content type>/<id>/ ("view on site") follows get_absolute_url, which named
+    a view of DOT's this server does not serve: a 500."""
+    client = new_client.application
+    content_type = ContentType.objects.get_for_model(Application)
+
+    response = console.get(f"/admin/r/{content_type.pk}/{client.pk}/")
+
+    assert response.status_code == 302
+    assert response["Location"].endswith(f"{CLIENTS}{client.pk}/change/")
+    assert console.get(response["Location"]).status_code == 200
 
 
 def test_the_operators_group_is_idempotent_and_has_no_user_permissions(db):
