@@ -59,6 +59,15 @@ def env_list(name: str, default: list[str]) -> list[str]:
 
 def persistent_secret_key(path: Path) -> str:
     """The key stored at `path`, created once (atomically: concurrent workers agree on one key)."""
+    try:
+        return _persistent_secret_key(path)
+    except OSError as error:  # VAR_DIR read-only, a file, on a full disk: a traceback from settings
+        raise ConfigurationError(
+            f"{path}: {error.strerror or error} (VAR_DIR must be a writable directory; or set SECRET_KEY)"
+        ) from None
+
+
+def _persistent_secret_key(path: Path) -> str:
     with suppress(FileNotFoundError):
         if key := path.read_text().strip():
             return key

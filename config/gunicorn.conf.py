@@ -1,6 +1,7 @@
 """gunicorn settings for `make run` (and the benchmark), from the environment (README)."""
 
 import gc
+import ssl
 import sys
 from pathlib import Path
 
@@ -18,6 +19,22 @@ try:
         raise ConfigurationError(
             f"TLS is on but {missing[0]} does not exist: run manage.py bootstrap, or set TLS=off"
         )
+    if TLS:
+        # gunicorn loads them for each connection, in the worker: a key that does not match the
+        # certificate, or cannot be read, was "Listening at: https://..." and then every
+        # connection dropped, a warning line each. An empty password: a key protected by one
+        # fails here rather than prompting on the terminal.
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                TLS_CERT_FILE, TLS_KEY_FILE, password=b""
+            )
+        except OSError as error:  # ssl.SSLError too: its reason says why ("KEY_VALUES_MISMATCH")
+            reason = getattr(error, "reason", None) or error.strerror or error.__class__.__name__
+            raise ConfigurationError(
+                f"TLS: {TLS_CERT_FILE} with {TLS_KEY_FILE} cannot serve ({reason}): the key must be the "
+                "certificate's, unencrypted and readable (delete both and run manage.py bootstrap for a "
+                "self-signed pair)"
+            ) from None
 except ConfigurationError as error:  # one line and exit 1, not gunicorn's traceback
     sys.exit(f"Configuration error: {error}")
 

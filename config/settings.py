@@ -9,6 +9,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import dj_database_url
+import redis.connection
 
 from config.env import (
     DEFAULT_BIND,
@@ -34,7 +35,10 @@ ISSUER = env_issuer("ISSUER", env_str("BIND", DEFAULT_BIND))
 TLS = env_bool("TLS", True)
 
 _issuer_host = urlsplit(ISSUER).hostname
-ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", sorted({"localhost", "127.0.0.1", "[::1]", _issuer_host}))
+_default_hosts = sorted({"localhost", "127.0.0.1", "[::1]", _issuer_host})
+# Set but empty (`ALLOWED_HOSTS=` in an env file) counts as unset: no host at all would answer every
+# request, the health probes included, with a 400.
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", _default_hosts) or _default_hosts
 
 INSTALLED_APPS = [
     "authserver.apps.ConsoleAdminConfig",  # django.contrib.admin, with the console as its site
@@ -90,6 +94,13 @@ try:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=600, conn_health_checks=True)}
 except ValueError as error:  # an unknown scheme, a port that is no number
     raise ConfigurationError(f"DATABASE_URL: {error}") from None
+if DATABASES["default"]["ENGINE"] not in ("django.db.backends.sqlite3", "django.db.backends.postgresql"):
+    # mysql://, oracle://, ... are schemes dj_database_url knows: Django failed later, a traceback
+    # about a driver this project neither installs nor supports.
+    scheme = urlsplit(DATABASE_URL).scheme
+    raise ConfigurationError(
+        f"DATABASE_URL: {scheme}:// is not supported; expected sqlite:/// or postgres://"
+    )
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = {
         # WAL lets readers run beside the one writer; IMMEDIATE takes the write lock when a
@@ -104,6 +115,11 @@ else:
     DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env_int(
         "DATABASE_CONNECT_TIMEOUT", 3, minimum=1
     )  # libpq waits forever on 0
+# PostgreSQL: what one statement of a served request may take, lock waits included (a change left
+# uncommitted holding the row a token's write needs): then a 503, as for an unreachable database,
+# well before gunicorn's worker timeout (30 s) kills the worker. Set on the server's connections
+# only (config/wsgi.py): migrations and management commands may take longer.
+DATABASE_STATEMENT_TIMEOUT = env_int("DATABASE_STATEMENT_TIMEOUT", 10, minimum=1)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Django's backend, without a health-check round trip on every request under load.
     DATABASES["default"]["ENGINE"] = "config.postgresql"
@@ -143,6 +159,15 @@ if REDIS_URL and any(
 ):
     # Not quoted: the URL may hold Redis's password.
     raise ConfigurationError("REDIS_URL: expected redis://, rediss:// or unix:// URLs")
+for server in re.split("[;,]", REDIS_URL) if REDIS_URL else ():
+    # A port that is no number, an option with a bad value: redis-py refused every call, and rate
+    # limits failed open on every request, as for a scheme it does not take.
+    try:
+        redis.connection.parse_url(server.strip())
+    except ValueError:  # its message may quote a part of the URL: a password typed where the port goes
+        raise ConfigurationError(
+            "REDIS_URL: malformed (a port that is no number or out of range, an option with a bad value)"
+        ) from None
 if REDIS_URL:
     CACHES = {
         "default": {

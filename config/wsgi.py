@@ -3,6 +3,7 @@ import os
 
 from django.conf import settings
 from django.core.wsgi import get_wsgi_application
+from django.db.backends.signals import connection_created
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -66,4 +67,15 @@ class NoBodyForHead:
         return []
 
 
+def bound_statements(sender, connection, **kwargs):
+    """A served request's statements on PostgreSQL give up after DATABASE_STATEMENT_TIMEOUT, a wait
+    for a lock included: the request is then a 503 (authserver.middleware), where it waited for as
+    long as another session held the lock, until gunicorn killed the worker. Set when the
+    connection is made, once: migrations and management commands are not served from here."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(f"SET statement_timeout = {settings.DATABASE_STATEMENT_TIMEOUT * 1000}")
+
+
 application = NoBodyForHead(ChunkedRequestBodies(get_wsgi_application()))
+connection_created.connect(bound_statements)

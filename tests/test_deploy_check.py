@@ -76,3 +76,27 @@ def test_production_settings(deployment):
         "SECURE_REFERRER_POLICY": "same-origin",
         "SILENCED_SYSTEM_CHECKS": [],
     }
+
+
+def setting_values(environment: dict, *names: str) -> list:
+    script = f"from django.conf import settings; print([getattr(settings, name) for name in {names!r}])"
+    result = manage(environment, "shell", "--verbosity", "0", "--command", script)
+    assert result.returncode == 0, result.stderr
+    return ast.literal_eval(result.stdout.strip())
+
+
+@pytest.mark.parametrize("value", ["0", "false", "No", " off ", ""])
+def test_debug_is_off_for_every_word_that_says_so(deployment, value):
+    assert setting_values({**deployment, "DEBUG": value}, "DEBUG") == [False]
+
+
+@pytest.mark.parametrize("value", ["", " , "])
+def test_an_empty_allowed_hosts_is_the_default(deployment, value):
+    # It was no host at all: every request a 400, /healthz and /readyz included.
+    environment = {**deployment, "ISSUER": "https://auth.example.com"}
+    [default] = setting_values(environment, "ALLOWED_HOSTS")
+    assert default == ["127.0.0.1", "[::1]", "auth.example.com", "localhost"]
+    assert setting_values({**environment, "ALLOWED_HOSTS": value}, "ALLOWED_HOSTS") == [default]
+    assert setting_values({**environment, "ALLOWED_HOSTS": "a.example, b.example"}, "ALLOWED_HOSTS") == [
+        ["a.example", "b.example"]
+    ]

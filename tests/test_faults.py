@@ -22,6 +22,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, suppress
 
+import psycopg
 import pytest
 import requests
 from django.contrib.auth.hashers import make_password
@@ -269,6 +270,35 @@ def test_an_unresponsive_database_host_is_a_503_within_the_connect_timeout(
     proxy.restore()
 
     wait_for(lambda: post_token(server, client_id, secret).status_code == 200, seconds=15)
+
+
+def test_a_lock_held_by_another_session_is_a_503_within_the_statement_timeout(
+    django_db_setup, django_db_blocker, transactional_db
+):
+    # A change left uncommitted (a console action stuck mid-transaction, an operator's psql session)
+    # holds the validity epoch's row, which a token's write waits for (authserver/validity.py): the
+    # token endpoint waited until gunicorn killed the worker at 30 s, a 500 and a traceback.
+    requires_postgresql()
+    new_client = make_client()
+    client_id, secret = new_client.application.client_id, new_client.client_secret
+    database = connection.settings_dict
+    with (
+        django_db_blocker.unblock(),
+        LiveServer(tls=False, DATABASE_STATEMENT_TIMEOUT=2) as server,
+        psycopg.connect(
+            dbname=database["NAME"], user=database["USER"], host=database["HOST"], port=database["PORT"]
+        ) as other_session,
+    ):
+        assert post_token(server, client_id, secret).status_code == 200
+        other_session.execute("UPDATE authserver_validityepoch SET value = value")  # held, uncommitted
+
+        response, elapsed = timed(lambda: post_token(server, client_id, secret))
+        assert_temporarily_unavailable(response)
+        assert elapsed < 2 + 3, elapsed
+
+        other_session.rollback()
+        assert post_token(server, client_id, secret).status_code == 200
+        assert "Traceback" not in server.output()
 
 
 # --- Redis goes away -------------------------------------------------------------------------------

@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from gunicorn.config import Config
 
+from config.tls import ensure_self_signed_certificate
 from tests.servers import ensure_certificate
 
 CONFIG = Path(__file__).resolve().parent.parent / "config" / "gunicorn.conf.py"
@@ -20,11 +22,18 @@ def load_config() -> dict:
     return runpy.run_path(str(CONFIG))
 
 
-def check_config(**environment) -> subprocess.CompletedProcess:
+def check_config(stdin=None, **environment) -> subprocess.CompletedProcess:
     return subprocess.run(
         [Path(sys.executable).with_name("gunicorn"), "-c", str(CONFIG), "--check-config"],
         env={**os.environ, "BIND": "127.0.0.1:0", **environment}, capture_output=True, text=True,
-        timeout=60, check=False,
+        stdin=stdin, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def manage(*arguments, **environment) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", *(arguments or ["check"])], cwd=CONFIG.parent.parent,
+        env={**os.environ, **environment}, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
 
 
@@ -54,12 +63,44 @@ def test_workers_take_what_they_loaded_out_of_the_garbage_collectors_walks():
         ("DEBUG", "maybe", "Configuration error: DEBUG='maybe': expected one of on/off"),
         # Read after the try that turns a bad value into one line: it was a traceback.
         ("ACCESS_LOG", "maybe", "Configuration error: ACCESS_LOG='maybe': expected one of on/off"),
+        # A scheme dj_database_url knows: Django's traceback about a driver this project lacks.
+        (
+            "DATABASE_URL",
+            "mysql://foo@db/foo",
+            "Configuration error: DATABASE_URL: mysql:// is not supported",
+        ),
+        (
+            "DATABASE_URL",
+            "oracle://foo@db/foo",
+            "Configuration error: DATABASE_URL: oracle:// is not supported",
+        ),
+        # redis-py refused every call: the server ran, and rate limits failed open on every request.
+        ("REDIS_URL", "redis://127.0.0.1:63790x/0", "Configuration error: REDIS_URL: malformed"),
+        (
+            "REDIS_URL",
+            "redis://127.0.0.1:6379/0?socket_timeout=soon",
+            "Configuration error: REDIS_URL: malformed",
+        ),
+        (
+            "REDIS_URL",
+            "redis://127.0.0.1:6379/0,redis://127.0.0.1:99999/0",
+            "Configuration error: REDIS_URL: malformed",
+        ),
     ],
 )
 def test_a_bad_environment_value_stops_gunicorn_with_one_line(tmp_path, variable, value, message):
     result = check_config(VAR_DIR=str(tmp_path), TLS="off", **{variable: value})
     assert result.returncode == 1
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_malformed_redis_url_is_refused_without_repeating_it(tmp_path):
+    # Where the host was left out, the password stands where the port goes: the message that the
+    # port is no number would quote it.
+    result = check_config(VAR_DIR=str(tmp_path), TLS="off", REDIS_URL="redis://foo:hunter2/0")
+    assert result.returncode == 1
+    assert "Configuration error: REDIS_URL: malformed" in result.stderr
+    assert "hunter2" not in result.stderr
 
 
 @pytest.mark.parametrize("value", ["abc", "0", "", str(16 * (os.cpu_count() or 1) + 1)])
@@ -73,6 +114,43 @@ def test_a_bad_web_concurrency_stops_bootstrap_before_gunicorn_starts(tmp_path, 
     )  # fmt: skip
     assert result.returncode == 1
     assert result.stderr.startswith(f"Configuration error: WEB_CONCURRENCY='{value}': expected ")
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_a_var_dir_that_cannot_be_written_stops_gunicorn_and_manage_py_with_one_line(tmp_path):
+    # The secret key is made there when settings load: an OSError's traceback from settings.py.
+    (tmp_path / "a file").touch()
+    var_dir = tmp_path / "a file" / "var"
+
+    served = check_config(VAR_DIR=str(var_dir), TLS="off")
+    managed = manage(VAR_DIR=str(var_dir))
+
+    for result in (served, managed):
+        assert result.returncode == 1
+        assert (
+            f"Configuration error: {var_dir / 'secret_key'}: Not a directory (VAR_DIR must be a writable "
+            in (result.stderr)
+        )
+        assert len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("tls", ["on", "off"])
+def test_bootstrap_with_a_var_dir_it_cannot_write_says_so_in_one_line(tmp_path, tls):
+    # With SECRET_KEY set settings load; the certificate, or the static files, were a traceback.
+    (tmp_path / "static").touch()  # where collectstatic writes (TLS off: nothing is written before)
+    (tmp_path / "tls").touch()
+    result = manage(
+        "bootstrap",
+        VAR_DIR=str(tmp_path),
+        DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",  # its own, whatever the tests use
+        SECRET_KEY="x" * 50,
+        TLS=tls,
+        ADMIN_PASSWORD="A-long-passw0rd",
+    )
+
+    assert result.returncode == 1
+    written = tmp_path / "tls" if tls == "on" else tmp_path / "static" / "staticfiles.json"
+    assert result.stderr.startswith(f"CommandError: {written}: ")  # File exists, Not a directory
     assert len(result.stderr.splitlines()) == 1
 
 
@@ -91,6 +169,44 @@ def test_tls_without_a_certificate_stops_gunicorn_with_one_line(tmp_path):
     )
     assert "Traceback" not in result.stderr
     assert check_config(VAR_DIR=str(tmp_path), TLS="off").returncode == 0
+
+
+def other_key(tmp_path) -> bytes:
+    """The key of another self-signed certificate."""
+    ensure_self_signed_certificate(tmp_path / "other.pem", tmp_path / "other-key.pem", ["localhost"])
+    return (tmp_path / "other-key.pem").read_bytes()
+
+
+def encrypted(key: bytes) -> bytes:
+    private_key = serialization.load_pem_private_key(key, password=None)
+    return private_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"a passphrase"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [
+        (other_key, "KEY_VALUES_MISMATCH"),
+        (lambda tmp_path: b"not a key", "PEM lib"),
+        (lambda tmp_path: encrypted((tmp_path / "tls" / "key.pem").read_bytes()), "PEM lib"),
+    ],
+    ids=["another certificate's", "no key", "encrypted"],
+)
+def test_a_tls_key_that_cannot_serve_stops_gunicorn_with_one_line(tmp_path, key, reason):
+    # gunicorn said "Listening at: https://..." and then dropped every connection, a warning each.
+    cert_path, key_path = tmp_path / "tls" / "cert.pem", tmp_path / "tls" / "key.pem"
+    ensure_self_signed_certificate(cert_path, key_path, ["localhost"])
+    key_path.write_bytes(key(tmp_path))
+
+    result = check_config(VAR_DIR=str(tmp_path), stdin=subprocess.DEVNULL)
+
+    assert result.returncode == 1
+    assert f"Configuration error: TLS: {cert_path} with {key_path} cannot serve (" in result.stderr
+    assert reason in result.stderr and len(result.stderr.splitlines()) == 1
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("bind", [None, ""])

@@ -21,10 +21,13 @@ class Command(OperatorCommand):
     )
 
     def handle(self, *args, **options):
-        if settings.TLS:
-            self._certificate()
-        call_command("migrate", interactive=False, verbosity=0)
-        call_command("collectstatic", interactive=False, verbosity=0)
+        try:
+            if settings.TLS:
+                self._certificate()
+            call_command("migrate", interactive=False, verbosity=0)
+            call_command("collectstatic", interactive=False, verbosity=0)
+        except OSError as error:  # VAR_DIR read-only, or on a full disk: one line, not a traceback
+            raise CommandError(f"{error.filename or settings.VAR_DIR}: {error.strerror or error}") from error
         if seeded := ensure_default_scopes():
             self.stdout.write(f"Seeded the scopes {' '.join(seeded)}.")
         ensure_operators_group()
