@@ -14,6 +14,9 @@ urlpatterns = [
     path("", include("authserver.urls")),
     path("admin/", admin.site.urls),
     path("", include("sdkportal.urls")),
+    # The probes' other form answers too, as every machine endpoint's does; last, as it is rare.
+    path("healthz/", HealthView.as_view()),
+    path("readyz/", ReadinessView.as_view()),
 ]
 
 handler400 = "authserver.errors.bad_request"

@@ -2,6 +2,7 @@
 nothing, in a clean environment, silencing nothing."""
 
 import ast
+import re
 import subprocess
 import sys
 
@@ -100,3 +101,15 @@ def test_an_empty_allowed_hosts_is_the_default(deployment, value):
     assert setting_values({**environment, "ALLOWED_HOSTS": "a.example, b.example"}, "ALLOWED_HOSTS") == [
         ["a.example", "b.example"]
     ]
+
+
+def test_the_readme_names_every_variable_the_configuration_reads():
+    # MAX_REQUEST_BODY_BYTES, ACCESS_LOG, CSRF_TRUSTED_ORIGINS, SECURE_COOKIES and the portal's
+    # timeouts were read but named nowhere an operator looks.
+    readme = (PROJECT_DIR / "README.md").read_text()
+    environment = readme[readme.index("## Environment") : readme.index("## Security")]
+    read = set()
+    for module in ["config/settings.py", "config/gunicorn.conf.py"]:
+        read |= set(re.findall(r'env_\w+\(\s*"([A-Z_]+)"', (PROJECT_DIR / module).read_text()))
+    assert "MAX_REQUEST_BODY_BYTES" in read
+    assert sorted(name for name in read if f"`{name}`" not in environment) == []

@@ -154,6 +154,45 @@ def test_bootstrap_with_a_var_dir_it_cannot_write_says_so_in_one_line(tmp_path, 
     assert len(result.stderr.splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("LOG_LEVEL", "loud", "LOG_LEVEL='LOUD': expected DEBUG, INFO, WARNING, ERROR or CRITICAL"),
+        ("TOKEN_CACHE", "redis", "TOKEN_CACHE='redis': expected local, shared or off"),
+        ("THROTTLE", "maybe", "THROTTLE='maybe': expected one of on/off"),
+        ("TRUSTED_PROXY_COUNT", "one", "TRUSTED_PROXY_COUNT='one': expected a whole number"),
+        ("ACCESS_TOKEN_LIFETIME", "30", "ACCESS_TOKEN_LIFETIME='30': expected 60 to 604800"),
+        ("DATABASE_URL", "postgres://db:port/foo", "DATABASE_URL: "),
+        # Was a traceback (Django's "Error loading MySQLdb module"), and `manage.py check` passed.
+        (
+            "DATABASE_URL",
+            "mysql://foo:hunter2@db/foo",
+            "DATABASE_URL: mysql:// is not supported; expected sqlite:/// or postgres://",
+        ),
+    ],
+)
+def test_a_value_that_cannot_work_stops_manage_py_with_one_line(tmp_path, variable, value, message):
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=CONFIG.parent.parent, capture_output=True, text=True,
+        env={**os.environ, "VAR_DIR": str(tmp_path), variable: value}, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"Configuration error: {message}")
+    assert len(result.stderr.splitlines()) == 1
+    assert "hunter2" not in result.stderr
+
+
+def test_an_empty_secret_key_file_stops_manage_py_with_one_line(tmp_path):
+    (tmp_path / "secret_key").write_text("")
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=CONFIG.parent.parent, capture_output=True, text=True,
+        env={**os.environ, "VAR_DIR": str(tmp_path), "SECRET_KEY": ""}, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    expected = f"{tmp_path / 'secret_key'} is empty: delete it (a new key is made) or set SECRET_KEY"
+    assert result.stderr == f"Configuration error: {expected}\n"
+
+
 def test_sixteen_workers_per_core_are_still_taken(tmp_path):
     most = 16 * (os.cpu_count() or 1)
     result = check_config(VAR_DIR=str(tmp_path), TLS="off", WEB_CONCURRENCY=str(most))

@@ -30,6 +30,15 @@ def test_readyz_is_503_when_the_database_does_not_answer(client, db, monkeypatch
     assert response["Retry-After"]
 
 
+@pytest.mark.parametrize(("path", "status"), [("/healthz/", "ok"), ("/readyz/", "ready")])
+def test_the_probes_answer_with_a_trailing_slash_too(client, db, path, status):
+    # Was a 404: a load balancer configured with the slash took every node out of service.
+    response = client.get(path)
+    assert response.status_code == 200
+    assert response.json()["status"] == status
+    assert client.options(path).status_code == 204
+
+
 def test_unknown_machine_paths_are_json_404(client, db):
     response = client.get("/oauth2/nothing-here")
     assert response.status_code == 404

@@ -405,6 +405,17 @@ def test_bootstrap_does_not_bring_back_an_admin_account_an_operator_deleted(boot
     assert not User.objects.filter(username="admin").exists()
 
 
+def test_bootstrap_does_not_make_a_second_admin_account_after_an_operator_renamed_it(bootstrap):
+    bootstrap()
+    User.objects.filter(username="admin").update(username="olivia")  # as the console's user page saves it
+
+    # Was a second superuser `admin`, its password printed into the service's log.
+    again, _ = bootstrap()
+    assert "password" not in again
+    assert "No account is named admin, but a superuser exists (olivia): not created again" in again
+    assert list(User.objects.filter(is_superuser=True).values_list("username", flat=True)) == ["olivia"]
+
+
 def test_bootstrap_leaves_a_deactivated_admin_account_so(bootstrap):
     bootstrap()
     services.set_user_active(user=User.objects.get(username="admin"), active=False, actor="user:olivia")

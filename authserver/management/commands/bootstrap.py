@@ -71,9 +71,9 @@ class Command(OperatorCommand):
 
     def _admin_account(self) -> None:
         """Created once. An operator's later changes stand: its password (ADMIN_PASSWORD is applied
-        only when the account is created), its deactivation, its deletion (the audit trail has it:
-        a superuser brought back at the next start, its password in the service's log, would undo
-        the decision)."""
+        only when the account is created), its deactivation, its new name, its deletion (the audit
+        trail has it: a superuser brought back at the next start, its password in the service's log,
+        would undo the decision)."""
         users = get_user_model()
         admin = users.objects.filter(username="admin").first()
         if admin is not None:
@@ -88,6 +88,14 @@ class Command(OperatorCommand):
             self.stdout.write(
                 "The admin account was deleted in the console: not created again "
                 "(manage.py createsuperuser makes an operator account)."
+            )
+            return
+        # The admin account renamed in the console (or an operator's own superuser): a second one,
+        # its password in the service's log, is no one's wish.
+        if superuser := users.objects.filter(is_superuser=True).order_by("pk").first():
+            self.stdout.write(
+                f"No account is named admin, but a superuser exists ({superuser.get_username()}): "
+                "not created again."
             )
             return
         given = settings.ADMIN_PASSWORD
