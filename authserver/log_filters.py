@@ -7,7 +7,9 @@ import re
 CREDENTIAL_PATTERNS = [
     re.compile(r"(?i)\b(Basic|Bearer)\s+[A-Za-z0-9._~+/=-]{8,}"),
     re.compile(
-        r"(?i)([\"']?(?:client_secret|access_token|refresh_token|registration_access_token|token|password)"
+        # Not a URL's last segment (`.../oauth2/token: HTTPSConnectionPool(...)`, a warning naming
+        # the endpoint).
+        r"(?i)(?<!/)([\"']?(?:client_secret|access_token|refresh_token|registration_access_token|token|password)"
         r"[\"']?\s*[:=]\s*[\"']?)[^\s\"'&,}]{4,}"
     ),
 ]

@@ -11,6 +11,7 @@ import sys
 import pytest
 import requests
 
+from authserver.log_filters import redact
 from fooapi.services import seed_demo_catalogue
 from tests.helpers import basic, bearer, make_client, post_form
 from tests.servers import PROJECT_DIR, LiveServer, server_environment
@@ -270,3 +271,35 @@ def test_a_request_line_gunicorn_refuses_is_logged_without_its_credentials(
     assert len(refusals) == 2, output
     assert "access_token=[redacted]" in output
     assert token not in output and secret not in output
+
+
+# --- the filter itself ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "access_token=abcd1234efgh&x=1",
+        '{"client_secret": "s3cr3t-value"}',
+        "password: hunter22",
+        "GET /oauth2/token?token=abcd1234efgh HTTP/1.1",
+        "Authorization: Bearer abcd1234efgh",
+        "X-Token: abcd1234efgh",
+    ],
+)
+def test_credentials_in_a_line_are_masked(line):
+    masked = redact(line)
+
+    assert "[redacted]" in masked
+    assert "abcd1234efgh" not in masked and "s3cr3t-value" not in masked and "hunter22" not in masked
+
+
+def test_a_url_ending_in_token_is_no_credential():
+    """The portal's warning when the catalogue is unavailable names the token endpoint and what
+    requests said; "token: HTTPSConnectionPool(host=" read as a credential hid the host."""
+    line = (
+        "Catalogue unavailable: https://localhost:9443/oauth2/token: HTTPSConnectionPool(host='localhost', "
+        "port=9443): Max retries exceeded"
+    )
+
+    assert redact(line) == line
