@@ -174,6 +174,12 @@ class TooManyRequests(exceptions.Throttled):
     default_code = "too_many_requests"
 
 
+class TooManyRegistrations(TooManyRequests):
+    """A registrar over its limit of clients registered (throttling.record_registration)."""
+
+    default_detail = "This client has registered as many clients as it may for now."
+
+
 def _drf_error(exc: exceptions.APIException, view) -> tuple[str, dict]:
     """(error code, extra body fields) for a DRF exception on `view`."""
     if isinstance(exc, InsufficientScope):

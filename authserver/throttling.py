@@ -242,6 +242,8 @@ CLIENT_AUTH_FAILURES_PER_ADDRESS = Limit.from_setting("client_auth_failures_per_
 LOGIN_FAILURES_PER_USER_AND_ADDRESS = Limit.from_setting("login_failures_per_user_and_address")
 LOGIN_FAILURES_PER_ADDRESS = Limit.from_setting("login_failures_per_address")
 SIGNUPS_PER_ADDRESS = Limit.from_setting("signups_per_address")
+REGISTRATIONS_PER_REGISTRAR_PER_HOUR = Limit.from_setting("registrations_per_registrar_per_hour")
+REGISTRATIONS_PER_REGISTRAR_PER_DAY = Limit.from_setting("registrations_per_registrar_per_day")
 
 
 def client_auth_retry_after(client_id: str, address: str) -> int:
@@ -259,6 +261,22 @@ def record_client_auth_failure(client_id: str, address: str) -> None:
     address = counted_address(address)
     CLIENT_AUTH_FAILURES_PER_CLIENT_AND_ADDRESS.record(client_id, address)
     CLIENT_AUTH_FAILURES_PER_ADDRESS.record(address)
+
+
+def record_registration(registrar_client_id: str) -> int:
+    """Count a client about to be registered by `registrar_client_id`; seconds to wait, with nothing
+    counted, when it has registered as many as it may this hour or day, else 0."""
+    # Keyed by the registrar, not by its token or address: it gets a new initial access token
+    # whenever it likes, from anywhere, and all of them draw on one count.
+    checks = (
+        (REGISTRATIONS_PER_REGISTRAR_PER_HOUR, (registrar_client_id,)),
+        (REGISTRATIONS_PER_REGISTRAR_PER_DAY, (registrar_client_id,)),
+    )
+    wait = longest_wait(*checks)
+    if wait:  # refused registrations are not counted: retrying does not use up the day's
+        return wait
+    # Counted before the check is final: of two registrations at once, the one over the limit waits.
+    return max([limit.record(*parts) for limit, parts in checks])
 
 
 # Set on a request by the login it made (user_logged_in); LoginThrottleMixin judges attempts by it.

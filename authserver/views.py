@@ -246,7 +246,8 @@ def client_metadata(request) -> dict:
 
 
 class RegistrationView(BareOptionsAPIMixin, APIView):
-    """POST /oauth2/register (RFC 7591), authorized by an initial access token with `registration`."""
+    """POST /oauth2/register (RFC 7591), authorized by an initial access token with `registration`;
+    each registrar registers a limited number of clients an hour and a day (throttling.py)."""
 
     required_scopes = ["registration"]
     parser_classes = [JSONParser]
@@ -258,6 +259,9 @@ class RegistrationView(BareOptionsAPIMixin, APIView):
         metadata = ClientMetadataSerializer(data=client_metadata(request))
         metadata.is_valid(raise_exception=True)
         registrar = request.auth.application
+        retry_after = throttling.record_registration(registrar.client_id)
+        if retry_after:
+            raise errors.TooManyRegistrations(wait=retry_after)
         new_client = services.register_client(
             name=metadata.validated_data["client_name"],
             scopes=metadata.validated_data["scope"],

@@ -243,6 +243,11 @@ THROTTLE_LIMITS = {
     "login_failures_per_user_and_address": (5, 900),
     "login_failures_per_address": (30, 900),
     "signups_per_address": (10, 3600),
+    # Clients one registrar (the client holding the initial access tokens) may register: a CI
+    # pipeline registering one per run stays well under; a leaked token registers at most 200 in
+    # its default hour of life (across two windows) and 500 in any UTC day, not thousands.
+    "registrations_per_registrar_per_hour": (100, 3600),
+    "registrations_per_registrar_per_day": (500, 86400),
 }
 # How many proxies in front of gunicorn append to X-Forwarded-For (0: use the socket's address).
 TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)

@@ -2,11 +2,13 @@
 
 Failed client authentication is counted per client id and address and per address, token requests
 per address, failed logins per username and address and per address (a session already signed in
-is no success), sign-up attempts per address. Over a limit: 429 with Retry-After (JSON on machine
+is no success), sign-up attempts per address, clients registered with initial access tokens per
+registering client (an hour and a day). Over a limit: 429 with Retry-After (JSON on machine
 paths, a page in the browser); a caller who knows only a client id or a username cannot lock its
 owner out from the owner's own address.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -17,10 +19,11 @@ import redis
 import requests
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
+from oauth2_provider.models import AccessToken
 
 from authserver import throttling
-from authserver.models import AuditEvent
-from tests.helpers import basic, make_client, post_form
+from authserver.models import Application, AuditEvent
+from tests.helpers import basic, bearer, issue_token, make_client, post_form
 from tests.servers import PROJECT_DIR, LiveServer, RedisServer, wait_for_time_left_in_window
 
 ATTACKER = "203.0.113.66"
@@ -58,6 +61,8 @@ def test_the_limits_are_the_documented_settings():
         "login_failures_per_user_and_address": (5, 900),
         "login_failures_per_address": (30, 900),
         "signups_per_address": (10, 3600),
+        "registrations_per_registrar_per_hour": (100, 3600),
+        "registrations_per_registrar_per_day": (500, 86400),
     }
     assert (
         limit("client_auth_failures_per_client_and_address")
@@ -294,6 +299,112 @@ def test_a_client_id_of_any_text_is_counted(client, db):
     for _ in range(limit("client_auth_failures_per_client_and_address").count):
         assert token_request(client, odd_id, "guess", ATTACKER).status_code == 401
     assert token_request(client, odd_id, "guess", ATTACKER).status_code == 429
+
+
+# --- clients registered with an initial access token (POST /oauth2/register) --------------------
+
+
+def register(http, initial_access_token: str, address: str = OWNER, metadata=None):
+    body = json.dumps({"client_name": "ci run"} if metadata is None else metadata)
+    return http.post(
+        "/oauth2/register",
+        body,
+        content_type="application/json",
+        REMOTE_ADDR=address,
+        **bearer(initial_access_token),
+    )
+
+
+@pytest.fixture
+def registrar(db):
+    """A client holding the `registration` scope: its tokens are initial access tokens."""
+    return make_client(scopes=["registration"], name="registrar")
+
+
+@pytest.fixture
+def few_registrations(monkeypatch):
+    """Registration limits a test reaches quickly: 3 an hour, 5 a day."""
+    monkeypatch.setattr(
+        throttling,
+        "REGISTRATIONS_PER_REGISTRAR_PER_HOUR",
+        throttling.Limit("registrations_per_registrar_per_hour", 3, 3600),
+    )
+    monkeypatch.setattr(
+        throttling,
+        "REGISTRATIONS_PER_REGISTRAR_PER_DAY",
+        throttling.Limit("registrations_per_registrar_per_day", 5, 86400),
+    )
+
+
+def registered_state() -> tuple:
+    return (
+        Application.objects.count(),
+        AccessToken.objects.count(),
+        AuditEvent.objects.filter(kind=AuditEvent.Kind.CLIENT_CREATED).count(),
+    )
+
+
+def test_a_leaked_initial_access_token_registers_at_most_the_hourly_limit(client, registrar):
+    initial_access_token = issue_token(client, registrar)
+    for _ in range(limit("registrations_per_registrar_per_hour").count):
+        assert register(client, initial_access_token).status_code == 201
+
+    before = registered_state()
+    throttled = register(client, initial_access_token, ATTACKER)
+    assert_throttled_json(throttled, at_most=3600)
+    assert registered_state() == before  # no client, secret, registration token or audit event
+    # Counted for the registering client, whatever token or address it uses...
+    assert register(client, issue_token(client, registrar), ATTACKER).status_code == 429
+    # ...and for that client alone.
+    other_registrar = make_client(scopes=["registration"], name="another registrar")
+    assert register(client, issue_token(client, other_registrar)).status_code == 201
+
+
+def test_a_registrar_registers_at_most_the_daily_limit(client, registrar, few_registrations, monkeypatch):
+    """Refusals count for nothing: bad metadata, and registrations over the hourly limit."""
+    now = 1_800_000_000.0  # 8 hours into a UTC day
+    monkeypatch.setattr(throttling, "time", SimpleNamespace(time=lambda: now))
+    initial_access_token = issue_token(client, registrar)
+    for _ in range(6):
+        assert register(client, initial_access_token, metadata={"scope": "orders:write"}).status_code == 400
+    for _ in range(3):
+        assert register(client, initial_access_token).status_code == 201
+    for _ in range(6):
+        assert_throttled_json(register(client, initial_access_token), at_most=3600)
+
+    now += 3600  # the next hour: the day's last two
+    for _ in range(2):
+        assert register(client, initial_access_token).status_code == 201
+    throttled = register(client, initial_access_token)
+    assert_throttled_json(throttled, at_most=86400)
+    assert int(throttled["Retry-After"]) > 3600  # until the day's end, not the hour's
+    registered = Application.objects.filter(registration_source=Application.RegistrationSource.DCR)
+    assert registered.count() == 5
+
+    now += int(throttled["Retry-After"])
+    assert register(client, initial_access_token).status_code == 201
+
+
+def test_registrations_are_not_limited_with_throttling_off(client, registrar, few_registrations, settings):
+    settings.THROTTLE_ENABLED = False
+    initial_access_token = issue_token(client, registrar)
+    for _ in range(6):
+        assert register(client, initial_access_token).status_code == 201
+
+
+def test_with_redis_every_worker_counts_the_registrations(client, registrar, few_registrations, settings):
+    initial_access_token = issue_token(client, registrar)
+    with RedisServer() as redis_server:
+        redis_cache = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": redis_server.url}
+        settings.CACHES = {"default": redis_cache}
+        assert isinstance(throttling.counters(), throttling.CacheCounters)
+        for _ in range(3):
+            assert register(client, initial_access_token).status_code == 201
+            throttling.counters.cache_clear()  # the next request served by another worker
+
+        assert_throttled_json(register(client, initial_access_token), at_most=3600)
+        stored = redis.Redis(port=redis_server.port).keys("*throttle:registrations_per_registrar_per_*")
+        assert len(stored) == 2  # the hour's and the day's counter
 
 
 # --- counters in each worker's memory (no REDIS_URL) ---------------------------------------------
