@@ -31,12 +31,14 @@ from oauth2_provider import admin as dot_admin
 from oauth2_provider.models import get_access_token_model
 
 from authserver import services, throttling
+from authserver.bidi import isolated
 from authserver.forms import (
     CheckedMultipleChoiceField,
     ClientForm,
     ConsoleUserChangeForm,
     ConsoleUserCreationForm,
     RegisterClientForm,
+    RotateSecretForm,
     served_grant_types,
 )
 from authserver.models import Application, AuditEvent, ClientScope, Scope
@@ -355,14 +357,19 @@ class ApplicationAdmin(admin.ModelAdmin):
             return HttpResponseRedirect(admin_url(Application, "changelist"))
         self.message_user(
             request,
-            f"This form was submitted before: “{client}” was registered then and its secret shown once. "
-            "No other client was registered. To get a new secret, rotate this one's.",
+            format_html(
+                "This form was submitted before: “{}” was registered then and its secret shown once. "
+                "No other client was registered. To get a new secret, rotate this one's.",
+                isolated(client),
+            ),
             messages.WARNING,
         )
         return HttpResponseRedirect(admin_url(Application, "change", client.pk))
 
     def response_add(self, request, obj, post_url_continue=None):
-        self.message_user(request, f"The client “{obj}” was registered.", messages.SUCCESS)
+        self.message_user(
+            request, format_html("The client “{}” was registered.", isolated(obj)), messages.SUCCESS
+        )
         return self._secret_page(request, obj, request.new_client_secret)
 
     def delete_model(self, request, obj):
@@ -434,9 +441,46 @@ class ApplicationAdmin(admin.ModelAdmin):
         if not self.may_perform(request, action, client):
             raise PermissionDenied
         if request.method == "POST":
+            if action.name == "rotate_secret":
+                return self._rotate_secret(request, client)
             response = self._perform(request, action, [client])
             return response or HttpResponseRedirect(admin_url(Application, "change", client.pk))
         return self._confirmation(request, action, [client], bulk=False)
+
+    @transaction.atomic
+    def _rotate_secret(self, request, client: Application):
+        """Once per confirmation form: the same form posted again (a reload of the page that showed
+        the new secret, Back and resubmit, a second click) rotates nothing, as it would replace the
+        secret the operator may have copied already; it leads to the client's page, which says why."""
+        form = RotateSecretForm(request.POST)
+        if not form.is_valid():
+            message = "This confirmation was out of date: nothing was rotated. Confirm again."
+            self.message_user(request, message, messages.ERROR)
+            return HttpResponseRedirect(admin_url(Application, "rotate_secret", client.pk))
+        form_id = form.cleaned_data["form_id"]
+        # One operator's form at a time: a double click posts it twice at once, and both must not
+        # find it unused.
+        services.lock_user(request.user)
+        if services.rotated_with_form(actor=actor(request), form_id=form_id) is not None:
+            self.message_user(
+                request,
+                format_html(
+                    "This form was submitted before: the secret of “{}” was rotated then, and the new "
+                    "secret shown once; it is not shown again. Nothing was rotated now. Lost it? Rotate "
+                    "the secret again.",
+                    isolated(client),
+                ),
+                messages.WARNING,
+            )
+            return HttpResponseRedirect(admin_url(Application, "change", client.pk))
+        client_secret = services.rotate_secret(
+            application=client, actor=actor(request), remote_addr=remote_addr(request), form_id=form_id
+        )
+        self.message_user(
+            request,
+            format_html("The secret of “{}” was rotated; the old one no longer works.", isolated(client)),
+        )
+        return self._secret_page(request, client, client_secret)
 
     def may_perform(self, request, action: ClientAction, client: Application | None = None) -> bool:
         if action.name == "revoke_tokens":
@@ -475,6 +519,7 @@ class ApplicationAdmin(admin.ModelAdmin):
             "bulk": bulk,
             "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
             "original": None if bulk else clients[0],
+            "form": RotateSecretForm() if action.name == "rotate_secret" else None,
         }
         request.current_app = self.admin_site.name
         return TemplateResponse(request, "admin/authserver/application/action_confirmation.html", context)
@@ -482,11 +527,6 @@ class ApplicationAdmin(admin.ModelAdmin):
     @transaction.atomic
     def _perform(self, request, action: ClientAction, clients: list[Application]):
         who = {"actor": actor(request), "remote_addr": remote_addr(request)}
-        if action.name == "rotate_secret":
-            (client,) = clients
-            client_secret = services.rotate_secret(application=client, **who)
-            self.message_user(request, f"The secret of “{client}” was rotated; the old one no longer works.")
-            return self._secret_page(request, client, client_secret)
         if action.name == "revoke_tokens":
             revoked = sum(services.revoke_client_tokens(application=client, **who) for client in clients)
             self.message_user(
@@ -500,13 +540,13 @@ class ApplicationAdmin(admin.ModelAdmin):
                 services.set_client_enabled(application=client, enabled=enabled, **who)
             except ValidationError as error:  # its owner's account is deactivated (Application.clean)
                 client.enabled = not enabled
-                refused.append(f"“{client}”: {' '.join(error.messages)}")
+                refused.append(format_html("“{}”: {}", isolated(client), " ".join(error.messages)))
             else:
                 changed.append(client)
         state = "Enabled" if enabled else "Disabled"
         self.message_user(request, f"{state} {counted(len(changed), 'client')}.")
         for refusal in refused:
-            self.message_user(request, f"Not enabled: {refusal}", messages.ERROR)
+            self.message_user(request, format_html("Not enabled: {}", refusal), messages.ERROR)
         return None
 
     # -- the client page: its active tokens, recent audit events, actions -------------------------
@@ -517,7 +557,7 @@ class ApplicationAdmin(admin.ModelAdmin):
         client = self._client_to_revoke_from(request, object_id)
         token = get_object_or_404(services.access_tokens(), pk=token_id, application=client)
         services.revoke_token(token=token, actor=actor(request), remote_addr=remote_addr(request))
-        self.message_user(request, f"Revoked token #{token_id} of “{client}”.")
+        self.message_user(request, format_html("Revoked token #{} of “{}”.", token_id, isolated(client)))
         return HttpResponseRedirect(admin_url(Application, "change", client.pk))
 
     def revoke_registration_token_view(self, request, object_id):
@@ -528,9 +568,10 @@ class ApplicationAdmin(admin.ModelAdmin):
             application=client, actor=actor(request), remote_addr=remote_addr(request)
         ):
             raise Http404("This client has no registration access token.")
-        message = (
-            f"Revoked the registration access token of “{client}”: it can no longer read, update or "
-            "delete its registration. Its secret and access tokens still work."
+        message = format_html(
+            "Revoked the registration access token of “{}”: it can no longer read, update or "
+            "delete its registration. Its secret and access tokens still work.",
+            isolated(client),
         )
         self.message_user(request, message)
         return HttpResponseRedirect(admin_url(Application, "change", client.pk))
@@ -775,7 +816,7 @@ class ScopeAdmin(admin.ModelAdmin):
             format_html(
                 client + ' <code>{2}</code> holds <code class="scope-name">{3}</code>',
                 admin_url(Application, "change", holding.application.pk),
-                holding.application,
+                isolated(holding.application),
                 holding.application.client_id,
                 holding.scope.name,
             )
@@ -859,7 +900,7 @@ class UserAdmin(auth_admin.UserAdmin):
         links = format_html_join(
             ", ",
             template,
-            ((admin_url(Application, "change", client.pk), client) for client in still_disabled),
+            ((admin_url(Application, "change", client.pk), isolated(client)) for client in still_disabled),
         )
         if links:
             message = format_html(
@@ -956,21 +997,25 @@ class AuditEventAdmin(admin.ModelAdmin):
             '<a href="{}" title="{}">{}</a>',
             admin_url(Application, "change", event.application_id),
             event.client_id,
-            event.application,
+            isolated(event.application),
         )
 
     @admin.display(description="client", ordering="client_id")
     def client_unlinked(self, event: AuditEvent):
         if event.application_id is None:
             return long_value(event.client_id)
-        return format_html('<span title="{}">{}</span>', event.client_id, event.application)
+        return format_html('<span title="{}">{}</span>', event.client_id, isolated(event.application))
 
     @admin.display(description="details")
     def summary(self, event: AuditEvent):
         return format_html_join(
             ", ",
             "{}: {}",
-            ((capfirst(key.replace("_", " ")), readable(value)) for key, value in event.detail.items()),
+            # Values may be text a client chose (its name): isolated, as names are everywhere here.
+            (
+                (capfirst(key.replace("_", " ")), isolated(readable(value)))
+                for key, value in event.detail.items()
+            ),
         )
 
     @admin.display(description="details")

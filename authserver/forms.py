@@ -133,6 +133,14 @@ def new_form_id() -> str:
     return secrets.token_urlsafe(16)
 
 
+class RotateSecretForm(forms.Form):
+    """The confirmation of "Rotate secret". A new form id each time it is shown, as the register
+    form's: the same form posted again (the browser reloading the page that showed the new secret,
+    or Back and resubmit) rotates nothing (ApplicationAdmin.rotate_secret_view)."""
+
+    form_id = forms.CharField(widget=forms.HiddenInput, initial=new_form_id, max_length=64)
+
+
 class RegisterClientForm(ClientForm):
     """Registering a client: the server generates its id and secret; the grant type is chosen once."""
 

@@ -8,6 +8,8 @@ from django.utils.functional import cached_property
 from oauth2_provider.models import AbstractApplication, ApplicationManager
 from oauth2_provider.settings import oauth2_settings
 
+from authserver import bidi
+
 # RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 scope_token_validator = RegexValidator(
     r"^[\x21\x23-\x5b\x5d-\x7e]+\Z",  # \Z, not $: $ also matches before a final line break
@@ -97,8 +99,20 @@ class Application(AbstractApplication):
         # The client's page in the console; DOT's names an application view this server does not serve.
         return reverse(f"admin:{self._meta.app_label}_{self._meta.model_name}_change", args=[self.pk])
 
+    def __str__(self) -> str:
+        # A name stored before bidi controls were refused must not reorder the page around it,
+        # wherever Django shows it (titles, messages, breadcrumbs, delete confirmations).
+        return bidi.contained(super().__str__())
+
     def clean(self) -> None:
         super().clean()
+        # New names only: a client named so before keeps its name, and stays editable and
+        # disableable, until the name itself is changed.
+        if bidi.has_bidi_controls(self.name) and self.name != self._stored_name():
+            try:
+                bidi.validate_name(self.name)
+            except ValidationError as refused:
+                raise ValidationError({"name": refused.error_list}) from refused
         # A deactivated account's clients are disabled with it (services.set_user_active) and stay
         # so: enabling one, or giving an enabled one to such an account, would hand its credentials
         # back to someone whose access was ended. Read afresh: the owner may have changed since.
@@ -109,6 +123,11 @@ class Application(AbstractApplication):
                     "The owner's account is deactivated: activate it first, or leave the client disabled."
                 )
                 raise ValidationError({"enabled": message})
+
+    def _stored_name(self) -> str | None:
+        if self._state.adding:
+            return None
+        return type(self)._default_manager.filter(pk=self.pk).values_list("name", flat=True).first()
 
     def is_usable(self, request) -> bool:
         return self.enabled

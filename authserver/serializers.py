@@ -4,6 +4,7 @@ from django.conf import settings
 from django.urls import reverse
 from rest_framework import serializers
 
+from authserver import bidi
 from authserver.errors import InvalidRedirectUri
 from authserver.models import Application
 from authserver.scopes import SCOPE_SYNTAX_MESSAGE, sandbox_scope_names, well_formed_scope
@@ -61,6 +62,13 @@ class ClientMetadataSerializer(serializers.Serializer):
     def to_internal_value(self, data: dict) -> dict:
         # RFC 7592 2.2: a null value asks what an omitted field asks (delete it: the default here).
         return super().to_internal_value({name: value for name, value in data.items() if value is not None})
+
+    def validate_client_name(self, client_name: str) -> str:
+        # In an update, the name the client holds (`name` in the context), given before bidi
+        # controls were refused, may be sent back as read.
+        if client_name != self.context.get("name"):
+            bidi.validate_name(client_name)
+        return client_name
 
     def validate_grant_types(self, grant_types: list[str]) -> list[str]:
         if set(grant_types) != {CLIENT_CREDENTIALS}:

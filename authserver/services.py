@@ -274,15 +274,32 @@ def set_client_enabled(
 
 
 @changes_validity
-def rotate_secret(*, application: Application, actor: str, remote_addr: str | None = None) -> str:
-    """A new secret, returned once; the old one stops working when this commits."""
+def rotate_secret(
+    *, application: Application, actor: str, remote_addr: str | None = None, form_id: str = ""
+) -> str:
+    """A new secret, returned once; the old one stops working when this commits. `form_id`, the
+    console's or portal's form that asked for it, goes into the audit event, where
+    rotated_with_form finds it."""
     client_secret = generate_client_secret()
     application.client_secret = client_secret
     application.save(update_fields=["client_secret", "updated"])
     record_event(
-        kind=AuditEvent.Kind.SECRET_ROTATED, application=application, actor=actor, remote_addr=remote_addr
+        kind=AuditEvent.Kind.SECRET_ROTATED,
+        application=application,
+        actor=actor,
+        remote_addr=remote_addr,
+        detail={"form_id": form_id} if form_id else None,
     )
     return client_secret
+
+
+def rotated_with_form(*, actor: str, form_id: str) -> AuditEvent | None:
+    """The secret_rotated event of the rotation `actor` asked for with this form (rotate_secret's
+    form_id), if any: the same form posted again (a reload of the page that showed the new secret)
+    must not rotate it a second time."""
+    return AuditEvent.objects.filter(
+        kind=AuditEvent.Kind.SECRET_ROTATED, actor=actor, detail__form_id=form_id
+    ).first()
 
 
 @changes_validity

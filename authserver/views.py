@@ -262,15 +262,19 @@ class RegistrationView(BareOptionsAPIMixin, APIView):
         retry_after = throttling.record_registration(registrar.client_id)
         if retry_after:
             raise errors.TooManyRegistrations(wait=retry_after)
-        new_client = services.register_client(
-            name=metadata.validated_data["client_name"],
-            scopes=metadata.validated_data["scope"],
-            access_token_lifetime=settings.SANDBOX_TOKEN_LIFETIME,
-            registration_source=Application.RegistrationSource.DCR,
-            token_endpoint_auth_method=metadata.validated_data["token_endpoint_auth_method"],
-            actor=f"client:{registrar.client_id}",
-            remote_addr=remote_addr(request),
-        )
+        try:
+            new_client = services.register_client(
+                name=metadata.validated_data["client_name"],
+                scopes=metadata.validated_data["scope"],
+                access_token_lifetime=settings.SANDBOX_TOKEN_LIFETIME,
+                registration_source=Application.RegistrationSource.DCR,
+                token_endpoint_auth_method=metadata.validated_data["token_endpoint_auth_method"],
+                actor=f"client:{registrar.client_id}",
+                remote_addr=remote_addr(request),
+            )
+        except ValidationError as refused:  # the model's checks (a scope deleted meanwhile): no 500
+            detail = refused.message_dict if hasattr(refused, "error_dict") else refused.messages
+            raise exceptions.ValidationError(detail) from None
         registration_token = services.issue_registration_token(application=new_client.application)
         body = registration_response(new_client.application, registration_token, new_client.client_secret)
         return Response(body, status=status.HTTP_201_CREATED, headers=errors.NO_STORE)
@@ -305,7 +309,9 @@ class RegistrationManagementView(BareOptionsAPIMixin, APIView):
         application = request.auth.application
         data = client_metadata(request)
         self._check_update_request(data, application)
-        metadata = ClientMetadataSerializer(data=data, context={"held": application.allowed_scope_names})
+        metadata = ClientMetadataSerializer(
+            data=data, context={"held": application.allowed_scope_names, "name": application.name}
+        )
         metadata.is_valid(raise_exception=True)
         changed_fields = []
         for field, metadata_name in (

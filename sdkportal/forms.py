@@ -1,4 +1,5 @@
 import re
+import secrets
 import unicodedata
 
 from django import forms
@@ -99,3 +100,12 @@ class PortalLoginForm(AuthenticationForm):
         except get_user_model().DoesNotExist:
             return False
         return not user.is_active and user.check_password(self.cleaned_data.get("password"))
+
+
+class RotateSecretForm(forms.Form):
+    """The "Rotate secret" button's form. A new form id each time the page shows it: the same form
+    posted again (the browser reloading the page that delivered the new secret) rotates nothing."""
+
+    form_id = forms.CharField(
+        widget=forms.HiddenInput, initial=lambda: secrets.token_urlsafe(16), max_length=64
+    )

@@ -57,6 +57,10 @@ class PortalError(Exception):
     """An action the portal cannot do for this developer; the message is written for them."""
 
 
+class AlreadyRotated(PortalError):
+    """The rotation form was posted before (a reload of the page that delivered the new secret)."""
+
+
 @dataclass(frozen=True)
 class SandboxToken:
     client_id: str  # the client it was issued to
@@ -161,14 +165,20 @@ def download_sdk(*, developer, remote_addr: str) -> Delivery:
 
 
 @transaction.atomic
-def rotate_secret(*, developer, remote_addr: str) -> Delivery:
+def rotate_secret(*, developer, remote_addr: str, form_id: str) -> Delivery:
     """A new secret (the old one stops working), delivered once in a new SDK zip, with a test token
-    obtained with it."""
+    obtained with it. Once per `form_id`, the form that asked: that form posted again (a reload of
+    the page that delivered the secret) would replace the secret the developer has just saved."""
     _lock(developer)
+    if authserver_services.rotated_with_form(actor=_actor(developer), form_id=form_id) is not None:
+        raise AlreadyRotated(
+            "This form was sent before: your secret was rotated then and delivered once, in that "
+            "download; it is not shown again, and nothing was rotated now. Lost it? Rotate it again."
+        )
     sandbox = _existing(developer)
     _check_usable(sandbox)
     client_secret = authserver_services.rotate_secret(
-        application=sandbox.application, actor=_actor(developer), remote_addr=remote_addr
+        application=sandbox.application, actor=_actor(developer), remote_addr=remote_addr, form_id=form_id
     )
     token = request_token_with_secret(
         client_id=sandbox.application.client_id,

@@ -18,7 +18,7 @@ from django.views.generic import FormView, TemplateView
 from authserver import throttling
 from authserver.backends import users_named
 from sdkportal import services
-from sdkportal.forms import PortalLoginForm, SignUpForm
+from sdkportal.forms import PortalLoginForm, RotateSecretForm, SignUpForm
 
 
 def remote_addr(request) -> str:
@@ -130,6 +130,7 @@ class ApplicationView(LoginRequiredMixin, TemplateView):
             sdk_folder=f"foo-sdk-{services.__version__}",
             self_signed=services.self_signed_certificate() is not None,
             certificate_file=services.CERTIFICATE_FILE_NAME,
+            rotate_form=RotateSecretForm(),
             **kwargs,
         )
 
@@ -187,7 +188,18 @@ class DownloadSdkView(PortalActionView):
 
 class RotateSecretView(PortalActionView):
     def act(self, request):
-        delivery = services.rotate_secret(developer=request.user, remote_addr=remote_addr(request))
+        form = RotateSecretForm(request.POST)
+        if not form.is_valid():
+            raise services.PortalError(
+                "That page was out of date: nothing was rotated. Press Rotate secret again."
+            )
+        try:
+            delivery = services.rotate_secret(
+                developer=request.user, remote_addr=remote_addr(request), form_id=form.cleaned_data["form_id"]
+            )
+        except services.AlreadyRotated as done:
+            messages.warning(request, str(done))
+            return redirect("sdkportal:application")
         return render_delivery(request, delivery=delivery, headline="Your new client secret")
 
 

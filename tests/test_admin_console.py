@@ -17,12 +17,13 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import check_password
 from django.contrib.auth.models import Group, Permission
 from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import ValidationError
 from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
 from oauth2_provider.models import AccessToken
 
-from authserver import services, sessions
+from authserver import bidi, services, sessions
 from authserver.models import Application, AuditEvent, Scope
 from tests.helpers import (
     HttpsClient,
@@ -93,6 +94,13 @@ def shown_secret(response) -> str:
     match = re.search(r'<code id="client-secret">([^<]+)</code>', response.content.decode())
     assert match, "the page shows no secret"
     return match.group(1)
+
+
+def form_id_in(response) -> str:
+    """The one-time id of the form on the page (registering, rotating a secret)."""
+    return re.search(r'<input type="hidden" name="form_id" value="([^"]+)"', response.content.decode()).group(
+        1
+    )
 
 
 def introspect(http, token: str) -> dict:
@@ -190,6 +198,92 @@ def test_the_register_form_posted_again_registers_no_second_client(console):
     assert gone.redirect_chain == [(CLIENTS, 302)]
     assert "deleted since" in gone.content.decode()
     assert not Application.objects.filter(name="Billing service").exists()
+
+
+# --- names that would reorder the page (bidi controls) --------------------------------------------
+
+RIGHT_TO_LEFT_OVERRIDE = "\u202e"
+
+
+@pytest.mark.parametrize("control", "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+def test_a_new_name_with_a_bidi_embedding_override_or_isolate_is_refused(control):
+    with pytest.raises(ValidationError, match="bidirectional control characters"):
+        bidi.validate_name(f"billing{control}service")
+
+
+@pytest.mark.parametrize(
+    "name", ["Billing service", "שירות חיוב", "חיוב\u200f (v2)", "خدمة\u061c", "dev \u200e👩‍💻"]
+)
+def test_names_in_any_script_with_bidi_marks_are_taken(name):
+    bidi.validate_name(name)  # the marks reorder nothing beyond an isolated name
+
+
+@pytest.mark.parametrize(
+    "name, shown",
+    [
+        ("Billing service", "Billing service"),  # as it is: nothing to contain
+        ("Evil\u202eecivres", "\u2068Evil\u202eecivres\u2069"),
+        # A PDI of its own would end the isolate early and let the override out: it gets its initiator.
+        ("\u2069\u202eecivres", "\u2068\u2068\u2069\u202eecivres\u2069"),
+        # An isolate left open is ended too.
+        ("\u2067ecivres", "\u2068\u2067ecivres\u2069\u2069"),
+    ],
+)
+def test_a_stored_name_is_shown_contained(name, shown):
+    assert bidi.contained(name) == shown
+    assert bidi.contained(shown) == shown  # contained once: str(client) is, and templates isolate it again
+    assert bidi.isolated(name) == f"<bdi>{html.escape(shown)}</bdi>"
+
+
+def test_registering_a_name_with_a_bidi_override_is_a_field_error(console):
+    response = console.post(CLIENTS + "add/", register_form(name=f"Billing{RIGHT_TO_LEFT_OVERRIDE}ecivres"))
+
+    assert response.status_code == 200
+    assert "bidirectional control characters" in str(response.context["adminform"].form.errors["name"])
+    assert not Application.objects.exists()
+
+
+def test_a_client_named_with_a_bidi_override_before_stays_manageable_and_reorders_nothing(console):
+    """U+202E (right-to-left override) in a name reversed the console's text after it: breadcrumbs,
+    messages, "3 active tokens". A name stored before such names were refused stays as it is, its
+    client editable and disableable, and is shown isolated wherever it is shown."""
+    new_client = make_client(name="placeholder")
+    name = f"Evil{RIGHT_TO_LEFT_OVERRIDE}ecivres"
+    Application.objects.filter(pk=new_client.application.pk).update(name=name)
+    client = Application.objects.get()
+    contained = html.escape(bidi.contained(name))
+    isolated = f"<bdi>{contained}</bdi>"
+
+    page = console.get(f"{CLIENTS}{client.pk}/change/").content.decode()
+    assert f"&rsaquo; {isolated}\n</div>" in page  # the breadcrumbs
+    assert f"<title>{contained} | " in page  # Django's own uses of str(client): the title
+    confirm = console.get(f"{CLIENTS}{client.pk}/rotate-secret/").content.decode()
+    assert f"<strong>{isolated}</strong>" in confirm  # before "0 active tokens"
+    rotated = console.post(
+        f"{CLIENTS}{client.pk}/rotate-secret/",
+        {"form_id": form_id_in(console.get(f"{CLIENTS}{client.pk}/rotate-secret/"))},
+    )
+    assert f"The secret of “{isolated}” was rotated" in rotated.content.decode()
+    assert f"Credentials of {isolated}" in rotated.content.decode()
+
+    # Saved with its name unchanged (disabled here): no error, the name kept.
+    saved = console.post(f"{CLIENTS}{client.pk}/change/", change_form(client, enabled=""), follow=True)
+    assert saved.redirect_chain == [(CLIENTS, 302)]
+    assert f'“<a href="{CLIENTS}{client.pk}/change/">{contained}</a>”' in saved.content.decode()
+    client.refresh_from_db()
+    assert (client.name, client.enabled) == (name, False)
+    assert console.post(f"{CLIENTS}{client.pk}/enable/").status_code == 302
+    client.refresh_from_db()
+    assert client.enabled
+    # A new name with a control is refused; one without is taken.
+    renamed = console.post(f"{CLIENTS}{client.pk}/change/", change_form(client, name=f"{name}2"))
+    assert "bidirectional control characters" in str(renamed.context["adminform"].form.errors["name"])
+    console.post(f"{CLIENTS}{client.pk}/change/", change_form(client, name="Fixed"))
+    client.refresh_from_db()
+    assert client.name == "Fixed"
+    # The audit trail's details (the name it was registered with) and the client column.
+    trail = console.get(AUDIT).content.decode()
+    assert "<bdi>placeholder</bdi>" in trail and "<bdi>Fixed</bdi>" in trail
 
 
 @pytest.mark.parametrize("form_id", ["a\x00b", "x" * 65])
@@ -456,7 +550,7 @@ def test_rotating_the_secret_shows_the_new_one_once_and_the_old_one_stops_workin
     confirm = console.get(f"{CLIENTS}{client.pk}/rotate-secret/")
     assert confirm.status_code == 200
     assert "stops working" in confirm.content.decode()
-    rotated = console.post(f"{CLIENTS}{client.pk}/rotate-secret/")
+    rotated = console.post(f"{CLIENTS}{client.pk}/rotate-secret/", {"form_id": form_id_in(confirm)})
 
     assert rotated.status_code == 200
     assert "no-store" in rotated["Cache-Control"]
@@ -469,6 +563,36 @@ def test_rotating_the_secret_shows_the_new_one_once_and_the_old_one_stops_workin
     assert introspect(console, token)["active"] is True  # rotation keeps issued tokens
     event = AuditEvent.objects.get(kind=AuditEvent.Kind.SECRET_ROTATED)
     assert (event.application, event.actor, event.remote_addr) == (client, "user:olivia", "127.0.0.1")
+
+
+def test_the_rotate_form_posted_again_rotates_nothing(console, new_client):
+    """Reloading the page that showed the new secret (or Back, then "confirm form resubmission")
+    posted the confirmation again: a second rotation, and the secret the operator had copied from
+    the first page stopped working."""
+    client = new_client.application
+    rotate = f"{CLIENTS}{client.pk}/rotate-secret/"
+    form_id = form_id_in(console.get(rotate))
+    assert form_id != form_id_in(console.get(rotate))  # one per form shown
+    secret = shown_secret(console.post(rotate, {"form_id": form_id}))
+
+    again = console.post(rotate, {"form_id": form_id}, follow=True)
+
+    assert again.redirect_chain == [(f"{CLIENTS}{client.pk}/change/", 302)]
+    page = html.unescape(again.content.decode())
+    assert "This form was submitted before: the secret of" in page
+    assert "was rotated then" in page and "it is not shown again" in page
+    assert '<code id="client-secret">' not in page and secret not in page
+    assert request_token(console, services.NewClient(client, secret)).status_code == 200  # the copied one
+    rotations = AuditEvent.objects.filter(kind=AuditEvent.Kind.SECRET_ROTATED)
+    assert [event.detail for event in rotations] == [{"form_id": form_id}]
+    # A form without an id (or one the form refuses) rotates nothing and asks again; another form rotates.
+    for posted in ({}, {"form_id": "a\x00b"}, {"form_id": "x" * 65}):
+        stale = console.post(rotate, posted, follow=True)
+        assert stale.redirect_chain == [(rotate, 302)]
+        assert "nothing was rotated" in stale.content.decode()
+        assert 'name="form_id"' in stale.content.decode()
+    assert console.post(rotate, {"form_id": form_id_in(console.get(rotate))}).status_code == 200
+    assert rotations.all().count() == 2
 
 
 def test_client_actions_need_post(console, new_client):
@@ -782,7 +906,7 @@ def test_a_scope_in_use_cannot_be_deleted_and_the_page_names_its_clients(console
     page = console.get(f"{SCOPES}{scope.pk}/delete/")
     html = page.content.decode()
     assert "cannot be deleted: these clients hold it" in html
-    assert f'<a href="{CLIENTS}{holder.pk}/change/">Order importer</a>' in html
+    assert f'<a href="{CLIENTS}{holder.pk}/change/"><bdi>Order importer</bdi></a>' in html
     assert holder.client_id in html
     assert 'name="post" value="yes"' not in html
 
@@ -994,7 +1118,7 @@ def test_each_staff_member_sees_the_client_actions_they_may_perform_and_no_other
         # Each shown action does what it says for whom it is shown.
         assert http.post(token_revoke).status_code == 302
         assert http.post(f"{CLIENTS}{client.pk}/registration-token/revoke/").status_code == 302
-        assert http.post(f"{CLIENTS}{client.pk}/rotate-secret/").status_code == 200
+        assert http.post(f"{CLIENTS}{client.pk}/rotate-secret/", {"form_id": "once"}).status_code == 200
         assert http.post(f"{CLIENTS}{client.pk}/disable/").status_code == 302
         assert not AccessToken.objects.filter(application=client).exists()
 

@@ -142,7 +142,7 @@ def test_a_client_life_in_the_console_leaves_a_complete_trail(console):
         f"{CLIENTS}{application.pk}/change/",
         {"name": "Life, renamed", "scopes": [products.pk], "enabled": "on"},
     )
-    console.post(f"{CLIENTS}{application.pk}/rotate-secret/")
+    console.post(f"{CLIENTS}{application.pk}/rotate-secret/", {"form_id": "rotation"})
     console.post(f"{CLIENTS}{application.pk}/revoke-tokens/")
     console.post(f"{CLIENTS}{application.pk}/disable/")
     console.post(f"{CLIENTS}{application.pk}/delete/", {"post": "yes"})

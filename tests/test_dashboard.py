@@ -212,7 +212,7 @@ def test_the_dashboard_draws_the_numbers_for_all_clients_and_for_one(console, tw
     assert html.count('<rect class="bar"') == 24 + 30
     assert re.search(r"<title>[^<]+: 2 tokens</title>", html)  # the current hour
     assert "Most failed client authentications" in html
-    assert f'href="/admin/authserver/application/{beta.pk}/change/">beta</a>' in html
+    assert f'href="/admin/authserver/application/{beta.pk}/change/"><bdi>beta</bdi></a>' in html
     alpha_html = for_alpha.content.decode()
     assert f'<option value="{alpha.client_id}" selected>' in alpha_html
     assert "Tokens issued per hour, last 24 hours (UTC): alpha" in alpha_html

@@ -7,6 +7,7 @@ import zlib
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 
 from authserver import services
 from authserver.models import Application, AuditEvent
@@ -106,6 +107,9 @@ def test_spaces_around_the_scope_are_no_part_of_it(client, initial_access_token)
         {"grant_types": "client_credentials"},
         {"client_name": 5},  # a number is no string (RFC 7591 2), not the name "5"
         {"client_name": True},
+        # Bidi controls would reorder the console around the name (U+202E reverses what follows).
+        {"client_name": "Acme\u202eenilno"},
+        {"client_name": "\u2067Acme"},
         {"scope": 5},
         {"grant_types": [5]},
         # RFC 7591 2 and RFC 6749 3.3: scope names separated by single spaces.
@@ -397,6 +401,43 @@ def test_an_update_must_be_consistent(client, initial_access_token, change):
     response = manage(client, "put", registration, body)
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_client_metadata"
+
+
+def test_a_client_named_with_a_bidi_control_before_keeps_its_name_in_updates(client, initial_access_token):
+    """RFC 7592 2.2: a client updates by sending back what it read; a name stored before bidi controls
+    were refused is sent back as read, and kept. A new name with one is refused."""
+    registration = register(client, initial_access_token, {"client_name": "svc"}).json()
+    name = "Acme\u202eenilno"
+    Application.objects.filter(client_id=registration["client_id"]).update(name=name)
+    body = {"client_id": registration["client_id"], "client_name": name, "scope": "products:read"}
+
+    kept = manage(client, "put", registration, body)
+
+    assert kept.status_code == 200, kept.content
+    assert kept.json()["client_name"] == name  # the metadata as stored, not as the console shows it
+    assert Application.objects.get(client_id=registration["client_id"]).allowed_scope_names == [
+        "products:read"
+    ]
+    renamed = manage(client, "put", registration, {**body, "client_name": f"{name}2"})
+    assert (renamed.status_code, renamed.json()["error"]) == (400, "invalid_client_metadata")
+    assert "client_name" in renamed.json()["error_description"]
+    assert Application.objects.get(client_id=registration["client_id"]).name == name
+
+
+def test_a_registration_the_model_refuses_is_invalid_client_metadata(
+    client, initial_access_token, monkeypatch
+):
+    """The model's checks come after the metadata's (a scope deleted meanwhile): their ValidationError
+    was no RFC 7591 error but a 500."""
+
+    def refused(**kwargs):
+        raise ValidationError({"allowed_scopes": "Unknown scope: products:read."})
+
+    monkeypatch.setattr(services, "register_client", refused)
+    response = register(client, initial_access_token, {"client_name": "svc"})
+
+    assert (response.status_code, response.json()["error"]) == (400, "invalid_client_metadata")
+    assert "Unknown scope" in response.json()["error_description"]
 
 
 def registered_then_granted_orders_write(client, initial_access_token) -> tuple[dict, Application]:

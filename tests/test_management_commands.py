@@ -234,6 +234,12 @@ def test_arguments_with_control_characters_or_not_utf8_are_refused(db, args, mes
         (["--token-ttl", "99999999999"], "--token-ttl: Ensure this value is less than or equal to 604800."),
         (["--token-ttl", "-5"], "--token-ttl: Ensure this value is greater than or equal to 60."),
         (["--name", "x" * 300], "--name: Ensure this value has at most 255 characters (it has 300)."),
+        # U+202E would reverse the console's text after the name (authserver/bidi.py).
+        (
+            ["--name", "billing\u202eecivres"],
+            "--name: Remove the bidirectional control characters (U+202A to U+202E, U+2066 to U+2069): "
+            "they would reorder the text shown after the name.",
+        ),
     ],
 )
 def test_create_client_names_the_option_it_refuses(db, args, message):

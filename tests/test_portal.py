@@ -67,6 +67,12 @@ def shown(response, element_id: str) -> str:
     return match.group(1).strip()
 
 
+def rotate_form_id(http) -> str:
+    """The one-time id of the Rotate secret form on the developer's page."""
+    page = http.get("/portal/app/").content.decode()
+    return re.search(r'<input type="hidden" name="form_id" value="([^"]+)"', page).group(1)
+
+
 def scopes_in(response, element_id: str) -> list[str]:
     """The scope badges inside the element with this id."""
     block = re.search(rf'id="{element_id}"(.*?)</(dd|table)>', response.content.decode(), re.S).group(1)
@@ -631,7 +637,10 @@ def test_a_refused_token_request_keeps_nothing_and_says_so(signed_in, action):
     for _ in range(throttling.CLIENT_AUTH_FAILURES_PER_ADDRESS.count):
         throttling.record_client_auth_failure("a mistyped client id", "127.0.0.1")
 
-    response = signed_in.post("/portal/download" if action == "download" else "/portal/app/rotate-secret")
+    if action == "download":
+        response = download(signed_in)
+    else:
+        response = signed_in.post("/portal/app/rotate-secret", {"form_id": rotate_form_id(signed_in)})
 
     assert (response.status_code, response["Location"]) == (302, "/portal/app/")
     page = signed_in.get("/portal/app/").content.decode()
@@ -740,7 +749,7 @@ def test_a_disabled_client_gets_no_new_token(signed_in):
     tokens_before = AccessToken.objects.count()
 
     for path in ["/portal/download", "/portal/app/tokens", "/portal/app/rotate-secret"]:
-        response = signed_in.post(path)
+        response = signed_in.post(path, {"form_id": "once"})
         assert response.status_code == 302, path
         assert "disabled by the Foo team" in signed_in.get("/portal/app/").content.decode()
     assert AccessToken.objects.count() == tokens_before
@@ -770,7 +779,7 @@ def test_rotating_the_secret_delivers_a_new_one_once_and_the_old_one_stops_worki
     old = credentials_in(zip_of(download(signed_in)))
     application = Application.objects.get()
 
-    response = signed_in.post("/portal/app/rotate-secret")
+    response = signed_in.post("/portal/app/rotate-secret", {"form_id": rotate_form_id(signed_in)})
 
     assert response.status_code == 200
     new = credentials_in(zip_of(response))
@@ -787,6 +796,33 @@ def test_rotating_the_secret_delivers_a_new_one_once_and_the_old_one_stops_worki
     )
     assert api_status(signed_in, shown(response, "access-token")) == 200
     assert AuditEvent.objects.filter(kind=AuditEvent.Kind.SECRET_ROTATED, actor="portal:ada").exists()
+
+
+def test_the_rotate_form_posted_again_rotates_nothing(signed_in):
+    """Reloading the page that delivered the new secret posted the form again: a second rotation,
+    and the secret in the zip the developer had just saved stopped working."""
+    download(signed_in)
+    application = Application.objects.get()
+    form_id = rotate_form_id(signed_in)
+    assert form_id != rotate_form_id(signed_in)  # one per page shown
+    secret = shown(signed_in.post("/portal/app/rotate-secret", {"form_id": form_id}), "client-secret")
+
+    again = signed_in.post("/portal/app/rotate-secret", {"form_id": form_id}, follow=True)
+
+    assert again.redirect_chain == [("/portal/app/", 302)]
+    page = again.content.decode()
+    assert "your secret was rotated then" in page and "it is not shown again" in page
+    assert secret not in page and "data:application/zip" not in page
+    assert request_token(signed_in, authserver_services.NewClient(application, secret)).status_code == 200
+    rotations = AuditEvent.objects.filter(kind=AuditEvent.Kind.SECRET_ROTATED)
+    assert [event.detail for event in rotations] == [{"form_id": form_id}]
+    # A form without an id (a page from before) rotates nothing; another form rotates.
+    stale = signed_in.post("/portal/app/rotate-secret", follow=True)
+    assert "nothing was rotated" in stale.content.decode()
+    assert (
+        signed_in.post("/portal/app/rotate-secret", {"form_id": rotate_form_id(signed_in)}).status_code == 200
+    )
+    assert rotations.all().count() == 2
 
 
 def test_a_new_test_token_is_shown_once_and_listed_without_its_value(signed_in):
@@ -1161,7 +1197,7 @@ def test_a_developer_deleted_or_deactivated_during_their_portal_action_is_no_dea
         operator_action(get_user_model().objects.get(pk=developer.pk))
 
     def rotate():
-        return services.rotate_secret(developer=developer, remote_addr="127.0.0.1")
+        return services.rotate_secret(developer=developer, remote_addr="127.0.0.1", form_id="once")
 
     with ThreadPoolExecutor(2) as workers:
         rotating = workers.submit(in_its_own_connection, rotate)

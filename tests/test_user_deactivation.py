@@ -201,7 +201,9 @@ def test_activating_the_user_again_leaves_their_clients_disabled(console, develo
         "“dana” is active again. Their disabled clients stay disabled until an operator enables each "
         "on its page, after review: SDK sandbox of dana." in messages_on(response)
     )
-    client_page = f'<a href="{CLIENTS}{portal_client.application.pk}/change/">SDK sandbox of dana</a>'
+    client_page = (
+        f'<a href="{CLIENTS}{portal_client.application.pk}/change/"><bdi>SDK sandbox of dana</bdi></a>'
+    )
     assert client_page in response.content.decode()
 
     # The operator's deliberate way back: the client's own Enable.
