@@ -7,6 +7,7 @@ from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse, UnreadablePostError
 from django.shortcuts import render
 from django.utils.http import parse_header_parameters
+from django.utils.log import log_response
 
 from authserver import errors
 
@@ -73,11 +74,23 @@ class ProtocolErrorMiddleware:
                 )
             return errors.error_response("invalid_request", "The request body could not be read.")
         if isinstance(exception, OperationalError | InterfaceError):
-            log.error("Database unavailable: %s", exception.__class__.__name__)
             if errors.is_machine_path(request.path):
-                return errors.database_unavailable()
-            context = {"status": 503, "description": "We will be back in a moment."}
-            return render(request, "error.html", context, status=503)
+                response = errors.database_unavailable()
+            else:
+                context = {"status": 503, "description": "We will be back in a moment."}
+                response = render(request, "error.html", context, status=503)
+            # One line for the event, with what failed and no traceback (its message may name the
+            # database's host and user): logged as this response's, Django's own line for it
+            # ("Service Unavailable: /path") is not written again.
+            log_response(
+                "Database unavailable: %s: %s",
+                exception.__class__.__name__,
+                request.path,
+                response=response,
+                request=request,
+                logger=log,
+            )
+            return response
         return None
 
 

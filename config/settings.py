@@ -328,7 +328,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": (
         "The Foo catalogue and orders. Every call needs a bearer token from the client credentials "
         f"grant (`POST {ISSUER}/oauth2/token`) with the scope the operation names. Developers get "
-        f"a sandbox client and a test token from the [SDK portal]({ISSUER}/portal/)."
+        f"a sandbox client and a test token from the [SDK portal]({ISSUER}/portal/). Every error is a "
+        "JSON `Error`; a method a path does not have is a 405 whose `Allow` names the ones it has."
     ),
     "VERSION": "1.0.0",
     "TAGS": [

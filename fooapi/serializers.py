@@ -164,7 +164,10 @@ class ErrorSerializer(serializers.Serializer):
     """Every error of the API (RFC 6750 3.1 for token and scope errors)."""
 
     error = serializers.CharField(
-        help_text="invalid_request, invalid_token, insufficient_scope, not_found, ..."
+        help_text=(
+            "invalid_request, unauthorized, invalid_token, insufficient_scope, not_found, "
+            "method_not_allowed, not_acceptable, temporarily_unavailable, ..."
+        )
     )
     error_description = serializers.CharField(required=False)
     scope = serializers.CharField(required=False, help_text="With insufficient_scope: the scope needed.")

@@ -33,18 +33,106 @@ from fooapi import services
 from fooapi.models import CatalogueVersion, Order, Product
 from fooapi.serializers import ErrorSerializer, NewOrderSerializer, OrderSerializer, ProductSerializer
 
-UNAUTHORIZED = OpenApiResponse(ErrorSerializer, "No token, or an invalid, expired or revoked token.")
-FORBIDDEN = OpenApiResponse(ErrorSerializer, "The token lacks the scope this operation needs.")
-NOT_FOUND = OpenApiResponse(ErrorSerializer, "No such resource (or it belongs to another client).")
-BAD_REQUEST = OpenApiResponse(ErrorSerializer, "The body is not a valid order.")
-NOT_JSON = OpenApiResponse(ErrorSerializer, "The body is not sent as application/json.")
+# The errors the operations answer, as the schema describes them. No 429: the Foo API is not rate
+# limited (the token endpoint and client authentication are, authserver/throttling.py).
+MALFORMED = (
+    "Bearer credentials that are not one access token (with a Bearer challenge naming invalid_request), "
+    "a Content-Length that is not a number, or too many query parameters"
+)
+UNKNOWN_FORMAT = "`format` names a format the API does not answer in (json only)"
+BAD_REQUEST = OpenApiResponse(ErrorSerializer, f"The request is malformed: {MALFORMED}.")
+UNAUTHORIZED = OpenApiResponse(
+    ErrorSerializer, "No token, or an invalid, expired or revoked token (with a Bearer challenge)."
+)
+FORBIDDEN = OpenApiResponse(
+    ErrorSerializer, "The token lacks the scope this operation needs, named in `scope` and in the challenge."
+)
+NOT_FOUND = OpenApiResponse(
+    ErrorSerializer, f"No such resource (or it belongs to another client), or {UNKNOWN_FORMAT}."
+)
+NO_SUCH_FORMAT = OpenApiResponse(ErrorSerializer, f"{UNKNOWN_FORMAT}.")
+NOT_ACCEPTABLE = OpenApiResponse(ErrorSerializer, "The Accept header allows no type the API answers in.")
+TOO_LARGE = OpenApiResponse(ErrorSerializer, "The request body is larger than the server takes.")
+ENCODED_BODY = OpenApiResponse(
+    ErrorSerializer,
+    "A body sent compressed (Content-Encoding; the answer names `Accept-Encoding: identity`), or a "
+    "Content-Type whose charset is not a text encoding.",
+)
+NOT_IMPLEMENTED = OpenApiResponse(ErrorSerializer, "A Transfer-Encoding other than chunked.")
+UNAVAILABLE = OpenApiResponse(
+    ErrorSerializer, "The database is unreachable (`temporarily_unavailable`): retry after Retry-After."
+)
+# The errors every operation can answer, whatever its view does: DRF's content negotiation, the
+# token check and ProtocolErrorMiddleware answer them (each view adds its own, api_responses()).
+EVERY_OPERATION = {
+    400: BAD_REQUEST,
+    401: UNAUTHORIZED,
+    403: FORBIDDEN,
+    404: NO_SUCH_FORMAT,
+    406: NOT_ACCEPTABLE,
+    413: TOO_LARGE,
+    415: ENCODED_BODY,
+    501: NOT_IMPLEMENTED,
+    503: UNAVAILABLE,
+}
+# The headers of those errors (RFC 6750 3, RFC 9728 5.1; RFC 9110 10.2.3, 12.5.3).
+ERROR_HEADERS = [
+    OpenApiParameter(
+        "WWW-Authenticate",
+        str,
+        OpenApiParameter.HEADER,
+        required=True,
+        response=[401, 403],
+        description="The Bearer challenge, naming the resource's metadata (`resource_metadata`).",
+    ),
+    OpenApiParameter(
+        "WWW-Authenticate",
+        str,
+        OpenApiParameter.HEADER,
+        response=[400],
+        description="For malformed Bearer credentials: the challenge naming invalid_request.",
+    ),
+    OpenApiParameter(
+        "Accept-Encoding",
+        str,
+        OpenApiParameter.HEADER,
+        response=[415],
+        description="`identity`, for a body sent compressed.",
+    ),
+    OpenApiParameter(
+        "Retry-After",
+        int,
+        OpenApiParameter.HEADER,
+        required=True,
+        response=[503],
+        description="Seconds to wait before trying again.",
+    ),
+]
 ORDER_LOCATION = OpenApiParameter(
     "Location", str, OpenApiParameter.HEADER, required=True, response=[201], description="The order's path."
 )
 
 
-NO_SUCH_PAGE = OpenApiResponse(ErrorSerializer, "A page past the last one.")
-BAD_PAGE = OpenApiResponse(ErrorSerializer, "`page` or `page_size` is not a whole number in range.")
+def api_responses(own: dict) -> dict:
+    """An operation's responses: its view's own (`own`), and the errors of EVERY_OPERATION it does
+    not describe itself, by status."""
+    return dict(sorted({**EVERY_OPERATION, **own}.items()))
+
+
+NO_SUCH_PAGE = OpenApiResponse(ErrorSerializer, f"A page past the last one, or {UNKNOWN_FORMAT}.")
+BAD_PAGE = OpenApiResponse(
+    ErrorSerializer,
+    f"`page` or `page_size` is not a whole number in range, or the request is malformed: {MALFORMED}.",
+)
+NOT_AN_ORDER = OpenApiResponse(
+    ErrorSerializer, f"The body is not a valid order, or the request is malformed: {MALFORMED}."
+)
+NOT_JSON = OpenApiResponse(
+    ErrorSerializer,
+    "The body is not sent as application/json, is sent compressed (Content-Encoding; the answer names "
+    "`Accept-Encoding: identity`), or names a charset that is not a text encoding.",
+)
+TIMED_OUT = OpenApiResponse(ErrorSerializer, "The request body did not arrive in time.")
 
 
 # The highest page number asked for that is answered (past the last page, a 404): its OFFSET stays
@@ -238,13 +326,8 @@ class NotStoredMixin:
     get=extend_schema(
         summary="List the catalogue",
         description="Needs the `products:read` scope.",
-        responses={
-            200: ProductSerializer(many=True),
-            400: BAD_PAGE,
-            401: UNAUTHORIZED,
-            403: FORBIDDEN,
-            404: NO_SUCH_PAGE,
-        },
+        parameters=ERROR_HEADERS,
+        responses=api_responses({200: ProductSerializer(many=True), 400: BAD_PAGE, 404: NO_SUCH_PAGE}),
     )
 )
 class ProductList(NotStoredMixin, BareOptionsAPIMixin, generics.ListAPIView):
@@ -277,7 +360,8 @@ class ProductList(NotStoredMixin, BareOptionsAPIMixin, generics.ListAPIView):
     get=extend_schema(
         summary="One product",
         description="Needs the `products:read` scope.",
-        responses={200: ProductSerializer, 401: UNAUTHORIZED, 403: FORBIDDEN, 404: NOT_FOUND},
+        parameters=ERROR_HEADERS,
+        responses=api_responses({200: ProductSerializer, 404: NOT_FOUND}),
     )
 )
 class ProductDetail(NotStoredMixin, BareOptionsAPIMixin, generics.RetrieveAPIView):
@@ -298,26 +382,15 @@ class OwnOrdersMixin:
     get=extend_schema(
         summary="Your orders",
         description="The orders the calling client placed, newest first. Needs `orders:read`.",
-        responses={
-            200: OrderSerializer(many=True),
-            400: BAD_PAGE,
-            401: UNAUTHORIZED,
-            403: FORBIDDEN,
-            404: NO_SUCH_PAGE,
-        },
+        parameters=ERROR_HEADERS,
+        responses=api_responses({200: OrderSerializer(many=True), 400: BAD_PAGE, 404: NO_SUCH_PAGE}),
     ),
     post=extend_schema(
         summary="Place an order",
         description="Needs `orders:write`. Prices are today's catalogue prices.",
         request=NewOrderSerializer,
-        parameters=[ORDER_LOCATION],
-        responses={
-            201: OrderSerializer,
-            400: BAD_REQUEST,
-            401: UNAUTHORIZED,
-            403: FORBIDDEN,
-            415: NOT_JSON,
-        },
+        parameters=[ORDER_LOCATION, *ERROR_HEADERS],
+        responses=api_responses({201: OrderSerializer, 400: NOT_AN_ORDER, 408: TIMED_OUT, 415: NOT_JSON}),
     ),
 )
 class OrderList(NotStoredMixin, BareOptionsAPIMixin, OwnOrdersMixin, generics.ListCreateAPIView):
@@ -343,7 +416,8 @@ class OrderList(NotStoredMixin, BareOptionsAPIMixin, OwnOrdersMixin, generics.Li
     get=extend_schema(
         summary="One of your orders",
         description="Needs `orders:read`. Another client's order is a 404.",
-        responses={200: OrderSerializer, 401: UNAUTHORIZED, 403: FORBIDDEN, 404: NOT_FOUND},
+        parameters=ERROR_HEADERS,
+        responses=api_responses({200: OrderSerializer, 404: NOT_FOUND}),
     )
 )
 class OrderDetail(NotStoredMixin, BareOptionsAPIMixin, OwnOrdersMixin, generics.RetrieveAPIView):

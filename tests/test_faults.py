@@ -233,6 +233,14 @@ def test_database_stopped_then_back(server_behind_proxy, database_proxy):
     assert login.status_code == 503
     assert login.headers["Content-Type"].startswith("text/html")
     assert "Traceback" not in server.output()
+    # One line for each 503, the one naming what failed; not Django's "Service Unavailable: /path"
+    # as well (/readyz answers its 503 itself: that line is its only one).
+    lines = server.output().splitlines()
+    unavailable = [line.rpartition(": ")[2] for line in lines if " Database unavailable: " in line]
+    assert sorted(unavailable) == ["/accounts/login/", "/api/v1/products", "/oauth2/token", "/oauth2/token"]
+    assert [line for line in lines if "Service Unavailable: " in line] == [
+        line for line in lines if "Service Unavailable: /readyz" in line
+    ]
     # An outage of a second at least: a worker that served nothing during it pings its connection
     # before using it again (within HEALTH_CHECK_BYPASS_SECONDS of its last use it would not, and a
     # connection broken that soon fails one request: config/postgresql/base.py).

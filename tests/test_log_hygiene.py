@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import requests
+from django.db import OperationalError, connection
 
 from authserver.log_filters import redact
 from fooapi.services import seed_demo_catalogue
@@ -303,3 +304,67 @@ def test_a_url_ending_in_token_is_no_credential():
     )
 
     assert redact(line) == line
+
+
+# --- one event, one line ------------------------------------------------------------------------
+
+
+def database_down(*args, **kwargs):
+    raise OperationalError('connection to server at "db.internal" failed: password for user "foo" rejected')
+
+
+def logged_lines(caplog) -> list[str]:
+    """What each record at WARNING or above says (its traceback apart)."""
+    return [
+        f"{record.levelname} {record.name} {record.getMessage()}"
+        for record in caplog.records
+        if record.levelno >= logging.WARNING
+    ]
+
+
+DATABASE_CALLERS = {
+    "/api/v1/products": lambda http, caller: http.get("/api/v1/products", **bearer("a-token-to-look-up")),
+    "/oauth2/token": lambda http, caller: post_form(
+        http, "/oauth2/token", {"grant_type": "client_credentials"}, **basic(*caller)
+    ),
+    "/accounts/login/": lambda http, caller: http.post(
+        "/accounts/login/", {"username": "someone", "password": "x"}
+    ),  # a person in a browser: the HTML page
+}
+
+
+@pytest.mark.parametrize("path", DATABASE_CALLERS)
+def test_an_unreachable_database_is_one_error_line_per_request(client, db, caplog, monkeypatch, path):
+    # Two ERROR lines for one 503: the middleware's "Database unavailable: OperationalError" and
+    # django.request's "Service Unavailable: /path".
+    registered = make_client()
+    caller = (registered.application.client_id, registered.client_secret)
+    caplog.set_level(logging.DEBUG)
+    with monkeypatch.context() as patched:
+        patched.setattr(connection, "cursor", database_down)
+        patched.setattr(connection, "kept_cursor", database_down, raising=False)  # config.postgresql's
+        caplog.clear()
+        response = DATABASE_CALLERS[path](client, caller)
+
+    assert response.status_code == 503, response.content
+    assert logged_lines(caplog) == [
+        f"ERROR authserver.middleware Database unavailable: OperationalError: {path}"
+    ]
+    assert not caplog.records[-1].exc_info  # no traceback: the driver's message names hosts and users
+
+
+def test_a_server_error_is_still_logged_once_with_its_traceback(client, db, caplog, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    client.raise_request_exception = False
+    caplog.set_level(logging.DEBUG)
+    with monkeypatch.context() as patched:
+        patched.setattr(connection, "cursor", broken)
+        patched.setattr(connection, "kept_cursor", broken, raising=False)
+        caplog.clear()
+        response = client.get("/api/v1/products", **bearer("a-token-to-look-up"))
+
+    assert response.status_code == 500
+    assert logged_lines(caplog) == ["ERROR django.request Internal Server Error: /api/v1/products"]
+    assert caplog.records[-1].exc_info[0] is RuntimeError
