@@ -513,7 +513,9 @@ def introspect_token(token: str) -> dict:
         "client_id": stored.application.client_id,
         "token_type": "Bearer",
         "exp": int(stored.expires.timestamp()),
-        "iat": int(stored.created.timestamp()),
+        # When it was issued for its lifetime: DOT computed `expires` a moment before the row's
+        # `created` was taken, and a second ending in between made exp - iat one short of it.
+        "iat": int(stored.expires.timestamp()) - round((stored.expires - stored.created).total_seconds()),
         "iss": settings.ISSUER,
     }
     if stored.resource:

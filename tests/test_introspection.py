@@ -1,5 +1,6 @@
 """A resource server asks POST /oauth2/introspect whether a token is active (RFC 7662)."""
 
+import hashlib
 import time
 from datetime import timedelta
 
@@ -8,7 +9,7 @@ from django.conf import settings
 from django.utils import timezone
 from oauth2_provider.models import AccessToken
 
-from authserver import services
+from authserver import hotpath, services
 from authserver.parsers import FORM_NOT_UTF8
 from tests.helpers import (
     EMPTY_VALUES_BESIDE_A_TOKEN,
@@ -47,8 +48,24 @@ def test_an_active_token_is_described(client, resource_server, new_client, setti
     assert body["token_type"] == "Bearer"
     assert body["iss"] == settings.ISSUER
     assert before - 5 <= body["iat"] <= before + 5
-    # exp is DOT's clock reading + 3600, iat the row's later reading: a second may end in between.
-    assert body["exp"] - body["iat"] in {3599, 3600}
+    assert body["exp"] - body["iat"] == 3600
+
+
+def test_iat_and_exp_are_a_lifetime_apart_when_a_second_ends_between_their_readings(
+    client, resource_server, new_client
+):
+    """DOT reads the clock for `expires`, the row's `created` a moment later: were a second to end
+    in between, exp - iat read from the two would be one short of the token's lifetime."""
+    token = issue_token(client, new_client)
+    stored = AccessToken.objects.get(token_checksum=hashlib.sha256(token.encode()).hexdigest())
+    stored.expires = stored.expires.replace(microsecond=999_000)
+    stored.created = stored.expires - timedelta(seconds=3600) + timedelta(milliseconds=2)
+    stored.save(update_fields=["expires", "created"])
+    hotpath.forget_remembered_rows()
+
+    body = introspect(client, resource_server, token).json()
+
+    assert body["exp"] - body["iat"] == 3600
 
 
 def test_a_resource_server_may_authenticate_with_a_bearer_token(client, resource_server, new_client):
