@@ -600,7 +600,7 @@ class ApplicationAdmin(admin.ModelAdmin):
                 "active_tokens": tokens.order_by("-created")[:TOKENS_SHOWN],
                 "active_token_total": client.active_token_count,
                 "tokens_url": admin_url(AccessToken, "changelist") + f"?application__id__exact={client.pk}",
-                "recent_events": client.audit_events.order_by("-created")[:10],
+                "recent_events": client.audit_events.order_by("-created", "-pk")[:10],
                 "events_url": admin_url(AuditEvent, "changelist") + f"?application__id__exact={client.pk}",
                 "registration_token": services.registration_token(application=client),
                 "can_view_tokens": can_view_tokens(request),
@@ -882,7 +882,37 @@ class UserAdmin(auth_admin.UserAdmin):
                 user=obj, active=obj.is_active, actor=actor(request), remote_addr=remote_addr(request)
             )
             self._tell_about_owned_clients(request, obj, disabled)
+        # As stored before this save, for save_related to compare once the groups are saved too.
+        form.powers_before = services.account_powers(obj) if change else None
         super().save_model(request, obj, form, change)
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        services.user_saved(
+            user=form.instance,
+            before=form.powers_before,
+            actor=actor(request),
+            remote_addr=remote_addr(request),
+        )
+
+    def user_change_password(self, request, id, form_url=""):
+        user = self.get_object(request, unquote(id))
+        if user is None or request.method != "POST":
+            return super().user_change_password(request, id, form_url)
+        with transaction.atomic():
+            before = services.account_powers(user)
+            stored_password = user.password
+            response = super().user_change_password(request, id, form_url)
+            user.refresh_from_db(fields=["password"])
+            if user.password != stored_password:
+                services.user_saved(
+                    user=user,
+                    before=before,
+                    password_changed=True,
+                    actor=actor(request),
+                    remote_addr=remote_addr(request),
+                )
+        return response
 
     def _tell_about_owned_clients(self, request, user, disabled: int) -> None:
         if not user.is_active:

@@ -180,6 +180,11 @@ class AuditEvent(models.Model):
         USER_DEACTIVATED = "user_deactivated", "user account deactivated"
         USER_ACTIVATED = "user_activated", "user account activated"
         USER_DELETED = "user_deleted", "user account deleted"
+        USER_CREATED = "user_created", "user account created"
+        # Its console powers (staff, superuser, groups, permissions) or its password.
+        USER_CHANGED = "user_changed", "user account changed"
+        CONSOLE_LOGIN = "console_login", "console login"
+        CONSOLE_LOGIN_FAILED = "console_login_failed", "console login failed"
 
     created = models.DateTimeField(default=timezone.now)
     kind = models.CharField(max_length=32, choices=Kind.choices)

@@ -31,6 +31,7 @@ from oauthlib.common import Request as OauthlibRequest
 from oauthlib.oauth2.rfc6749.errors import OAuth2Error
 
 from authserver import hotpath, validity
+from authserver.backends import users_named
 from authserver.models import Application, AuditEvent, ClientScope, Scope
 
 AccessToken = get_access_token_model()
@@ -229,9 +230,12 @@ def update_client(
         application.__dict__.pop("allowed_scope_names", None)
         if before != set(scopes):
             changes.append("allowed_scopes")
+        granted = set(application.allowed_scope_names) - before
+        if granted:
+            detail["granted"] = sorted(granted)
         withdrawn = before - set(application.allowed_scope_names)
         if withdrawn:
-            detail = {"withdrawn": sorted(withdrawn), "tokens_narrowed": _withdraw(application, withdrawn)}
+            detail |= {"withdrawn": sorted(withdrawn), "tokens_narrowed": _withdraw(application, withdrawn)}
     if changes:
         record_event(
             kind=AuditEvent.Kind.CLIENT_CHANGED,
@@ -390,6 +394,97 @@ def user_active_changed(*, user, active: bool, actor: str, remote_addr: str | No
 def _account(user) -> dict:
     """What an audit event keeps of a user account: it outlives a deleted one."""
     return {"user_id": user.pk, "username": user.get_username()}
+
+
+def account_powers(user) -> dict:
+    """What a user account may do in the console, as stored (read before a change is saved, to be
+    compared with it after by user_saved): staff, superuser, its groups and its own permissions."""
+    stored = get_user_model()._default_manager.get(pk=user.pk)
+    permissions = stored.user_permissions.values_list("content_type__app_label", "codename")
+    return {
+        "username": stored.get_username(),
+        "is_staff": stored.is_staff,
+        "is_superuser": stored.is_superuser,
+        "groups": sorted(stored.groups.values_list("name", flat=True)),
+        "user_permissions": sorted(f"{app_label}.{codename}" for app_label, codename in permissions),
+    }
+
+
+@transaction.atomic
+def user_saved(
+    *,
+    user,
+    actor: str,
+    before: dict | None = None,
+    password_changed: bool = False,
+    remote_addr: str | None = None,
+) -> AuditEvent | None:
+    """Record a user account created in the console (`before` None), or its console powers (staff,
+    superuser, groups, own permissions: account_powers `before` the change), its username or its
+    password changed, once saved. Activation goes through set_user_active. None when nothing
+    recorded changed."""
+    after = account_powers(user)
+    if before is None:
+        flags = {"is_staff": after["is_staff"], "is_superuser": after["is_superuser"]}
+        return record_event(
+            kind=AuditEvent.Kind.USER_CREATED,
+            actor=actor,
+            remote_addr=remote_addr,
+            detail={**_account(user), **flags},
+        )
+    changed = [field for field in ("is_staff", "is_superuser") if before[field] != after[field]]
+    detail = {}
+    for field, label in (("groups", "groups"), ("user_permissions", "permissions")):
+        added, removed = set(after[field]) - set(before[field]), set(before[field]) - set(after[field])
+        if added or removed:
+            changed.append(field)
+        detail |= {f"{label}_added": sorted(added)} if added else {}
+        detail |= {f"{label}_removed": sorted(removed)} if removed else {}
+    if before["username"] != after["username"]:
+        changed.append("username")
+        detail["renamed_from"] = before["username"]
+    if password_changed:
+        changed.append("password")
+    if not changed:
+        return None
+    return record_event(
+        kind=AuditEvent.Kind.USER_CHANGED,
+        actor=actor,
+        remote_addr=remote_addr,
+        detail={
+            **_account(user),
+            "changed": changed,
+            "is_staff": after["is_staff"],
+            "is_superuser": after["is_superuser"],
+            **detail,
+        },
+    )
+
+
+def record_console_login(*, presented_username: str, user=None, remote_addr: str | None = None) -> AuditEvent:
+    """A login to the management console (`user`, who logged in), or an attempt that failed (None:
+    a wrong password, an account that is no staff, inactive or none). A failed attempt names the
+    account only when the username presented is one's: what was typed may be a password, typed in
+    the wrong box, and must not be kept."""
+    if user is None:
+        users = get_user_model()
+        longest = users._meta.get_field(users.USERNAME_FIELD).max_length
+        # What can be no username is not looked up (PostgreSQL cannot compare a NUL character).
+        plausible = 0 < len(presented_username) <= longest and "\x00" not in presented_username
+        named = users_named(presented_username).first() if plausible else None
+        account = _account(named) if named is not None else {}
+        return record_event(
+            kind=AuditEvent.Kind.CONSOLE_LOGIN_FAILED,
+            actor=f"user:{account['username']}" if account else "user:(no such account)",
+            remote_addr=remote_addr,
+            detail=account,
+        )
+    return record_event(
+        kind=AuditEvent.Kind.CONSOLE_LOGIN,
+        actor=f"user:{user.get_username()}",
+        remote_addr=remote_addr,
+        detail=_account(user),
+    )
 
 
 @changes_validity

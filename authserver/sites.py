@@ -22,7 +22,7 @@ from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.cache import never_cache
 
-from authserver import dashboard
+from authserver import dashboard, services, throttling
 from authserver.models import Application, AuditEvent
 from authserver.throttling import LoginThrottleMixin
 
@@ -142,8 +142,22 @@ class SiteLogin(View):
         return self.site_login(request, self.extra_context)
 
 
-class ThrottledSiteLogin(LoginThrottleMixin, SiteLogin):
-    """Too many failed logins for a username or from an address are answered 429 unchecked."""
+class AuditedSiteLogin(SiteLogin):
+    """Each login to the console, and each attempt that failed, is recorded in the audit trail."""
+
+    def post(self, request):
+        response = super().post(request)
+        services.record_console_login(
+            presented_username=request.POST.get("username", ""),
+            user=request.user if throttling.logged_in_by(request) else None,
+            remote_addr=throttling.client_address(request.META) or None,
+        )
+        return response
+
+
+class ThrottledSiteLogin(LoginThrottleMixin, AuditedSiteLogin):
+    """Too many failed logins for a username or from an address are answered 429 unchecked (and
+    not recorded: no password was checked)."""
 
 
 class ConsoleAdminSite(admin.AdminSite):

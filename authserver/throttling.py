@@ -289,6 +289,11 @@ def _note_login(sender, request, user, **kwargs) -> None:
         setattr(request, _LOGGED_IN_BY_THIS_REQUEST, True)
 
 
+def logged_in_by(request) -> bool:
+    """Whether this request logged someone in itself (not a session signed in already)."""
+    return getattr(request, _LOGGED_IN_BY_THIS_REQUEST, False)
+
+
 class LoginThrottleMixin:
     """For LoginView subclasses (admin console and portal): too many failed logins for a username
     from an address, or from an address overall, answer 429 without checking the password.
@@ -309,7 +314,7 @@ class LoginThrottleMixin:
         if wait:
             return too_many_attempts(request, wait)
         response = super().post(request, *args, **kwargs)
-        if getattr(request, _LOGGED_IN_BY_THIS_REQUEST, False):
+        if logged_in_by(request):
             LOGIN_FAILURES_PER_USER_AND_ADDRESS.reset(username, address)
         else:
             LOGIN_FAILURES_PER_USER_AND_ADDRESS.record(username, address)

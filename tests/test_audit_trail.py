@@ -5,8 +5,10 @@ from datetime import UTC, datetime
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from authserver import services
 from authserver.models import Application, AuditEvent, Scope
@@ -275,3 +277,221 @@ def test_the_trail_shows_clients_deleted_since(console, trail):
     html = console.get(AUDIT + "?kind__exact=client_deleted").content.decode()
 
     assert alpha.client_id in html
+
+
+def test_scopes_granted_to_a_client_are_recorded_beside_those_withdrawn(console):
+    client = make_client(scopes=["products:read"]).application
+    orders = Scope.objects.filter(name__in=["orders:read", "orders:write"]).order_by("name")
+
+    response = console.post(
+        f"{CLIENTS}{client.pk}/change/",
+        {"name": client.name, "scopes": [scope.pk for scope in orders], "enabled": "on"},
+    )
+
+    assert response.status_code == 302
+    event = AuditEvent.objects.get(kind=AuditEvent.Kind.CLIENT_CHANGED)
+    assert event.detail == {
+        "changed": ["allowed_scopes"],
+        "enabled": True,
+        "granted": ["orders:read", "orders:write"],
+        "withdrawn": ["products:read"],
+        "tokens_narrowed": 0,
+    }
+
+
+# --- user accounts and the console's own logins --------------------------------------------------
+
+USERS = "/admin/auth/user/"
+GROUPS = "/admin/auth/group/"
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture
+def superuser_console(db):
+    """Only superusers give an account its console powers."""
+    http = HttpsClient()
+    http.force_login(get_user_model().objects.create_superuser("root", password=PASSWORD))
+    return http
+
+
+def user_form(user, **overrides) -> dict:
+    """The user's change form as the console shows it; a None override leaves the field out."""
+    joined = timezone.localtime(user.date_joined)
+    data = {
+        "username": user.username,
+        "is_active": "on" if user.is_active else None,
+        "is_staff": "on" if user.is_staff else None,
+        "is_superuser": "on" if user.is_superuser else None,
+        "groups": [group.pk for group in user.groups.all()],
+        "user_permissions": [permission.pk for permission in user.user_permissions.all()],
+        "date_joined_0": joined.strftime("%Y-%m-%d"),
+        "date_joined_1": joined.strftime("%H:%M:%S"),
+    }
+    return {key: value for key, value in {**data, **overrides}.items() if value is not None}
+
+
+def user_events() -> list[tuple[str, str, str, dict]]:
+    kinds = [AuditEvent.Kind.USER_CREATED, AuditEvent.Kind.USER_CHANGED]
+    trail = AuditEvent.objects.filter(kind__in=kinds).order_by("created", "pk")
+    return [(event.kind, event.actor, event.remote_addr, event.detail) for event in trail]
+
+
+def test_an_accounts_console_powers_given_and_taken_are_recorded(superuser_console):
+    """Who made whom staff, superuser, an operator or gave them a permission: a production console's
+    first question after an incident."""
+    sam = get_user_model().objects.create_user("sam", password=PASSWORD)
+    operators = services.ensure_operators_group()
+    view_users = Permission.objects.get(content_type__app_label="auth", codename="view_user")
+    change = f"{USERS}{sam.pk}/change/"
+
+    made_operator = superuser_console.post(
+        change, user_form(sam, is_staff="on", groups=[operators.pk], user_permissions=[view_users.pk])
+    )
+    sam.refresh_from_db()
+    unchanged = superuser_console.post(change, user_form(sam))
+    made_superuser = superuser_console.post(
+        change, user_form(sam, is_superuser="on", groups=[], user_permissions=[])
+    )
+
+    assert made_operator.status_code == unchanged.status_code == made_superuser.status_code == 302
+    account = {"user_id": sam.pk, "username": "sam"}
+    assert user_events() == [
+        (
+            "user_changed",
+            "user:root",
+            "127.0.0.1",
+            {
+                **account,
+                "changed": ["is_staff", "groups", "user_permissions"],
+                "is_staff": True,
+                "is_superuser": False,
+                "groups_added": ["operators"],
+                "permissions_added": ["auth.view_user"],
+            },
+        ),
+        (
+            "user_changed",
+            "user:root",
+            "127.0.0.1",
+            {
+                **account,
+                "changed": ["is_superuser", "groups", "user_permissions"],
+                "is_staff": True,
+                "is_superuser": True,
+                "groups_removed": ["operators"],
+                "permissions_removed": ["auth.view_user"],
+            },
+        ),
+    ]
+
+
+def test_an_account_created_renamed_or_given_a_password_in_the_console_is_recorded(superuser_console):
+    added = superuser_console.post(
+        USERS + "add/",
+        {"username": "nina", "usable_password": "true", "password1": PASSWORD, "password2": PASSWORD},
+    )
+    nina = get_user_model().objects.get(username="nina")
+    renamed = superuser_console.post(f"{USERS}{nina.pk}/change/", user_form(nina, username="nina.k"))
+    new_password = "another horse battery staple"
+    password = superuser_console.post(
+        f"{USERS}{nina.pk}/password/",
+        {"usable_password": "true", "password1": new_password, "password2": new_password},
+    )
+    refused = superuser_console.post(
+        f"{USERS}{nina.pk}/password/",
+        {"usable_password": "true", "password1": new_password, "password2": "a typo"},
+    )
+
+    assert (added.status_code, renamed.status_code, password.status_code) == (302, 302, 302)
+    assert refused.status_code == 200  # the form again, nothing changed
+    flags = {"is_staff": False, "is_superuser": False}
+    assert user_events() == [
+        ("user_created", "user:root", "127.0.0.1", {"user_id": nina.pk, "username": "nina", **flags}),
+        (
+            "user_changed",
+            "user:root",
+            "127.0.0.1",
+            {
+                "user_id": nina.pk,
+                "username": "nina.k",
+                "changed": ["username"],
+                **flags,
+                "renamed_from": "nina",
+            },
+        ),
+        (
+            "user_changed",
+            "user:root",
+            "127.0.0.1",
+            {"user_id": nina.pk, "username": "nina.k", "changed": ["password"], **flags},
+        ),
+    ]
+    assert new_password not in str(user_events())
+
+
+def test_a_refused_change_of_an_account_records_nothing(superuser_console):
+    sam = get_user_model().objects.create_user("sam", password=PASSWORD)
+
+    response = superuser_console.post(
+        f"{USERS}{sam.pk}/change/", user_form(sam, is_staff="on", date_joined_0="not a date")
+    )
+
+    assert response.status_code == 200  # the form again, with its error
+    sam.refresh_from_db()
+    assert not sam.is_staff
+    assert user_events() == []
+
+
+def login(http, username: str, password: str):
+    return http.post("/admin/login/?next=/admin/", {"username": username, "password": password})
+
+
+def test_console_logins_and_failed_attempts_are_recorded(db, settings):
+    settings.TRUSTED_PROXY_COUNT = 1
+    olivia = get_user_model().objects.create_user("olivia", password=PASSWORD, is_staff=True)
+    dana = get_user_model().objects.create_user("dana", password=PASSWORD)  # a developer: no console
+    http = HttpsClient(HTTP_X_FORWARDED_FOR="198.51.100.7")
+
+    assert login(http, "olivia", "wrong").status_code == 200
+    assert login(http, "dana", PASSWORD).status_code == 200
+    assert login(http, PASSWORD, "typed in the wrong box").status_code == 200
+    assert login(http, "Olivia", PASSWORD).status_code == 302
+
+    trail = AuditEvent.objects.filter(kind__startswith="console_login").order_by("created", "pk")
+    assert [(event.kind, event.actor, event.remote_addr, event.detail) for event in trail] == [
+        ("console_login_failed", "user:olivia", "198.51.100.7", {"user_id": olivia.pk, "username": "olivia"}),
+        (
+            "console_login_failed",
+            "user:dana",
+            "198.51.100.7",
+            {"user_id": dana.pk, "username": "dana"},
+        ),
+        ("console_login_failed", "user:(no such account)", "198.51.100.7", {}),
+        ("console_login", "user:olivia", "198.51.100.7", {"user_id": olivia.pk, "username": "olivia"}),
+    ]
+    assert PASSWORD not in str(list(trail.values()))
+
+
+@pytest.mark.parametrize("username", ["\x00", "x" * 10_000, ""])
+def test_a_failed_login_with_no_possible_username_is_recorded_without_a_lookup(db, username):
+    response = login(HttpsClient(), username, "x")
+
+    assert response.status_code == 200
+    assert AuditEvent.objects.get().kind == AuditEvent.Kind.CONSOLE_LOGIN_FAILED
+
+
+def test_a_clients_page_lists_its_latest_events_newest_first_also_within_one_moment(console):
+    """Events written in one instant (a bulk action, a clock of coarse resolution) keep the order
+    they were written in, newest first, as the trail's own list shows them."""
+    application = make_client(name="alpha").application
+    for count in range(12):
+        services.record_event(
+            kind=AuditEvent.Kind.TOKEN_REVOKED, application=application, actor="tests", detail={"n": count}
+        )
+    AuditEvent.objects.filter(application=application).update(created=datetime(2026, 1, 1, tzinfo=UTC))
+
+    shown = console.get(f"{CLIENTS}{application.pk}/change/").context["recent_events"]
+    listed = console.get(f"{AUDIT}?application__id__exact={application.pk}").context["cl"].result_list
+
+    newest_first = list(AuditEvent.objects.filter(application=application).order_by("-pk")[:10])
+    assert list(shown) == list(listed)[:10] == newest_first
