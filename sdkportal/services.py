@@ -61,6 +61,10 @@ class AlreadyRotated(PortalError):
     """The rotation form was posted before (a reload of the page that delivered the new secret)."""
 
 
+class AlreadyDeleted(PortalError):
+    """The deletion was confirmed after the application was deleted (in another tab, say)."""
+
+
 @dataclass(frozen=True)
 class SandboxToken:
     client_id: str  # the client it was issued to
@@ -213,7 +217,13 @@ def delete_application(*, developer, remote_addr: str, client_id: str | None = N
     `client_id`, the client the confirmation page named: another one (created since, in another
     tab) is not deleted in its place."""
     _lock(developer)
-    sandbox = _existing(developer)
+    sandbox = sandbox_client_of(developer)
+    if sandbox is None:
+        deleted = "Your application" + (f" {client_id}" if client_id else "")
+        raise AlreadyDeleted(
+            f"{deleted} was already deleted, so there was nothing left to delete. "
+            "Download the SDK to create a new one."
+        )
     if client_id is not None and client_id != sandbox.application.client_id:
         raise PortalError(
             f"The application {client_id} was already deleted; your current one was kept. "
@@ -473,6 +483,9 @@ def _api_client(
         api_base_url=api_base_url,
         ca_certificate=certificate,
         timeout=(2, settings.PORTAL_API_TIMEOUT),
+        # A page must not hold its worker through the SDK's Retry-After waits (up to 10 s each, for
+        # the token and for the API): a busy API makes the catalogue unavailable at once.
+        max_retry_after=0,
     )
 
 

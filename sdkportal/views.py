@@ -29,8 +29,10 @@ def api_base_url() -> str:
     return f"{settings.ISSUER}/api/v1"
 
 
+@method_decorator(never_cache, name="dispatch")
 class HomeView(TemplateView):
-    """/portal/: what the Foo API offers, the live catalogue, and the way in."""
+    """/portal/: what the Foo API offers, the live catalogue, and the way in. Never cached, like the
+    login page: it shows who is signed in, and their forms carry a CSRF token."""
 
     template_name = "sdkportal/home.html"
 
@@ -45,6 +47,7 @@ class HomeView(TemplateView):
         )
 
 
+@method_decorator(never_cache, name="dispatch")
 class SignUpView(FormView):
     template_name = "sdkportal/signup.html"
     form_class = SignUpForm
@@ -241,6 +244,8 @@ class DeleteApplicationView(LoginRequiredMixin, View):
                 remote_addr=remote_addr(request),
                 client_id=request.POST.get("client_id"),
             )
+        except services.AlreadyDeleted as done:
+            messages.info(request, str(done))
         except services.PortalError as error:
             messages.error(request, str(error))
         else:

@@ -3,11 +3,13 @@ token, rotates the secret, gets and revokes tokens, deletes the application; the
 live catalogue fetched with the portal's own token."""
 
 import base64
+import http.server
 import io
 import json
 import re
 import stat
 import threading
+import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
@@ -1028,6 +1030,23 @@ def test_a_delete_confirmed_in_another_tab_deletes_only_the_client_it_named(sign
     assert "was already deleted; your current one was kept" in signed_in.get("/portal/app/").content.decode()
 
 
+def test_a_delete_confirmed_again_in_another_tab_says_the_application_was_already_deleted(signed_in):
+    download(signed_in)
+    client_id = Application.objects.get().client_id
+    confirm = signed_in.get("/portal/app/delete").content.decode()
+    confirmed = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', confirm))
+    signed_in.get(signed_in.post("/portal/app/delete", confirmed)["Location"])  # the first tab
+
+    response = signed_in.post("/portal/app/delete", confirmed)
+
+    assert response.status_code == 302 and response["Location"] == "/portal/app/"
+    html = signed_in.get(response["Location"]).content.decode()
+    messages = re.findall(r'<p class="message (\w+)">([^<]*)</p>', html)
+    assert [level for level, _ in messages] == ["info"]
+    assert f"Your application {client_id} was already deleted" in messages[0][1]
+    assert 'action="/portal/download/"' in html
+
+
 def test_the_application_page_before_the_first_download(signed_in):
     page = signed_in.get("/portal/app/")
     assert page.status_code == 200
@@ -1097,6 +1116,68 @@ def test_the_home_page_says_when_the_catalogue_is_unavailable(client, db, settin
 
     response = client.get("/portal/")
 
+    assert response.status_code == 200
+    assert "The catalogue is unavailable right now." in shown(response, "catalogue-unavailable")
+
+
+@pytest.fixture
+def busy_api():
+    """An HTTP server on loopback whose token endpoint or API (`busy`, a path) answers every request
+    503 with `Retry-After: 10`; the other answers as the real one would."""
+    busy = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _answer(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            path = self.path.split("?")[0]
+            if path == busy["path"]:
+                status, headers = 503, {"Retry-After": "10"}
+                body = {"error": "temporarily_unavailable", "error_description": "Try again later."}
+            elif path == "/oauth2/token":
+                status, headers = 200, {}
+                body = {"access_token": "t", "token_type": "Bearer", "expires_in": 3600}
+            else:
+                status, headers = 200, {}
+                body = {"count": 0, "next": None, "previous": None, "results": []}
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            for name, value in {**headers, "Content-Type": "application/json"}.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args):
+            """Quiet."""
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+
+    def serve(path: str) -> str:
+        busy["path"] = path
+        return f"http://127.0.0.1:{httpd.server_address[1]}"
+
+    yield serve
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.mark.parametrize("busy_path", ["/oauth2/token", "/api/v1/products"])
+def test_a_busy_api_makes_the_catalogue_unavailable_without_waiting(
+    client, db, settings, busy_api, busy_path
+):
+    """The SDK waits out a Retry-After of up to 10 s; a page must not hold its worker that long."""
+    url = busy_api(busy_path)
+    settings.PORTAL_CLIENT_ID, settings.PORTAL_CLIENT_SECRET = "portal", "secret"
+    settings.PORTAL_API_BASE_URL = f"{url}/api/v1"
+    settings.PORTAL_TOKEN_URL = f"{url}/oauth2/token"
+
+    started = time.monotonic()
+    response = client.get("/portal/")
+
+    assert time.monotonic() - started < 3
     assert response.status_code == 200
     assert "The catalogue is unavailable right now." in shown(response, "catalogue-unavailable")
 

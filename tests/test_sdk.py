@@ -282,12 +282,13 @@ def scripted(monkeypatch):
     waits = []
     monkeypatch.setattr(client_module.time, "sleep", waits.append)
 
-    def scripted_client(*answers):
+    def scripted_client(*answers, **options):
         foo = FooClient(
             client_id="id",
             client_secret="secret",
             token_url="https://foo.example/oauth2/token",
             api_base_url="https://foo.example/api/v1",
+            **options,
         )
         server = ScriptedServer(*answers)
         for prefix in [*foo._session.adapters, "https://"]:  # the client's own mounts too
@@ -327,6 +328,24 @@ def test_a_503_is_retried_for_a_read_but_not_for_an_order(scripted):
     assert (raised.value.status, raised.value.retry_after) == (503, 5)
     assert waits == [5.0]
     assert server.answers == []
+
+
+@pytest.mark.parametrize(
+    ("answers", "status", "sent"),
+    [
+        ([(429, {"Retry-After": "5"}, THROTTLED)], 429, ["POST"]),
+        ([TOKEN, (503, {"Retry-After": "5"}, UNAVAILABLE)], 503, ["POST", "GET"]),
+    ],
+)
+def test_a_client_told_not_to_wait_raises_a_retry_after_at_once(scripted, answers, status, sent):
+    foo, server, waits = scripted(*answers, max_retry_after=0)
+
+    with pytest.raises(FooApiError) as raised:
+        foo.list_products()
+
+    assert (raised.value.status, raised.value.retry_after) == (status, 5)
+    assert waits == []
+    assert [request.method for request in server.requests] == sent
 
 
 @pytest.mark.parametrize(
@@ -742,10 +761,11 @@ def test_an_unreadable_credentials_file_is_a_configuration_error(tmp_path):
 class BreakingServer:
     """An HTTP server on loopback that answers the token endpoint and the API like the real one,
     but closes the connection unanswered for the first request to each path in `break_first`: a
-    keep-alive connection a proxy closed, a server restarting. `seen` lists every request."""
+    keep-alive connection a proxy closed, a server restarting. The first request to a path in
+    `busy_first` gets its (status, Retry-After) instead. `seen` lists every request."""
 
-    def __init__(self, break_first: set[str]):
-        self.break_first, self.seen = set(break_first), []
+    def __init__(self, break_first: set[str], busy_first: dict[str, tuple[int, str]] | None = None):
+        self.break_first, self.busy_first, self.seen = set(break_first), dict(busy_first or {}), []
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -759,14 +779,20 @@ class BreakingServer:
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
-                if path == "/oauth2/token":
+                status = 201 if self.command == "POST" and path != "/oauth2/token" else 200
+                if path in outer.busy_first:
+                    status, retry_after = outer.busy_first.pop(path)
+                    body = THROTTLED if status == 429 else UNAVAILABLE
+                elif path == "/oauth2/token":
                     body = {"access_token": "t", "token_type": "Bearer", "expires_in": 3600, "scope": "x"}
                 elif path == "/api/v1/orders":
                     body = {"id": 1, "status": "placed", "lines": [], "total": "1.00", "currency": "EUR"}
                 else:
                     body = {"count": 1, "next": None, "previous": None, "results": [{"id": 1, "name": "Kit"}]}
                 data = json.dumps(body).encode()
-                self.send_response(201 if self.command == "POST" and path != "/oauth2/token" else 200)
+                self.send_response(status)
+                if status in (429, 503):
+                    self.send_header("Retry-After", retry_after)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -798,8 +824,8 @@ class BreakingServer:
 def breaking_server():
     servers = []
 
-    def start(*break_first: str) -> BreakingServer:
-        servers.append(BreakingServer(set(break_first)))
+    def start(*break_first: str, busy_first: dict[str, tuple[int, str]] | None = None) -> BreakingServer:
+        servers.append(BreakingServer(set(break_first), busy_first))
         return servers[-1]
 
     yield start
@@ -838,6 +864,31 @@ def test_a_connection_refused_is_tried_once_more_then_reported(breaking_server):
 
     with pytest.raises(FooConnectionError, match="Cannot reach"):
         foo.list_products()
+
+
+def test_a_short_retry_after_from_the_server_is_waited_out_over_the_sdks_own_transport(
+    breaking_server, monkeypatch
+):
+    """What the server answers reaches the client's own 429/503 handling: the transport does not
+    turn it into a connection error."""
+    waits = []
+    monkeypatch.setattr(client_module.time, "sleep", waits.append)
+    stub = breaking_server(busy_first={"/oauth2/token": (429, "1"), "/api/v1/products": (503, "2")})
+
+    assert stub.client().list_products() == [{"id": 1, "name": "Kit"}]
+
+    assert waits == [1.0, 2.0]
+    assert [method for method, _ in stub.seen] == ["POST", "POST", "GET", "GET"]
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_long_retry_after_from_the_server_is_a_foo_api_error_with_it(breaking_server, status):
+    stub = breaking_server(busy_first={"/api/v1/products": (status, "300")})
+
+    with pytest.raises(FooApiError) as raised:
+        stub.client().list_products()
+
+    assert (raised.value.status, raised.value.retry_after) == (status, 300)
 
 
 # --- the command line ----------------------------------------------------------------------------

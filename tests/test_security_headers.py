@@ -92,6 +92,28 @@ def test_portal_pages_have_a_strict_policy(client, developer, path):
     assert_page_headers(response)
 
 
+@pytest.mark.parametrize(
+    ("path", "signed_in"),
+    [
+        ("/portal/", False),
+        ("/accounts/signup/", False),
+        ("/accounts/login/", False),
+        ("/portal/", True),
+        ("/portal/app/", True),
+        ("/accounts/logout/", True),
+    ],
+)
+def test_portal_pages_are_stored_by_no_cache(client, developer, path, signed_in):
+    """They show who is signed in and hold forms with a CSRF token, which a stored copy would
+    carry past the login it belongs to (as Django's login page does)."""
+    if signed_in:
+        client.force_login(developer)
+    response = client.get(path)
+    assert response.status_code == 200, (path, response.status_code)
+    cache_control = {part.strip() for part in response["Cache-Control"].split(",")}
+    assert {"private", "no-store", "no-cache"} <= cache_control
+
+
 def test_error_pages_have_the_policy_too(client, db):
     response = client.get("/portal/no-such-page")
     assert response.status_code == 404

@@ -28,7 +28,8 @@ EXPIRY_MARGIN_SECONDS = 30.0
 # Rows asked for per page: the most the API gives.
 PAGE_SIZE = 100
 # A 429 (or a 503 to a request that may be repeated) asking to wait at most this long is retried
-# once after the wait; a longer one is raised at once, with its `retry_after`.
+# once after the wait; a longer one is raised at once, with its `retry_after`. The default of
+# FooClient's `max_retry_after`.
 MAX_RETRY_AFTER_SECONDS = 10.0
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 _CHALLENGE_PARAMETER = re.compile(r'([A-Za-z_]+)="((?:[^"\\]|\\.)*)"')
@@ -49,7 +50,17 @@ class _ServerAdapter(HTTPAdapter):
 
     def __init__(self, repeatable_methods: frozenset[str], ssl_context: ssl.SSLContext | None = None):
         self._ssl_context = ssl_context
-        retry = Retry(total=1, connect=1, read=1, status=0, other=0, allowed_methods=repeatable_methods)
+        # Not respecting Retry-After: urllib3 would turn a 429 or 503 that carries one into an error
+        # (status=0) before the client's own handling sees the answer.
+        retry = Retry(
+            total=1,
+            connect=1,
+            read=1,
+            status=0,
+            other=0,
+            allowed_methods=repeatable_methods,
+            respect_retry_after_header=False,
+        )
         super().__init__(max_retries=retry)
 
     def build_connection_pool_key_attributes(self, request: Any, verify: Any, cert: Any = None) -> Any:
@@ -119,7 +130,8 @@ class FooClient:
     Gets an access token from the token endpoint with the client credentials grant (HTTP Basic,
     RFC 6749 4.4), reuses it until shortly before it expires, and when the API answers 401 (the
     token was revoked, say) gets a new one and retries once; a 429 (or a 503 to a GET) asking for a
-    short pause is waited out and retried once. TLS certificates are always verified:
+    short pause (`max_retry_after` seconds at most, 10 by default; 0 never waits) is waited out and
+    retried once. TLS certificates are always verified:
     against `ca_certificate` (PEM text, e.g. the server's self-signed certificate from
     foo-credentials.json), else `ca_bundle` (a file), else the system's trusted authorities.
     """
@@ -135,6 +147,7 @@ class FooClient:
         ca_bundle: str | os.PathLike | None = None,
         scope: str | None = None,
         timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
+        max_retry_after: float = MAX_RETRY_AFTER_SECONDS,
     ):
         if not client_id:
             raise FooConfigurationError("client_id is missing")
@@ -149,6 +162,7 @@ class FooClient:
         self.api_base_url = _check_url("api_base_url", api_base_url)
         self.scope = scope
         self.timeout = timeout
+        self.max_retry_after = max_retry_after
         # The server's own certificate stays in memory, on the SDK's adapters; otherwise the CA
         # bundle file, else the system's authorities, is passed with every request (a Session's own
         # `verify` loses to REQUESTS_CA_BUNDLE).
@@ -320,7 +334,7 @@ class FooClient:
         response = self._send_once(method, url, **kwargs)
         wait = _retry_after(response)
         busy = response.status_code == 429 or (response.status_code == 503 and repeatable)
-        if busy and wait is not None and wait <= MAX_RETRY_AFTER_SECONDS:
+        if busy and wait is not None and wait <= self.max_retry_after:
             time.sleep(wait)
             response = self._send_once(method, url, **kwargs)
         return response
