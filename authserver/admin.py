@@ -951,10 +951,33 @@ class UserAdmin(auth_admin.UserAdmin):
 
 
 class GroupAdmin(auth_admin.GroupAdmin):
-    """Django's group admin."""
+    """Django's group admin, audited through services (group_saved, delete_group): a group's
+    permissions are each member's console rights."""
 
     # A permission id beyond the database's integer range is a field error, not a 500.
     formfield_overrides = {ManyToManyField: {"form_class": CheckedMultipleChoiceField}}
+
+    def save_model(self, request, obj, form, change):
+        # As stored before this save, for save_related to compare once the permissions are saved too.
+        form.rights_before = services.group_rights(obj) if change else None
+        super().save_model(request, obj, form, change)
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        services.group_saved(
+            group=form.instance,
+            before=form.rights_before,
+            actor=actor(request),
+            remote_addr=remote_addr(request),
+        )
+
+    def delete_model(self, request, obj):
+        services.delete_group(group=obj, actor=actor(request), remote_addr=remote_addr(request))
+
+    @transaction.atomic
+    def delete_queryset(self, request, queryset):
+        for group in queryset:
+            self.delete_model(request, group)
 
 
 # django.contrib.auth (listed before this app) registered its own UserAdmin and GroupAdmin on the
@@ -971,8 +994,12 @@ admin.site.register(Group, GroupAdmin)
 def readable(value) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if value is None:
+        return "none"
     if isinstance(value, list):
         return ", ".join(str(item).replace("_", " ") for item in value)
+    if isinstance(value, dict):  # a client's settings before or after a change
+        return "; ".join(f"{key.replace('_', ' ')}: {readable(item)}" for key, item in value.items())
     return str(value)
 
 

@@ -183,6 +183,10 @@ class AuditEvent(models.Model):
         USER_CREATED = "user_created", "user account created"
         # Its console powers (staff, superuser, groups, permissions) or its password.
         USER_CHANGED = "user_changed", "user account changed"
+        # A group's permissions are each member's console rights.
+        GROUP_CREATED = "group_created", "group created"
+        GROUP_CHANGED = "group_changed", "group changed"
+        GROUP_DELETED = "group_deleted", "group deleted"
         CONSOLE_LOGIN = "console_login", "console login"
         CONSOLE_LOGIN_FAILED = "console_login_failed", "console login failed"
 

@@ -178,6 +178,11 @@ def register_client(
         remote_addr=remote_addr,
         detail={
             "name": name,
+            "owner": owner.get_username() if owner else None,
+            "access_token_lifetime": access_token_lifetime,
+            "grant_type": authorization_grant_type,
+            "token_endpoint_auth_method": token_endpoint_auth_method,
+            "enabled": enabled,
             "scope": " ".join(sorted(scope.name for scope in granted)),
             **({"form_id": form_id} if form_id else {}),
         },
@@ -207,10 +212,14 @@ def update_client(
 ) -> Application:
     """Save changes already set on `application` (and its scopes, when given). With
     `grantable_scopes`, `scopes` may add only those; others it may only keep, as the client holds
-    them now (ValidationError). A client deleted since it was read raises Application.DoesNotExist."""
+    them now (ValidationError). A client deleted since it was read raises Application.DoesNotExist.
+    The audit event records each changed setting's old and new value ("from", "to"), "enabled" as
+    it is now (with "enabled" changed, it was the other)."""
     application.full_clean()
+    # As stored, under the epoch's lock: the values this change replaces.
+    stored = Application.objects.select_related("user").filter(pk=application.pk).first()
     # A client deleted meanwhile stays deleted: save() would INSERT it again, old secret and all.
-    if not Application.objects.filter(pk=application.pk).exists():
+    if stored is None:
         raise Application.DoesNotExist(f"The client {application.client_id} was deleted.")
     if scopes is not None:
         # The scopes as held now, under the epoch's lock, not as the caller read the client: a scope
@@ -225,6 +234,8 @@ def update_client(
     application.save(update_fields=[*changed_fields, "updated"])
     changes = sorted(changed_fields)
     detail = {}
+    if settings_before := _client_settings(stored, changes):
+        detail |= {"from": settings_before, "to": _client_settings(application, changes)}
     if scopes is not None:
         application.allowed_scopes.set(scopes_named(scopes))
         application.__dict__.pop("allowed_scope_names", None)
@@ -245,6 +256,23 @@ def update_client(
             detail={"changed": changes, "enabled": application.enabled, **detail},
         )
     return application
+
+
+# Never in the trail, not even hashed; "enabled" is in every client_changed event already.
+NOT_RECORDED_SETTINGS = {"client_secret", "enabled"}
+
+
+def _client_settings(application: Application, fields: Collection[str]) -> dict:
+    """The values of a client's settings `fields` as the audit trail keeps them (its owner by username)."""
+    values = {}
+    for field in fields:
+        if field in NOT_RECORDED_SETTINGS:
+            continue
+        value = getattr(application, field)
+        if field == "user":
+            value = value.get_username() if value is not None else None
+        values[field] = value if value is None or isinstance(value, (str, int, float)) else str(value)
+    return values
 
 
 def _withdraw(application: Application, withdrawn: set[str]) -> int:
@@ -400,14 +428,19 @@ def account_powers(user) -> dict:
     """What a user account may do in the console, as stored (read before a change is saved, to be
     compared with it after by user_saved): staff, superuser, its groups and its own permissions."""
     stored = get_user_model()._default_manager.get(pk=user.pk)
-    permissions = stored.user_permissions.values_list("content_type__app_label", "codename")
     return {
         "username": stored.get_username(),
         "is_staff": stored.is_staff,
         "is_superuser": stored.is_superuser,
         "groups": sorted(stored.groups.values_list("name", flat=True)),
-        "user_permissions": sorted(f"{app_label}.{codename}" for app_label, codename in permissions),
+        "user_permissions": _permission_names(stored.user_permissions.all()),
     }
+
+
+def _permission_names(permissions: QuerySet) -> list[str]:
+    """Permissions as the audit trail names them: "app_label.codename", sorted."""
+    pairs = permissions.values_list("content_type__app_label", "codename")
+    return sorted(f"{app_label}.{codename}" for app_label, codename in pairs)
 
 
 @transaction.atomic
@@ -459,6 +492,68 @@ def user_saved(
             **detail,
         },
     )
+
+
+def _group(group: Group) -> dict:
+    """What an audit event keeps of a group: it outlives a deleted one. Its members' count: a change
+    of its permissions changes each member's console rights."""
+    members = get_user_model()._default_manager.filter(groups=group).count()
+    return {"group_id": group.pk, "group": group.name, "members": members}
+
+
+def group_rights(group: Group) -> dict:
+    """Inside a transaction: a group's name and permissions as stored, its row locked until the
+    change is saved (a second operator's change of it waits, then reads this one's), to be
+    compared with them after by group_saved."""
+    stored = Group.objects.select_for_update().get(pk=group.pk)
+    return {"name": stored.name, "permissions": _permission_names(stored.permissions.all())}
+
+
+@transaction.atomic
+def group_saved(
+    *, group: Group, actor: str, before: dict | None = None, remote_addr: str | None = None
+) -> AuditEvent | None:
+    """Record a group created in the console (`before` None), or renamed or its permissions given
+    or taken (group_rights `before` the change), once saved with its permissions. None when
+    nothing recorded changed."""
+    after = group_rights(group)
+    if before is None:
+        return record_event(
+            kind=AuditEvent.Kind.GROUP_CREATED,
+            actor=actor,
+            remote_addr=remote_addr,
+            detail={**_group(group), "permissions": after["permissions"]},
+        )
+    changed, detail = [], {}
+    if before["name"] != after["name"]:
+        changed.append("name")
+        detail["renamed_from"] = before["name"]
+    added = set(after["permissions"]) - set(before["permissions"])
+    removed = set(before["permissions"]) - set(after["permissions"])
+    if added or removed:
+        changed.append("permissions")
+    detail |= {"permissions_added": sorted(added)} if added else {}
+    detail |= {"permissions_removed": sorted(removed)} if removed else {}
+    if not changed:
+        return None
+    return record_event(
+        kind=AuditEvent.Kind.GROUP_CHANGED,
+        actor=actor,
+        remote_addr=remote_addr,
+        detail={**_group(group), "changed": changed, **detail},
+    )
+
+
+@transaction.atomic
+def delete_group(*, group: Group, actor: str, remote_addr: str | None = None) -> None:
+    """Delete a group, audited with the permissions its members lose with it."""
+    record_event(
+        kind=AuditEvent.Kind.GROUP_DELETED,
+        actor=actor,
+        remote_addr=remote_addr,
+        detail={**_group(group), "permissions": _permission_names(group.permissions.all())},
+    )
+    group.delete()
 
 
 def record_console_login(*, presented_username: str, user=None, remote_addr: str | None = None) -> AuditEvent:

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Permission
+from django.contrib.auth.models import Group, Permission
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -163,6 +163,88 @@ def test_a_client_life_in_the_console_leaves_a_complete_trail(console):
     assert {(event.actor, event.remote_addr) for event in by_operator} == {("user:olivia", "127.0.0.1")}
     # The trail outlives the client: the id is kept as text.
     assert {event.application_id for event in trail} == {None}
+
+
+def test_a_client_registered_in_the_console_is_recorded_with_its_owner_lifetime_grant_and_scopes(console):
+    products = Scope.objects.get(name="products:read")
+
+    registered = console.post(
+        CLIENTS + "add/",
+        {
+            "form_id": "owned-form",
+            "name": "Owned",
+            "authorization_grant_type": Application.GRANT_CLIENT_CREDENTIALS,
+            "scopes": [products.pk],
+            "access_token_lifetime": "900",
+            "user": "olivia",
+            "enabled": "on",
+        },
+    )
+
+    assert registered.status_code == 200
+    event = AuditEvent.objects.get(kind=AuditEvent.Kind.CLIENT_CREATED)
+    assert event.detail == {
+        "name": "Owned",
+        "owner": "olivia",
+        "access_token_lifetime": 900,
+        "grant_type": Application.GRANT_CLIENT_CREDENTIALS,
+        "token_endpoint_auth_method": "client_secret_basic",
+        "enabled": True,
+        "scope": "products:read",
+        "form_id": "owned-form",
+    }
+
+
+def test_a_clients_settings_changed_in_the_console_are_recorded_with_old_and_new_values(console):
+    """Which lifetime a client had before, and whose it was: not only that they changed."""
+    new_client = make_client(name="Before", scopes=["products:read"], access_token_lifetime=3600)
+    client = new_client.application
+    get_user_model().objects.create_user("sam", password="x")
+
+    response = console.post(
+        f"{CLIENTS}{client.pk}/change/",
+        {
+            "name": "After",
+            "scopes": [Scope.objects.get(name="products:read").pk],
+            "access_token_lifetime": "120",
+            "user": "sam",
+            "enabled": "on",
+        },
+    )
+    console.post(f"{CLIENTS}{client.pk}/change/", {"name": "After", "scopes": [], "user": ""})  # refused
+
+    assert response.status_code == 302
+    event = AuditEvent.objects.get(kind=AuditEvent.Kind.CLIENT_CHANGED)
+    assert event.detail == {
+        "changed": ["access_token_lifetime", "name", "user"],
+        "enabled": True,
+        "from": {"access_token_lifetime": 3600, "name": "Before", "user": None},
+        "to": {"access_token_lifetime": 120, "name": "After", "user": "sam"},
+    }
+    page = console.get(f"{AUDIT}?kind__exact=client_changed").content.decode()
+    assert "access token lifetime: 3600" in page and "user: sam" in page
+    client.refresh_from_db()
+    assert new_client.client_secret not in str(event.detail) and client.client_secret not in str(event.detail)
+
+
+def test_a_client_disabled_and_given_back_to_no_owner_is_recorded_with_old_and_new_values(console):
+    owner = get_user_model().objects.create_user("sam", password="x")
+    client = make_client(owner=owner).application
+
+    console.post(
+        f"{CLIENTS}{client.pk}/change/",
+        {"name": client.name, "scopes": [scope.pk for scope in client.allowed_scopes.all()], "user": ""},
+    )
+
+    # "enabled", in every client_changed event, is the new state; with "enabled" changed, the old
+    # one is the other.
+    event = AuditEvent.objects.get(kind=AuditEvent.Kind.CLIENT_CHANGED)
+    assert event.detail == {
+        "changed": ["enabled", "user"],
+        "enabled": False,
+        "from": {"user": "sam"},
+        "to": {"user": None},
+    }
 
 
 def test_a_scope_life_in_the_console_leaves_a_trail(console):
@@ -440,6 +522,112 @@ def test_a_refused_change_of_an_account_records_nothing(superuser_console):
     sam.refresh_from_db()
     assert not sam.is_staff
     assert user_events() == []
+
+
+def group_events() -> list[tuple[str, str, str, dict]]:
+    kinds = [AuditEvent.Kind.GROUP_CREATED, AuditEvent.Kind.GROUP_CHANGED, AuditEvent.Kind.GROUP_DELETED]
+    trail = AuditEvent.objects.filter(kind__in=kinds).order_by("created", "pk")
+    return [(event.kind, event.actor, event.remote_addr, event.detail) for event in trail]
+
+
+def test_a_groups_life_in_the_console_leaves_a_trail(superuser_console):
+    """A group's permissions are every member's console rights: who gave or took which, and when,
+    is recorded as for one account's own permissions."""
+    sam = get_user_model().objects.create_user("sam", password=PASSWORD, is_staff=True)
+    view_events, view_clients = (
+        Permission.objects.get(content_type__app_label="authserver", codename=codename)
+        for codename in ("view_auditevent", "view_application")
+    )
+
+    added = superuser_console.post(GROUPS + "add/", {"name": "auditors", "permissions": [view_events.pk]})
+    group = Group.objects.get(name="auditors")
+    sam.groups.add(group)
+    change = f"{GROUPS}{group.pk}/change/"
+    changed = superuser_console.post(change, {"name": "readers", "permissions": [view_clients.pk]})
+    unchanged = superuser_console.post(change, {"name": "readers", "permissions": [view_clients.pk]})
+    deleted = superuser_console.post(f"{GROUPS}{group.pk}/delete/", {"post": "yes"})
+
+    assert (added.status_code, changed.status_code, unchanged.status_code, deleted.status_code) == (
+        302,
+        302,
+        302,
+        302,
+    )
+    auditors, readers = ({"group_id": group.pk, "group": name} for name in ("auditors", "readers"))
+    assert group_events() == [
+        (
+            "group_created",
+            "user:root",
+            "127.0.0.1",
+            {**auditors, "members": 0, "permissions": ["authserver.view_auditevent"]},
+        ),
+        (
+            "group_changed",
+            "user:root",
+            "127.0.0.1",
+            {
+                **readers,
+                "changed": ["name", "permissions"],
+                "members": 1,
+                "permissions_added": ["authserver.view_application"],
+                "permissions_removed": ["authserver.view_auditevent"],
+                "renamed_from": "auditors",
+            },
+        ),
+        (
+            "group_deleted",
+            "user:root",
+            "127.0.0.1",
+            {**readers, "members": 1, "permissions": ["authserver.view_application"]},
+        ),
+    ]
+
+
+def test_the_operators_group_given_a_permission_is_recorded(superuser_console):
+    operators = services.ensure_operators_group()
+    view_users = Permission.objects.get(content_type__app_label="auth", codename="view_user")
+    held = list(operators.permissions.values_list("pk", flat=True))
+
+    response = superuser_console.post(
+        f"{GROUPS}{operators.pk}/change/", {"name": "operators", "permissions": [*held, view_users.pk]}
+    )
+
+    assert response.status_code == 302
+    event = AuditEvent.objects.get(kind=AuditEvent.Kind.GROUP_CHANGED)
+    assert event.detail["changed"] == ["permissions"]
+    assert event.detail["permissions_added"] == ["auth.view_user"]
+    assert "permissions_removed" not in event.detail and "renamed_from" not in event.detail
+    page = superuser_console.get(f"{AUDIT}?kind__exact=group_changed").content.decode()
+    assert "group changed" in page and "auth.view user" in page
+
+
+def test_groups_deleted_in_bulk_are_each_recorded(superuser_console):
+    groups = [Group.objects.create(name=name) for name in ("first", "second")]
+
+    confirm = {"action": "delete_selected", "_selected_action": [group.pk for group in groups], "post": "yes"}
+    response = superuser_console.post(GROUPS, confirm)
+
+    assert response.status_code == 302
+    assert not Group.objects.exists()
+    assert [(kind, detail["group"]) for kind, _, _, detail in group_events()] == [
+        ("group_deleted", "first"),
+        ("group_deleted", "second"),
+    ]
+
+
+def test_a_refused_group_form_records_nothing(superuser_console):
+    Group.objects.create(name="taken")
+    group = Group.objects.create(name="mine")
+    view_events = Permission.objects.get(content_type__app_label="authserver", codename="view_auditevent")
+
+    refused_add = superuser_console.post(GROUPS + "add/", {"name": "taken", "permissions": [view_events.pk]})
+    refused_change = superuser_console.post(
+        f"{GROUPS}{group.pk}/change/", {"name": "taken", "permissions": [view_events.pk]}
+    )
+
+    assert refused_add.status_code == refused_change.status_code == 200  # the form again, with its error
+    assert not group.permissions.exists()
+    assert group_events() == []
 
 
 def login(http, username: str, password: str):

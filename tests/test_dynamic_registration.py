@@ -69,6 +69,15 @@ def test_registering_a_client(client, initial_access_token, settings):
     assert registration["client_secret"] not in application.client_secret  # stored hashed
     created = AuditEvent.objects.get(kind=AuditEvent.Kind.CLIENT_CREATED, application=application)
     assert created.actor.startswith("client:")
+    assert created.detail == {
+        "name": application.name,
+        "owner": None,
+        "access_token_lifetime": settings.SANDBOX_TOKEN_LIFETIME,
+        "grant_type": Application.GRANT_CLIENT_CREDENTIALS,
+        "token_endpoint_auth_method": "client_secret_basic",
+        "enabled": True,
+        "scope": "products:read",
+    }
 
 
 def test_the_registered_client_gets_tokens_with_its_secret(client, initial_access_token):
@@ -346,8 +355,19 @@ def test_the_token_endpoint_auth_method_asked_for_is_kept_and_echoed(client, ini
     assert manage(client, "get", registration).json()["token_endpoint_auth_method"] == "client_secret_post"
     changes = AuditEvent.objects.filter(
         kind=AuditEvent.Kind.CLIENT_CHANGED, application=new_client.application
-    ).values_list("detail__changed", flat=True)
-    assert sorted(changes) == [["token_endpoint_auth_method"], ["token_endpoint_auth_method"]]
+    ).order_by("created", "pk")
+    assert [(event.detail["changed"], event.detail["from"], event.detail["to"]) for event in changes] == [
+        (
+            ["token_endpoint_auth_method"],
+            {"token_endpoint_auth_method": "client_secret_post"},
+            {"token_endpoint_auth_method": "client_secret_basic"},
+        ),
+        (
+            ["token_endpoint_auth_method"],
+            {"token_endpoint_auth_method": "client_secret_basic"},
+            {"token_endpoint_auth_method": "client_secret_post"},
+        ),
+    ]
     assert register(client, initial_access_token, {}).json()["token_endpoint_auth_method"] == (
         "client_secret_basic"
     )
