@@ -146,7 +146,17 @@ CLIENT_ACTIONS = {
 }
 
 
-class ApplicationAdmin(admin.ModelAdmin):
+class DeletedThroughTheService:
+    """The change list's "delete selected" deletes each object through delete_model, and so through
+    its service and with its audit event, all in one transaction; never a bare queryset delete."""
+
+    @transaction.atomic
+    def delete_queryset(self, request, queryset):
+        for each in queryset:
+            self.delete_model(request, each)
+
+
+class ApplicationAdmin(DeletedThroughTheService, admin.ModelAdmin):
     """Clients: registered here with a secret shown once, then managed through services."""
 
     form = ClientForm
@@ -374,11 +384,6 @@ class ApplicationAdmin(admin.ModelAdmin):
 
     def delete_model(self, request, obj):
         services.delete_client(application=obj, actor=actor(request), remote_addr=remote_addr(request))
-
-    @transaction.atomic
-    def delete_queryset(self, request, queryset):
-        for client in queryset:
-            self.delete_model(request, client)
 
     # -- the secret, shown once ------------------------------------------------------------------
 
@@ -764,7 +769,7 @@ class NotServedAdmin(admin.ModelAdmin):
 
 
 @admin.register(Scope)
-class ScopeAdmin(admin.ModelAdmin):
+class ScopeAdmin(DeletedThroughTheService, admin.ModelAdmin):
     list_display = ("name", "description", "sandbox", "public", "clients")
     list_filter = ("sandbox", "public")
     search_fields = ("name", "description")
@@ -834,16 +839,11 @@ class ScopeAdmin(admin.ModelAdmin):
     def delete_model(self, request, obj):
         services.delete_scope(scope=obj, actor=actor(request), remote_addr=remote_addr(request))
 
-    @transaction.atomic
-    def delete_queryset(self, request, queryset):
-        for scope in queryset:
-            self.delete_model(request, scope)
-
 
 # --- Users ---------------------------------------------------------------------------------------
 
 
-class UserAdmin(auth_admin.UserAdmin):
+class UserAdmin(DeletedThroughTheService, auth_admin.UserAdmin):
     """Django's user admin, deleting through services.delete_user: the database's cascade would take
     the user's clients without a "client deleted" audit event. The delete page already lists those
     clients (and their tokens) among what goes with the user. Activating or deactivating goes
@@ -944,13 +944,8 @@ class UserAdmin(auth_admin.UserAdmin):
     def delete_model(self, request, obj):
         services.delete_user(user=obj, actor=actor(request), remote_addr=remote_addr(request))
 
-    @transaction.atomic
-    def delete_queryset(self, request, queryset):
-        for user in queryset:
-            self.delete_model(request, user)
 
-
-class GroupAdmin(auth_admin.GroupAdmin):
+class GroupAdmin(DeletedThroughTheService, auth_admin.GroupAdmin):
     """Django's group admin, audited through services (group_saved, delete_group): a group's
     permissions are each member's console rights."""
 
@@ -973,11 +968,6 @@ class GroupAdmin(auth_admin.GroupAdmin):
 
     def delete_model(self, request, obj):
         services.delete_group(group=obj, actor=actor(request), remote_addr=remote_addr(request))
-
-    @transaction.atomic
-    def delete_queryset(self, request, queryset):
-        for group in queryset:
-            self.delete_model(request, group)
 
 
 # django.contrib.auth (listed before this app) registered its own UserAdmin and GroupAdmin on the

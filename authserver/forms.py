@@ -204,8 +204,8 @@ class UsernameInAnyCaseMixin:
 
 
 class ConsoleUserCreationForm(UsernameInAnyCaseMixin, AdminUserCreationForm):
-    pass
+    """The console's "Add user" form."""
 
 
 class ConsoleUserChangeForm(UsernameInAnyCaseMixin, UserChangeForm):
-    pass
+    """The console's user change form."""
