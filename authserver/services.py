@@ -443,6 +443,16 @@ def _permission_names(permissions: QuerySet) -> list[str]:
     return sorted(f"{app_label}.{codename}" for app_label, codename in pairs)
 
 
+def _names_added_and_removed(before: list[str], after: list[str], label: str) -> dict:
+    """`{label}_added` and `{label}_removed`, each only when not empty: what an audit event names of
+    a list of groups or permissions changed."""
+    differences = {
+        f"{label}_added": sorted(set(after) - set(before)),
+        f"{label}_removed": sorted(set(before) - set(after)),
+    }
+    return {key: names for key, names in differences.items() if names}
+
+
 @transaction.atomic
 def user_saved(
     *,
@@ -468,11 +478,9 @@ def user_saved(
     changed = [field for field in ("is_staff", "is_superuser") if before[field] != after[field]]
     detail = {}
     for field, label in (("groups", "groups"), ("user_permissions", "permissions")):
-        added, removed = set(after[field]) - set(before[field]), set(before[field]) - set(after[field])
-        if added or removed:
+        if differences := _names_added_and_removed(before[field], after[field], label):
             changed.append(field)
-        detail |= {f"{label}_added": sorted(added)} if added else {}
-        detail |= {f"{label}_removed": sorted(removed)} if removed else {}
+            detail |= differences
     if before["username"] != after["username"]:
         changed.append("username")
         detail["renamed_from"] = before["username"]
@@ -528,12 +536,9 @@ def group_saved(
     if before["name"] != after["name"]:
         changed.append("name")
         detail["renamed_from"] = before["name"]
-    added = set(after["permissions"]) - set(before["permissions"])
-    removed = set(before["permissions"]) - set(after["permissions"])
-    if added or removed:
+    if differences := _names_added_and_removed(before["permissions"], after["permissions"], "permissions"):
         changed.append("permissions")
-    detail |= {"permissions_added": sorted(added)} if added else {}
-    detail |= {"permissions_removed": sorted(removed)} if removed else {}
+        detail |= differences
     if not changed:
         return None
     return record_event(
