@@ -67,5 +67,9 @@ def post_worker_init(worker):
     """Once the worker has loaded the site (Django, the apps, DOT, oauthlib: some 100,000 objects
     that live as long as the worker), take those out of the cyclic garbage collector's walks. Its
     full collection otherwise visits every one of them, a pause of 60-80 ms for the request that
-    sets it off, about once in 25,000 requests (docs/benchmarks.md, seventeenth round)."""
+    sets it off, about once in 25,000 requests (docs/benchmarks.md, seventeenth round).
+
+    Then say so: "Booting worker" is logged before the site is loaded, and a worker still loading
+    it takes no connection (the tests' live servers wait for this line from each worker)."""
     gc.freeze()
+    worker.log.info("Worker ready (pid: %s)", worker.pid)

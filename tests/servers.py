@@ -91,6 +91,7 @@ class LiveServer:
 
     def __init__(self, *, workers: int = 2, tls: bool = True, port: int | None = None, **environment):
         self.port = port or free_port()
+        self.workers = workers
         self.tls = tls
         scheme = "https" if tls else "http"
         self.url = f"{scheme}://localhost:{self.port}"
@@ -119,6 +120,9 @@ class LiveServer:
         return self
 
     def wait_until_ready(self, timeout: float = 30) -> None:
+        """Until the site answers and every worker has loaded it: a worker still loading takes no
+        connection, so a test's requests "from 8 threads, served by every worker" would all go to
+        the first one ready (a test that had every worker remember a token found one that had not)."""
         context = ssl.create_default_context(cafile=self.verify) if self.tls else None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -126,8 +130,9 @@ class LiveServer:
                 raise RuntimeError(f"gunicorn exited early:\n{self.output()}")
             try:
                 with urllib.request.urlopen(f"{self.url}/healthz", timeout=2, context=context) as response:
-                    if response.status == 200:
+                    if response.status == 200 and self.output().count("Worker ready (pid: ") >= self.workers:
                         return
+                time.sleep(0.05)
             except OSError:
                 time.sleep(0.2)
         raise RuntimeError(f"gunicorn did not answer within {timeout}s:\n{self.output()}")

@@ -6,6 +6,8 @@ import runpy
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+from unittest.mock import Mock
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -37,16 +39,19 @@ def manage(*arguments, **environment) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
-def test_workers_take_what_they_loaded_out_of_the_garbage_collectors_walks():
+def test_workers_take_what_they_loaded_out_of_the_garbage_collectors_walks_then_say_they_are_ready():
     settings = load_config()
     config = Config()
     config.set("post_worker_init", settings["post_worker_init"])  # gunicorn checks the hook's arity
+    worker = SimpleNamespace(pid=4321, log=Mock())
     assert gc.get_freeze_count() == 0
     try:
-        config.post_worker_init(worker=None)
+        config.post_worker_init(worker=worker)
         assert gc.get_freeze_count() > 10_000  # Django, the apps, DOT and oauthlib as loaded here
     finally:
         gc.unfreeze()
+    # What the tests' live servers wait for from each worker (tests/servers.py).
+    worker.log.info.assert_called_once_with("Worker ready (pid: %s)", 4321)
 
 
 @pytest.mark.parametrize(
