@@ -1,5 +1,6 @@
 import codecs
 import logging
+import re
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
@@ -10,6 +11,7 @@ from django.utils.http import parse_header_parameters
 from django.utils.log import log_response
 
 from authserver import errors
+from authserver.authentication import FORM_CONTENT_TYPE
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +28,8 @@ class ProtocolErrorMiddleware:
     - a body whose Content-Type names a charset that is no text encoding (rot13, base64, zlib,
       bz2: codecs Python knows, which Django would take as the request's encoding and fail on
       while parsing a form, a 500; or run on a body): 415; UTF-8 under another name (utf8) is
-      read as UTF-8 at every endpoint;
+      read as UTF-8 at every endpoint, and so is a form body declared in a charset that extends
+      ASCII (ISO-8859-1: Apache HttpClient's default) whose every byte and escape is ASCII;
     - the database unreachable: 503 `temporarily_unavailable`, so clients retry (the connection
       comes back by itself: CONN_HEALTH_CHECKS);
     - a 405 from a plain Django view on a machine path: JSON, like every other error there.
@@ -49,7 +52,10 @@ class ProtocolErrorMiddleware:
                 return refused
         if "charset" in request.META.get("CONTENT_TYPE", "").lower():
             _, parameters = parse_header_parameters(request.META["CONTENT_TYPE"])
-            refused = _read_declared_charset(request, parameters.get("charset", ""))
+            try:
+                refused = _read_declared_charset(request, parameters.get("charset", ""))
+            except UnreadablePostError as exception:  # read here, before any view
+                return _unreadable_body(exception)
             if refused is not None:
                 return refused
         response = self.get_response(request)
@@ -68,11 +74,7 @@ class ProtocolErrorMiddleware:
         if isinstance(exception, TooManyFieldsSent) and errors.is_machine_path(request.path):
             return errors.too_many_parameters()  # a browser's form: Django's 400 page, as before
         if isinstance(exception, UnreadablePostError):
-            if _timed_out(exception):  # the client went silent (config.workers.CLIENT_TIMEOUT)
-                return errors.error_response(
-                    "invalid_request", "The request body did not arrive in time.", status=408
-                )
-            return errors.error_response("invalid_request", "The request body could not be read.")
+            return _unreadable_body(exception)
         if isinstance(exception, OperationalError | InterfaceError):
             if errors.is_machine_path(request.path):
                 response = errors.database_unavailable()
@@ -135,7 +137,38 @@ def _read_declared_charset(request, charset: str) -> JsonResponse | None:
             "The charset of the Content-Type is not a text encoding; send UTF-8.",
             status=415,
         )
+    if _ascii_form_body(request, codec):
+        request.encoding = "utf-8"  # what it says in its charset, it says in UTF-8
     return None
+
+
+_PRINTABLE_ASCII = bytes(range(0x20, 0x7F))
+# A form body's escapes of bytes beyond ASCII: the only part of it whose meaning is its charset's.
+_ESCAPE_BEYOND_ASCII = re.compile(rb"%[89a-fA-F][0-9a-fA-F]")
+
+
+def _ascii_form_body(request, codec: codecs.CodecInfo) -> bool:
+    """Whether a form body of declared length, in a charset that reads printable ASCII as ASCII
+    (ISO-8859-1, windows-1252, US-ASCII; not UTF-16 or UTF-7), is printable ASCII escaping no byte
+    beyond it: then it means the same in UTF-8 (RFC 6749 Appendix B). Anything else is refused."""
+    length = request.META.get("CONTENT_LENGTH") or "0"
+    if request.content_type != FORM_CONTENT_TYPE or length == "0":
+        return False
+    try:
+        if codec.decode(_PRINTABLE_ASCII)[0] != _PRINTABLE_ASCII.decode("ascii"):
+            return False
+    except ValueError:
+        return False
+    body = request.body  # no more than MAX_REQUEST_BODY_BYTES: its declared length was checked
+    return not body.translate(None, _PRINTABLE_ASCII) and not _ESCAPE_BEYOND_ASCII.search(body)
+
+
+def _unreadable_body(exception: UnreadablePostError) -> JsonResponse:
+    if _timed_out(exception):  # the client went silent (config.workers.CLIENT_TIMEOUT)
+        return errors.error_response(
+            "invalid_request", "The request body did not arrive in time.", status=408
+        )
+    return errors.error_response("invalid_request", "The request body could not be read.")
 
 
 def _timed_out(exception: BaseException | None) -> bool:

@@ -231,15 +231,16 @@ def test_a_client_secret_without_a_value_is_no_client_authentication(client, res
     assert "active" not in response.json()
 
 
-@pytest.mark.parametrize("charset", ["utf-16", "latin-1"])
+@pytest.mark.parametrize(("charset", "escaped"), [("utf-16", ""), ("latin-1", "&x=%E9")])
 def test_a_form_body_in_another_charset_is_refused_as_at_the_token_endpoint(
-    client, resource_server, new_client, charset
+    client, resource_server, new_client, charset, escaped
 ):
     """RFC 6749 Appendix B: form parameters are UTF-8; Django refuses other charsets for the token
-    and revocation endpoints, and introspection (DRF's form parser) answers the same."""
+    and revocation endpoints, and introspection (DRF's form parser) answers the same: a body in
+    UTF-16, or one escaping a byte that means another character in its charset than in UTF-8."""
     token = issue_token(client, new_client)
     credentials = basic(resource_server.application.client_id, resource_server.client_secret)
-    body = f"token={token}"  # the test client encodes it in the charset declared
+    body = f"token={token}{escaped}"  # the test client encodes it in the charset declared
 
     for path in ["/oauth2/introspect", "/oauth2/token"]:
         response = client.post(path, body, content_type=f"{FORM}; charset={charset}", **credentials)

@@ -368,6 +368,44 @@ def test_a_query_string_oauthlib_cannot_decode_is_invalid_request(client, new_cl
     assert_oauth_error(response, 400, "invalid_request")
 
 
+@pytest.mark.parametrize("charset", ["ISO-8859-1", "latin-1", "windows-1252", "US-ASCII"])
+def test_an_ascii_form_body_declared_in_a_charset_extending_ascii_gets_a_token(client, new_client, charset):
+    """Apache HttpClient (4 and 5) declares its forms `charset=ISO-8859-1`: a body of printable ASCII
+    escaping no byte beyond it means the same in UTF-8 (RFC 6749 Appendix B), at every endpoint."""
+    content_type = f"application/x-www-form-urlencoded; charset={charset}"
+    credentials = basic(new_client.application.client_id, new_client.client_secret)
+    body = "grant_type=client_credentials&scope=products%3Aread+orders%3Aread"
+
+    response = client.post("/oauth2/token", body, content_type=content_type, **credentials)
+
+    assert response.status_code == 200, response.content
+    assert response.json()["scope"] == "products:read orders:read"
+    revoked = client.post(
+        "/oauth2/revoke", f"token={response.json()['access_token']}", content_type=content_type, **credentials
+    )
+    assert revoked.status_code == 200, revoked.content
+
+
+@pytest.mark.parametrize(
+    ("charset", "body"),
+    [
+        ("ISO-8859-1", b"grant_type=client_credentials&scope=products%3Aread%E9"),  # an escape beyond ASCII
+        ("ISO-8859-1", b"grant_type=client_credentials&scope=products:read\xe9"),  # a byte beyond it
+        ("ISO-8859-1", b"grant_type=client_credentials\r\n"),  # no printable ASCII
+        ("utf-7", b"grant_type=client_credentials"),  # reads '+' as no UTF-8 does
+        ("utf-16-le", "grant_type=client_credentials".encode("utf-16-le")),
+    ],
+)
+def test_a_form_body_that_means_otherwise_in_its_charset_is_refused(client, new_client, charset, body):
+    credentials = basic(new_client.application.client_id, new_client.client_secret)
+    content_type = f"application/x-www-form-urlencoded; charset={charset}"
+
+    response = client.generic("POST", "/oauth2/token", body, content_type=content_type, **credentials)
+
+    assert_oauth_error(response, 400, "invalid_request")
+    assert "UTF-8" in response.json()["error_description"]
+
+
 def test_invalid_utf8_in_the_body_is_a_json_4xx(client, new_client):
     credentials = basic(new_client.application.client_id, new_client.client_secret)
     response = client.post(
