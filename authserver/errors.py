@@ -236,6 +236,7 @@ def api_exception_handler(exc, context):
 
     request, view = context["request"], context.get("view")
     headers = dict(NO_STORE)
+    status = exc.status_code
     if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
         if isinstance(exc, InvalidClient):
             error, description, challenge = "invalid_client", _description(exc), basic_challenge()
@@ -266,6 +267,8 @@ def api_exception_handler(exc, context):
         headers["WWW-Authenticate"] = bearer_challenge(
             "insufficient_scope", str(exc.detail), exc.required_scopes
         )
+        # A view may answer it otherwise than RFC 6750 3.1's 403: introspection's 401 (RFC 7662 2.3).
+        status = getattr(view, "bearer_without_scope_status", status)
     if "WWW-Authenticate" in headers:
         headers["WWW-Authenticate"] = with_resource_metadata(request, headers["WWW-Authenticate"])
     if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
@@ -276,7 +279,7 @@ def api_exception_handler(exc, context):
         # DRF's messages quote what the client sent ("é" is not a valid choice.): quoted in single
         # quotes, and what RFC 6749 5.2 allows no error_description to hold percent-encoded.
         description = describable(description.replace('"', "'"))
-    return Response(error_body(error, description, **extra), status=exc.status_code, headers=headers)
+    return Response(error_body(error, description, **extra), status=status, headers=headers)
 
 
 def _authenticated_with_a_bearer_token(request) -> bool:

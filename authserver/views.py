@@ -215,6 +215,8 @@ class IntrospectView(BareOptionsAPIMixin, APIView):
 
     authentication_classes = [ClientSecretAuthentication, BearerTokenAuthentication]
     required_scopes = ["introspection"]
+    # RFC 7662 2.3: a bearer token without the privileges for this request is a 401, not RFC 6750 3.1's 403.
+    bearer_without_scope_status = status.HTTP_401_UNAUTHORIZED
     parser_classes = [FormParser]
     http_method_names = ["post", "options"]
 

@@ -128,13 +128,23 @@ def test_a_client_without_the_introspection_scope_is_refused(client, new_client)
     assert "WWW-Authenticate" not in response  # it authenticated with Basic: no Bearer challenge
 
 
-def test_a_bearer_token_without_the_introspection_scope_is_refused(client, new_client):
+def test_a_bearer_token_without_the_introspection_scope_is_a_401(client, new_client):
+    """RFC 7662 2.3: a token without the privileges for this request is answered 401 with RFC 6750's
+    challenge (more specific than RFC 6750 3.1's 403); resource servers take 401 as "not allowed"."""
     token = issue_token(client, new_client)
     response = introspect(client, new_client, token, **bearer(token))
 
-    assert response.status_code == 403
-    assert 'error="insufficient_scope"' in response["WWW-Authenticate"]
-    assert 'scope="introspection"' in response["WWW-Authenticate"]
+    assert response.status_code == 401
+    assert response["Cache-Control"] == "no-store"
+    assert response.json() == {
+        "error": "insufficient_scope",
+        "error_description": "This request needs the scope: introspection.",
+        "scope": "introspection",
+    }
+    assert response["WWW-Authenticate"] == (
+        'Bearer realm="foo", error="insufficient_scope", '
+        'error_description="This request needs the scope: introspection.", scope="introspection"'
+    )
 
 
 def test_a_wrong_secret_is_invalid_client(client, resource_server, new_client):

@@ -110,8 +110,9 @@ def test_introspection_needs_the_introspection_scope(client, tenants):
         client, "/oauth2/introspect", {"token": alice["token"]}, **bearer(mallory["token"])
     )
 
-    for response in (as_client, with_token):
-        assert response.status_code == 403, response.content
+    # RFC 7662 2.3: 401 for a bearer token without the privileges; 403 for a client with its secret.
+    for response, status in ((as_client, 403), (with_token, 401)):
+        assert response.status_code == status, response.content
         body = response.json()
         assert body["error"] == "insufficient_scope"
         assert "active" not in body and alice["client"].application.client_id not in response.content.decode()
