@@ -92,8 +92,9 @@ def place_order(*, client: Application, lines: Sequence[LineRequest]) -> Order:
     products = [line.product for line in lines]
     if len({product.pk for product in products}) != len(products):
         raise ValidationError({"lines": "List each product once; use its quantity for more."})
-    # Re-read under lock: availability and price as they are when the order is written.
-    current = Product.objects.select_for_update().in_bulk([product.pk for product in products])
+    # Re-read under lock: availability and price as they are when the order is written. Locked in
+    # one order (the primary key's) by every order: two orders of the same products never deadlock.
+    current = Product.objects.select_for_update().order_by("pk").in_bulk([product.pk for product in products])
     # Deleted since the lines were validated (the catalogue is the operators' to edit meanwhile).
     gone = [str(product.pk) for product in products if product.pk not in current]
     if gone:

@@ -223,6 +223,13 @@ class Pages(PageNumberPagination):
                     {name: f"Give one whole number, 1 to {maximum or MAX_PAGE_NUMBER}."}
                 )
 
+    def get_paginated_response_schema(self, schema):
+        paginated = super().get_paginated_response_schema(schema)
+        # Every page holds all four members (`next` and `previous` null at the edges): required, as
+        # ProductSerializer's are, or clients generated from the schema make the links optional.
+        paginated["required"] = list(paginated["properties"])
+        return paginated
+
     def get_schema_operation_parameters(self, view):
         parameters = super().get_schema_operation_parameters(view)
         for parameter in parameters:

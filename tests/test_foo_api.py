@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 from django.db import OperationalError, connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from oauth2_provider.models import AccessToken
 
@@ -618,6 +619,31 @@ def test_placing_an_order(client, shop, catalogue):
     assert Order.objects.get(pk=order["id"]).client == application
 
 
+def test_every_order_locks_its_products_in_one_order(client, shop, catalogue):
+    """Two orders of the same products, their lines listed in opposite orders, never wait for each
+    other's locks in a cycle (a deadlock, which PostgreSQL breaks by failing one): the products are
+    locked in the order of their primary keys, whatever the lines' order."""
+    _, token = shop
+    products = sorted(
+        [catalogue["FOO-SENSOR-01"], catalogue["FOO-GATEWAY-01"]],
+        key=lambda product: product.pk,
+        reverse=True,
+    )
+    lines = [{"product": product.pk, "quantity": 1} for product in products]
+
+    with CaptureQueriesContext(connection) as captured:
+        assert place(client, token, lines).status_code == 201
+
+    [locking] = [
+        query["sql"]
+        for query in captured
+        if 'FROM "fooapi_product"' in query["sql"] and " IN (" in query["sql"]
+    ]
+    assert locking.rstrip().removesuffix(" FOR UPDATE").endswith('ORDER BY "fooapi_product"."id" ASC')
+    if connection.vendor == "postgresql":
+        assert locking.rstrip().endswith("FOR UPDATE")
+
+
 def test_a_client_lists_and_reads_its_orders(client, shop, catalogue):
     _, token = shop
     first = place(client, token, [{"product": catalogue["FOO-SENSOR-01"].pk, "quantity": 1}]).json()
@@ -980,9 +1006,19 @@ def test_the_schema_requires_every_member_the_answers_always_hold(client, shop, 
     sensor = catalogue["FOO-SENSOR-01"]
     order = place(client, token, [{"product": sensor.pk, "quantity": 1}]).json()
     product = client.get(f"/api/v1/products/{sensor.pk}", **bearer(token)).json()
+    # A page's `next` and `previous` (null on a single page) were optional too.
+    products = client.get("/api/v1/products", **bearer(token)).json()
+    orders = client.get("/api/v1/orders", **bearer(token)).json()
     schemas = client.get("/api/v1/schema").json()["components"]["schemas"]
 
-    for name, answer in [("Product", product), ("Order", order), ("OrderLine", order["lines"][0])]:
+    answers = [
+        ("Product", product),
+        ("Order", order),
+        ("OrderLine", order["lines"][0]),
+        ("PaginatedProductList", products),
+        ("PaginatedOrderList", orders),
+    ]
+    for name, answer in answers:
         assert set(schemas[name]["required"]) == set(schemas[name]["properties"]) == set(answer), name
 
 
