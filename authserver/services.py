@@ -335,15 +335,25 @@ def rotated_with_form(*, actor: str, form_id: str) -> AuditEvent | None:
 
 
 @changes_validity
-def delete_client(*, application: Application, actor: str, remote_addr: str | None = None) -> None:
+def delete_client(*, application: Application, actor: str, remote_addr: str | None = None) -> bool:
+    """Delete the client, its tokens with it (CASCADE), audited. Whether it deleted it: False for a
+    client deleted since it was read (the two DELETEs of a client retrying, an operator's beside
+    the client's own), with no event of this call's: the deletion that came first has its own."""
+    # As stored, under the epoch's lock: the name a rename committed since it was read gave it.
+    name = Application.objects.filter(pk=application.pk).values_list("name", flat=True).first()
+    if name is None:
+        return False
+    _, deleted = application.delete()
+    if not deleted.get(Application._meta.label):  # deleted meanwhile without the epoch (local, off)
+        return False
     record_event(
         kind=AuditEvent.Kind.CLIENT_DELETED,
         client_id=application.client_id,
         actor=actor,
         remote_addr=remote_addr,
-        detail={"name": application.name},
+        detail={"name": name},
     )
-    application.delete()  # its tokens go with it (CASCADE)
+    return True
 
 
 def lock_user(user) -> bool:

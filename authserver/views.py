@@ -341,11 +341,13 @@ class RegistrationManagementView(BareOptionsAPIMixin, APIView):
         )
 
     def delete(self, request, client_id):
-        services.delete_client(
+        deleted = services.delete_client(
             application=request.auth.application,
             actor=f"client:{client_id}",
             remote_addr=remote_addr(request),
         )
+        if not deleted:  # deleted since its token was checked: gone with it (RFC 7592 2.3)
+            raise errors.InvalidToken()
         return Response(status=status.HTTP_204_NO_CONTENT, headers=errors.NO_STORE)
 
     @staticmethod

@@ -551,6 +551,49 @@ def test_an_update_racing_a_delete_does_not_bring_the_client_back(client, initia
     assert not Application.objects.filter(client_id=registration["client_id"]).exists()
 
 
+def test_a_delete_racing_another_is_invalid_token_and_one_deletion_in_the_trail(
+    client, initial_access_token, monkeypatch
+):
+    """A DELETE authenticated just before another deletion of the client committed (the client's
+    own, retried, or an operator's) answered 204 and wrote a second client_deleted event for a
+    client it never deleted. RFC 7592 2.3: a client that does not exist is a 401."""
+    registration = register(client, initial_access_token, {"client_name": "svc"}).json()
+    delete_client = services.delete_client
+
+    def deleted_meanwhile(*, application, **kwargs):
+        delete_client(application=Application.objects.get(pk=application.pk), actor="user:olivia")
+        return delete_client(application=application, **kwargs)
+
+    monkeypatch.setattr(services, "delete_client", deleted_meanwhile)
+    response = manage(client, "delete", registration)
+
+    deletions = AuditEvent.objects.filter(
+        kind=AuditEvent.Kind.CLIENT_DELETED, client_id=registration["client_id"]
+    )
+    assert [event.actor for event in deletions] == ["user:olivia"]
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_token"
+    assert response["WWW-Authenticate"].startswith('Bearer realm="foo", error="invalid_token"')
+
+
+def test_a_delete_racing_a_rename_records_the_name_it_deleted(client, initial_access_token, monkeypatch):
+    """The client_deleted event named the client as its token was read, not as it was deleted."""
+    registration = register(client, initial_access_token, {"client_name": "svc"}).json()
+    delete_client = services.delete_client
+
+    def renamed_meanwhile(*, application, **kwargs):
+        fresh = Application.objects.get(pk=application.pk)
+        fresh.name = "renamed"
+        services.update_client(application=fresh, changed_fields=["name"], actor="user:olivia")
+        return delete_client(application=application, **kwargs)
+
+    monkeypatch.setattr(services, "delete_client", renamed_meanwhile)
+    assert manage(client, "delete", registration).status_code == 204
+
+    deleted = AuditEvent.objects.get(kind=AuditEvent.Kind.CLIENT_DELETED, client_id=registration["client_id"])
+    assert deleted.detail == {"name": "renamed"}
+
+
 def test_an_update_racing_an_operators_disable_leaves_the_client_disabled(
     client, initial_access_token, monkeypatch
 ):
@@ -635,6 +678,9 @@ def test_a_registration_token_manages_its_own_client_only(client, initial_access
     assert response.json()["error"] == "invalid_token"
     assert manage(client, "delete", crossed).status_code == 401
     assert Application.objects.filter(client_id=second["client_id"]).exists()
+    # Not revoked (RFC 7592 2.1's SHOULD is for a deleted client's token, which goes with it): a
+    # wrong URL would cost the client its only way to manage its registration.
+    assert manage(client, "get", first).status_code == 200
 
 
 def test_the_initial_access_token_cannot_manage_registrations(client, initial_access_token):
