@@ -1,4 +1,3 @@
-import re
 import secrets
 import unicodedata
 
@@ -7,6 +6,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import AuthenticationForm, UserCreationForm
 
 from authserver.backends import stored_username, users_named
+from sdkportal.services import taken_in_any_case
 
 # UTS #39's "highly restrictive" usernames: letters of one script, or Latin with the scripts written
 # together in Japanese, Chinese or Korean. A script is the first word of a letter's Unicode name.
@@ -15,12 +15,6 @@ SCRIPTS_WRITTEN_TOGETHER = [
     {"LATIN", "CJK", "BOPOMOFO"},
     {"LATIN", "CJK", "HANGUL"},
 ]
-
-
-def taken_in_any_case(field: str, value: str) -> bool:
-    """Whether an account has `value` as its `field` in any case. iregex, not iexact: SQLite's
-    iexact (LIKE) folds ASCII letters only ("Élodie" beside "élodie"); PostgreSQL's folds all."""
-    return get_user_model().objects.filter(**{f"{field}__iregex": rf"^{re.escape(value)}$"}).exists()
 
 
 def scripts_of(text: str) -> set[str]:
@@ -72,8 +66,11 @@ class SignUpForm(UserCreationForm):
         # "example.com"): one mailbox, one account.
         email = unicodedata.normalize("NFKC", self.cleaned_data["email"]).strip()
         if taken_in_any_case("email", email):
-            raise forms.ValidationError("An account with this email address already exists; log in instead.")
+            raise self.email_taken()
         return email
+
+    def email_taken(self) -> forms.ValidationError:
+        return forms.ValidationError("An account with this email address already exists; log in instead.")
 
 
 class PortalLoginForm(AuthenticationForm):

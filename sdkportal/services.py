@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import os
+import re
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -20,15 +21,17 @@ from pathlib import Path
 from urllib.parse import quote_plus, urlencode, urlsplit
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, connection, transaction
 from django.http import HttpRequest, QueryDict
 from django.urls import reverse
 from django.utils import timezone
 from oauth2_provider.oauth2_backends import get_oauthlib_core
 
 from authserver import services as authserver_services
+from authserver.backends import users_named
 from authserver.scopes import sandbox_scope_names
 from config.tls import served_self_signed_certificate_pem
 from sdkportal.models import SandboxClient
@@ -51,6 +54,8 @@ CATALOGUE_CACHE_KEY = "sdkportal:catalogue"
 # After a failed call the portal waits this long before trying again, so an outage does not make
 # every page wait for a timeout.
 CATALOGUE_FAILURE_CACHE_SECONDS = 10
+# PostgreSQL advisory lock key ("signup" in ASCII) under which sign-ups check and insert one at a time.
+SIGN_UP_LOCK_KEY = 0x7369676E7570
 
 
 class PortalError(Exception):
@@ -89,6 +94,38 @@ class Delivery:
 class Catalogue:
     products: list[dict]
     unavailable: str = ""  # why the products could not be fetched
+
+
+# --- sign-up ----------------------------------------------------------------------------------
+
+
+def taken_in_any_case(field: str, value: str) -> bool:
+    """Whether an account has `value` as its `field` in any case. iregex, not iexact: SQLite's
+    iexact (LIKE) folds ASCII letters only ("Élodie" beside "élodie"); PostgreSQL's folds all."""
+    return get_user_model().objects.filter(**{f"{field}__iregex": rf"^{re.escape(value)}$"}).exists()
+
+
+def sign_up(*, developer) -> str | None:
+    """Save a new developer account (built by the sign-up form, its password already hashed) unless
+    its username or email, in any case, was signed up since the form checked: then the field taken
+    ("username" or "email"), and nothing saved."""
+    try:
+        with transaction.atomic():
+            if connection.vendor == "postgresql":
+                # Two sign-ups at once would each find the email free: no index holds it (accounts
+                # made in the console may share one, or have none). SQLite's writers queue (IMMEDIATE).
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_xact_lock(%s)", [SIGN_UP_LOCK_KEY])
+            if users_named(developer.get_username()).exists():
+                return "username"
+            if taken_in_any_case("email", developer.email):
+                return "email"
+            developer.save()
+    except IntegrityError:
+        # The same username made meanwhile by another path (the console): the unique index on the
+        # lowercase username (authserver migration 0009) refuses it.
+        return "username"
+    return None
 
 
 # --- the developer's sandbox client -----------------------------------------------------------

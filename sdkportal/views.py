@@ -7,7 +7,6 @@ from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.contrib.auth.views import LoginView, LogoutView
-from django.db import IntegrityError, transaction
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.decorators import method_decorator
@@ -16,7 +15,6 @@ from django.views.decorators.cache import never_cache
 from django.views.generic import FormView, TemplateView
 
 from authserver import throttling
-from authserver.backends import users_named
 from sdkportal import services
 from sdkportal.forms import PortalLoginForm, RotateSecretForm, SignUpForm
 
@@ -69,19 +67,12 @@ class SignUpView(FormView):
         return super().post(request, *args, **kwargs)
 
     def form_valid(self, form):
-        try:
-            with transaction.atomic():
-                # The form's check again, in the write transaction: SQLite's writers queue
-                # (IMMEDIATE), so a sign-up committed meanwhile is seen here, whatever its script.
-                taken = users_named(form.cleaned_data["username"]).exists()
-                developer = None if taken else form.save()
-        except IntegrityError:
-            # On PostgreSQL, one not yet committed: the unique index on the lowercase username
-            # (authserver migration 0009) refuses the second of the two.
-            developer = None
-        if developer is None:
-            # The same username, in any case, signed up by a request at once (a second tab).
-            form.add_error("username", form.username_taken())
+        # Hashed here, before the sign-up's transaction: on SQLite that holds every writer's lock.
+        developer = form.save(commit=False)
+        taken = services.sign_up(developer=developer)
+        if taken is not None:
+            # The same username or email, in any case, signed up by a request at once (a second tab).
+            form.add_error(taken, form.username_taken() if taken == "username" else form.email_taken())
             return self.form_invalid(form)
         login(self.request, developer, backend=settings.AUTHENTICATION_BACKENDS[0])
         messages.success(

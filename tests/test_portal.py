@@ -222,13 +222,12 @@ def test_a_username_signed_up_by_another_request_meanwhile_is_a_form_error(
     """Two sign-ups at once for one username (in any case): both forms, and the check in the write
     transaction, find it free; the second insert then meets the database's unique index (on the
     lowercase username for "Grace"), which must be a form error, not a 500."""
-    save = sdkportal_forms.SignUpForm.save
 
-    def save_after_the_other_request(form, *args, **kwargs):
+    def free_then_made_by_the_other_request(username):
         get_user_model().objects.create_user(meanwhile, "grace@example.org", PASSWORD)
-        return save(form, *args, **kwargs)
+        return get_user_model().objects.none()
 
-    monkeypatch.setattr(sdkportal_forms.SignUpForm, "save", save_after_the_other_request)
+    monkeypatch.setattr(services, "users_named", free_then_made_by_the_other_request)
     client.raise_request_exception = False
     account = {"username": "grace", "email": "grace@example.com"}
 
@@ -267,6 +266,40 @@ def test_two_sign_ups_at_once_differing_only_in_case_make_one_account(
 
     with ThreadPoolExecutor(2) as pool:
         statuses = list(pool.map(sign_up, usernames))
+
+    assert sorted(statuses) == [200, 302]  # one account, one form error (no 500)
+    assert get_user_model().objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    "emails", [("grace@example.com", "grace@example.com"), ("grace@example.com", "GRACE@Example.com")]
+)
+def test_two_sign_ups_at_once_with_one_email_make_one_account(transactional_db, monkeypatch, emails):
+    """Each request, its form checked, waits for the other's check: both found the address free;
+    the check in the write transaction must then find the one committed first."""
+    both_checked = threading.Barrier(2, timeout=5)
+    clean_email = sdkportal_forms.SignUpForm.clean_email
+
+    def clean_then_wait(form):
+        email = clean_email(form)
+        with suppress(threading.BrokenBarrierError):
+            both_checked.wait()
+        return email
+
+    monkeypatch.setattr(sdkportal_forms.SignUpForm, "clean_email", clean_then_wait)
+
+    def sign_up(number: int) -> int:
+        browser = HttpsClient(raise_request_exception=False)
+        account = {"username": f"dev{number}", "email": emails[number]}
+        try:
+            return browser.post(
+                "/accounts/signup/", {**account, "password1": PASSWORD, "password2": PASSWORD}
+            ).status_code
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(2) as pool:
+        statuses = list(pool.map(sign_up, range(2)))
 
     assert sorted(statuses) == [200, 302]  # one account, one form error (no 500)
     assert get_user_model().objects.count() == 1
