@@ -16,7 +16,7 @@ from django.contrib.auth import admin as auth_admin
 from django.contrib.auth import get_permission_codename, get_user_model
 from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Count, ManyToManyField, OuterRef, Prefetch, Subquery
 from django.db.models.functions import Coalesce
 from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
@@ -31,6 +31,7 @@ from oauth2_provider import admin as dot_admin
 from oauth2_provider.models import get_access_token_model
 
 from authserver import services, throttling
+from authserver.backends import users_named
 from authserver.bidi import isolated
 from authserver.forms import (
     CheckedMultipleChoiceField,
@@ -522,6 +523,9 @@ class ApplicationAdmin(DeletedThroughTheService, admin.ModelAdmin):
             "action": action,
             "clients": clients,
             "bulk": bulk,
+            # "Select all N" on the list: the confirmation posts that again, not N ids, which past
+            # DATA_UPLOAD_MAX_NUMBER_FIELDS (200) or the body limit were a 400 or 413 page.
+            "select_across": bulk and request.POST.get("select_across") == "1",
             "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
             "original": None if bulk else clients[0],
             "form": RotateSecretForm() if action.name == "rotate_secret" else None,
@@ -875,16 +879,31 @@ class UserAdmin(DeletedThroughTheService, auth_admin.UserAdmin):
         account, with its powers."""
         return user is None or request.user.is_superuser or not (user.is_staff or user.is_superuser)
 
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except IntegrityError:
+            # Another operator's account of this username, in any case, committed after this form
+            # was checked: the unique index refused the save (and the transaction was rolled back).
+            # The form, checked again, now says the username is taken.
+            username = request.POST.get(get_user_model().USERNAME_FIELD, "")
+            if request.method != "POST" or not users_named(username).exists():
+                raise
+            return super().changeform_view(request, object_id, form_url, extra_context)
+
     def save_model(self, request, obj, form, change):
         # First, in the form's transaction: the user's row is locked before anything is written.
+        disabled = None
         if change and "is_active" in form.changed_data:
             disabled = services.set_user_active(
                 user=obj, active=obj.is_active, actor=actor(request), remote_addr=remote_addr(request)
             )
-            self._tell_about_owned_clients(request, obj, disabled)
         # As stored before this save, for save_related to compare once the groups are saved too.
         form.powers_before = services.account_powers(obj) if change else None
         super().save_model(request, obj, form, change)
+        # Told once saved: a save the username index refuses is rolled back, and so is what it did.
+        if disabled is not None:
+            self._tell_about_owned_clients(request, obj, disabled)
 
     def save_related(self, request, form, formsets, change):
         super().save_related(request, form, formsets, change)
@@ -951,6 +970,12 @@ class GroupAdmin(DeletedThroughTheService, auth_admin.GroupAdmin):
 
     # A permission id beyond the database's integer range is a field error, not a 500.
     formfield_overrides = {ManyToManyField: {"form_class": CheckedMultipleChoiceField}}
+
+    def get_readonly_fields(self, request, obj=None):
+        # A superuser's to set, as a user's own permissions are (UserAdmin.POWER_FIELDS): staff
+        # given the group permissions would otherwise give their own group every permission.
+        readonly = super().get_readonly_fields(request, obj)
+        return readonly if request.user.is_superuser else (*readonly, "permissions")
 
     def save_model(self, request, obj, form, change):
         # As stored before this save, for save_related to compare once the permissions are saved too.

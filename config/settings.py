@@ -42,6 +42,7 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", _default_hosts) or _default_hosts
 
 INSTALLED_APPS = [
     "authserver.apps.ConsoleAdminConfig",  # django.contrib.admin, with the console as its site
+    "authserver.accounts",  # before django.contrib.auth: its createsuperuser is the one manage.py runs
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

@@ -24,6 +24,7 @@ from django.utils import timezone
 from oauth2_provider.models import AccessToken
 
 from authserver import bidi, services, sessions
+from authserver import forms as console_forms
 from authserver.models import Application, AuditEvent, Scope
 from tests.helpers import (
     HttpsClient,
@@ -650,6 +651,37 @@ def test_bulk_actions_ask_first_then_act_on_the_selected_clients(console):
     }
     console.post(CLIENTS, {"action": "enable", "_selected_action": selected, "post": "yes"})
     assert not Application.objects.filter(enabled=False).exists()
+
+
+@pytest.mark.parametrize("action", ["disable", "revoke_tokens"])
+def test_a_bulk_action_on_all_the_clients_of_a_long_list_is_confirmed_and_done(console, settings, action):
+    """ "Select all N" on the list, then the confirmation: it posted N ids back, which past
+    DATA_UPLOAD_MAX_NUMBER_FIELDS (200) or the body limit was a 400 page, and nothing was done."""
+    settings.DATA_UPLOAD_MAX_NUMBER_FIELDS = 20
+    bulk = [make_client(name=f"bulk {n:02d}") for n in range(30)]
+    for new_client in bulk[:2]:
+        issue_token(console, new_client)
+    make_client(name="not in the search")
+    on_the_page = [new_client.application.pk for new_client in bulk[:10]]
+    chosen = {"action": action, "select_across": "1", "index": "0", "_selected_action": on_the_page}
+
+    confirm = console.post(f"{CLIENTS}?q=bulk", chosen)
+    assert confirm.status_code == 200
+    assert confirm.content.decode().count("<li><strong>") == 30  # the search's clients, all
+    form = re.search(r'<form method="post">(.*?)</form>', confirm.content.decode(), re.S).group(1)
+    posted = {}
+    for name, value in re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form):
+        posted.setdefault(name, []).append(html.unescape(value))
+    done = console.post(f"{CLIENTS}?q=bulk", posted)
+
+    assert done.status_code == 302
+    if action == "disable":
+        assert set(Application.objects.filter(enabled=False).values_list("name", flat=True)) == {
+            new_client.application.name for new_client in bulk
+        }
+    else:
+        assert not AccessToken.objects.exists()
+        assert Application.objects.filter(enabled=False).count() == 0
 
 
 def test_the_client_page_lists_active_tokens_and_revokes_one(console, new_client):
@@ -1306,6 +1338,48 @@ def test_staff_who_manage_users_cannot_give_anyone_more_power(user_manager):
     assert not member.has_perm("auth.add_user")
 
 
+def test_staff_who_manage_groups_cannot_give_a_group_more_permissions(db):
+    """A group's permissions are its members' rights: staff given the group permissions could give
+    their own group every permission (a superuser's but for the flag)."""
+    managers = Group.objects.create(name="group managers")
+    managers.permissions.add(
+        *Permission.objects.filter(
+            content_type__app_label="auth", codename__in=["view_group", "add_group", "change_group"]
+        )
+    )
+    member = get_user_model().objects.create_user("gus", password=PASSWORD, is_staff=True)
+    member.groups.add(managers)
+    http = HttpsClient()
+    http.force_login(member)
+    every_permission = list(Permission.objects.values_list("pk", flat=True))
+
+    page = http.get(f"/admin/auth/group/{managers.pk}/change/").content.decode()
+    changed = http.post(
+        f"/admin/auth/group/{managers.pk}/change/", {"name": "managers", "permissions": every_permission}
+    )
+    added = http.post("/admin/auth/group/add/", {"name": "new", "permissions": every_permission})
+
+    assert 'name="permissions"' not in page
+    assert (changed.status_code, added.status_code) == (302, 302)
+    managers.refresh_from_db()
+    assert managers.name == "managers"  # what they may change still saved
+    assert managers.permissions.count() == 3
+    assert not Group.objects.get(name="new").permissions.exists()
+    member = get_user_model().objects.get(pk=member.pk)
+    assert not member.has_perm("auth.change_user")
+
+
+def test_a_superuser_sets_a_groups_permissions(superuser_console):
+    change_user = Permission.objects.get(content_type__app_label="auth", codename="change_user")
+
+    response = superuser_console.post(
+        "/admin/auth/group/add/", {"name": "g", "permissions": [change_user.pk]}
+    )
+
+    assert response.status_code == 302
+    assert list(Group.objects.get(name="g").permissions.all()) == [change_user]
+
+
 def test_staff_who_manage_users_may_still_deactivate_a_developer(user_manager):
     _, http = user_manager
     developer = get_user_model().objects.create_user("dana", password=PASSWORD)
@@ -1461,6 +1535,64 @@ def test_the_console_refuses_renaming_a_user_to_a_name_another_has_in_any_case(s
     assert "A user with that username already exists" in response.content.decode()
     assert renamed_in_its_own_case.status_code == 302
     assert set(get_user_model().objects.values_list("username", flat=True)) == {"ROOT", "olivia"}
+
+
+@pytest.mark.parametrize(
+    ("usernames", "renamed"),
+    [(("grace", "GRACE"), False), (("élodie", "Élodie"), False), (("ada", "ADA"), True)],
+)
+def test_two_operators_saving_usernames_differing_only_in_case_at_once_get_a_form_error(
+    transactional_db, monkeypatch, usernames, renamed
+):
+    """Each operator's form, checked, waits for the other's check: both found the name free, and
+    the second save met the unique index on the lowercase username (a 500 on PostgreSQL). One adds
+    a user; the other adds one too, or renames and deactivates an existing user, which a refused
+    save leaves as it was, and says nothing about."""
+    existing = get_user_model().objects.create_user("someone-else")
+    both_checked = threading.Barrier(2, timeout=2)  # SQLite's writers queue: one never waits here
+
+    def clean_then_wait(form):
+        username = console_forms.UsernameInAnyCaseMixin.clean_username(form)
+        with suppress(threading.BrokenBarrierError):
+            both_checked.wait()
+        return username
+
+    for form in (console_forms.ConsoleUserCreationForm, console_forms.ConsoleUserChangeForm):
+        monkeypatch.setattr(form, "clean_username", clean_then_wait)
+    operators = [get_user_model().objects.create_superuser(f"root{n}", password=PASSWORD) for n in (1, 2)]
+
+    def save(index: int):
+        browser = HttpsClient(raise_request_exception=False)
+        browser.force_login(operators[index])
+        try:
+            if renamed and index == 1:  # is_active left out: deactivated
+                changed = {
+                    "username": usernames[index],
+                    "date_joined_0": "2026-01-01",
+                    "date_joined_1": "0:0",
+                }
+                return browser.post(f"{USERS}{existing.pk}/change/", changed)
+            form = {
+                "username": usernames[index],
+                "usable_password": "false",
+                "password1": "",
+                "password2": "",
+            }
+            return browser.post(f"{USERS}add/", form)
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(2) as pool:
+        responses = list(pool.map(save, range(2)))
+
+    assert sorted(response.status_code for response in responses) == [200, 302]  # no 500
+    refused = next(response for response in responses if response.status_code == 200).content.decode()
+    assert "A user with that username already exists" in refused
+    assert "is deactivated" not in refused
+    names = set(get_user_model().objects.values_list("username", flat=True))
+    assert len(names & set(usernames)) == 1
+    existing.refresh_from_db()
+    assert existing.is_active == (existing.username == "someone-else")
 
 
 @pytest.mark.parametrize(

@@ -67,6 +67,29 @@ def test_create_client_takes_the_owners_username_in_any_case(db):
     assert Application.objects.get(client_id=created["client_id"]).user.username == "Carol"
 
 
+def test_createsuperuser_refuses_a_username_taken_in_another_case(db, monkeypatch):
+    User.objects.create_user("Alice")
+    monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", "a-long-enough-password-42")
+    args = ("createsuperuser", "--noinput", "--username", "alice", "--email", "a@example.com")
+    with pytest.raises(CommandError, match="already taken"):
+        call_command(*args, stdout=StringIO())
+    assert list(User.objects.values_list("username", flat=True)) == ["Alice"]
+
+
+def test_createsuperuser_asks_again_for_a_username_taken_in_another_case(db, monkeypatch):
+    User.objects.create_user("Alice")
+    answers = iter(["ALICE", "bob"])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(answers))
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": "a-long-enough-password-42")
+    err = StringIO()
+    call_command(
+        "createsuperuser", "--email", "b@example.com", interactive=True, stdout=StringIO(), stderr=err,
+        stdin=Terminal(),
+    )  # fmt: skip
+    assert "already taken" in err.getvalue()
+    assert User.objects.get(is_superuser=True).username == "bob"
+
+
 def test_create_client_defaults_to_the_sandbox_scopes(db):
     created = json.loads(run("create_client", "--name", "x", "--json"))
     assert created["scope"] == "orders:read products:read"

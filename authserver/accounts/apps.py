@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class AccountsConfig(AppConfig):
+    name = "authserver.accounts"
+    label = "authserver_accounts"
+    verbose_name = "Account commands"
