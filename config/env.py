@@ -1,7 +1,7 @@
 """Reading the process environment into settings values (see the README's environment table)."""
 
-import ipaddress
 import os
+import re
 import secrets
 import tempfile
 from contextlib import suppress
@@ -9,6 +9,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 DEFAULT_BIND = "0.0.0.0:9443"  # README: `make run` serves every interface by default
+# Where http:// may be used (ISSUER, the portal's URLs): the SDK's own list (foo_sdk LOOPBACK_HOSTS),
+# so that no URL accepted here is one the SDK the portal runs and hands out then refuses.
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+# gunicorn's TCP addresses: HOST:PORT or [IPv6]:PORT (its optional tcp:// prefix taken off first).
+_TCP_BIND = re.compile(r"(?:\[[^\[\]]+\]|[^:\[\]]*):([0-9]{1,5})")
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off", ""}
 # The range the console and create_client accept for a client's own token lifetime (models.py).
@@ -86,6 +91,68 @@ def _persistent_secret_key(path: Path) -> str:
     return path.read_text().strip()
 
 
+def env_bind(name: str) -> str:
+    """gunicorn's bind address: HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N; empty counts as unset.
+    gunicorn took a HOST alone for port 8000 while the issuer said 9443, and a port over 65535 was
+    its traceback."""
+    raw = os.environ.get(name, "") or DEFAULT_BIND
+    bind = raw.removeprefix("tcp://")
+    if raw.startswith("unix:") or re.fullmatch(r"fd://[0-9]+", raw):
+        return raw
+    if (match := _TCP_BIND.fullmatch(bind)) and int(match[1]) <= 65535:
+        return bind
+    raise ConfigurationError(
+        f"{name}={raw!r}: expected HOST:PORT such as 127.0.0.1:8443 ([IPv6]:PORT, unix:PATH or fd://N)"
+    )
+
+
+def env_origins(name: str, default: list[str]) -> list[str]:
+    """Origins for the browser's forms (CSRF_TRUSTED_ORIGINS): scheme://host[:port]. Without a
+    scheme Django's system check stopped manage.py with a report while gunicorn served regardless;
+    with a path (a trailing "/" too) it never equals a browser's Origin: every form post a 403."""
+    origins = []
+    for origin in env_list(name, default):
+        try:
+            parts = urlsplit(origin)
+            parts.port  # noqa: B018 (raises ValueError for a port that is no number or out of range)
+        except ValueError:
+            parts = None
+        # Its own scheme://netloc: nothing after the host and port, not even a "/".
+        if (
+            not parts
+            or parts.scheme not in ("https", "http")
+            or origin.lower() != f"{parts.scheme}://{parts.netloc}".lower()
+        ):
+            raise ConfigurationError(
+                f"{name}: {origin!r} is not an origin: expected scheme://host[:port] such as "
+                "https://auth.example.com, with no path"
+            )
+        # Django compares it as it is with the browser's Origin, which is in lowercase.
+        origins.append(origin.lower())
+    return origins
+
+
+def env_service_url(name: str, default: str) -> str:
+    """A URL the portal calls with its client's secret (PORTAL_TOKEN_URL, PORTAL_API_BASE_URL):
+    https://, or http:// on a loopback host, as the SDK requires (else every portal page was a 500);
+    empty counts as unset."""
+    raw = os.environ.get(name, "") or default
+    try:
+        url = urlsplit(raw)
+        url.port  # noqa: B018 (raises ValueError for a port that is no number or out of range)
+    except ValueError:
+        url = None
+    if url and url.username is not None:  # not quoted: it may hold a password
+        raise ConfigurationError(f"{name}: expected no user name or password in the URL")
+    allowed = url and (url.scheme == "https" or (url.scheme == "http" and is_loopback(url.hostname)))
+    if not allowed or not url.hostname or any(map(str.isspace, raw)):
+        raise ConfigurationError(
+            f"{name}={raw!r}: expected an https:// URL (http:// only on a loopback host: localhost, "
+            "127.0.0.1, ::1)"
+        )
+    return raw.rstrip("/")
+
+
 def default_issuer(bind: str) -> str:
     """The issuer when ISSUER is unset: https://localhost on the port gunicorn binds (BIND), so that
     `BIND=127.0.0.1:8443 make run` publishes, prints and hands out URLs that reach this server."""
@@ -141,9 +208,4 @@ def env_issuer(name: str, bind: str) -> str:
 
 
 def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return host in LOOPBACK_HOSTS

@@ -7,12 +7,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from config.env import DEFAULT_BIND, ConfigurationError, env_bool, env_str
+from config.env import ConfigurationError, env_bind, env_bool
 
 try:
     from config.settings import TLS, TLS_CERT_FILE, TLS_KEY_FILE, WEB_CONCURRENCY
 
     access_log = env_bool("ACCESS_LOG", True)
+    # The address settings' issuer follows; empty counts as unset (gunicorn would bind 0.0.0.0:8000).
+    bind = [env_bind("BIND")]
     # gunicorn would start, then stop with a traceback when it opens its listening socket.
     missing = [path for path in (TLS_CERT_FILE, TLS_KEY_FILE) if not path.is_file()]
     if TLS and missing:
@@ -40,8 +42,6 @@ except ConfigurationError as error:  # one line and exit 1, not gunicorn's trace
 
 workers = WEB_CONCURRENCY
 wsgi_app = "config.wsgi:application"
-# Empty counts as unset, as settings' default issuer does (gunicorn would bind 0.0.0.0:8000).
-bind = [env_str("BIND", "") or DEFAULT_BIND]
 # gunicorn's sync worker, with its own refusals (malformed HTTP) answered as JSON errors.
 worker_class = "config.workers.SyncWorker"
 # Every instance is independent: no shared control socket under ~/.gunicorn.

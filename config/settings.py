@@ -12,13 +12,16 @@ import dj_database_url
 import redis.connection
 
 from config.env import (
-    DEFAULT_BIND,
     TOKEN_LIFETIME_RANGE,
     ConfigurationError,
+    bind_host,
+    env_bind,
     env_bool,
     env_int,
     env_issuer,
     env_list,
+    env_origins,
+    env_service_url,
     env_str,
     persistent_secret_key,
 )
@@ -31,11 +34,16 @@ SECRET_KEY = env_str("SECRET_KEY", "") or persistent_secret_key(VAR_DIR / "secre
 
 # The issuer identifier published in RFC 8414 metadata; endpoint URLs are built on it. Unset, it
 # follows the port in BIND (https://localhost:9443 by default).
-ISSUER = env_issuer("ISSUER", env_str("BIND", DEFAULT_BIND))
+BIND = env_bind("BIND")
+ISSUER = env_issuer("ISSUER", BIND)
 TLS = env_bool("TLS", True)
 
-_issuer_host = urlsplit(ISSUER).hostname
-_default_hosts = sorted({"localhost", "127.0.0.1", "[::1]", _issuer_host})
+# The names the certificate bootstrap makes is for: ISSUER's host and BIND's address (unless a
+# wildcard). Django matches an IPv6 address in its brackets, as the Host header carries it.
+_default_hosts = sorted(
+    {"localhost", "127.0.0.1", "[::1]"}
+    | {f"[{host}]" if ":" in host else host for host in (urlsplit(ISSUER).hostname, bind_host(BIND)) if host}
+)
 # Set but empty (`ALLOWED_HOSTS=` in an env file) counts as unset: no host at all would answer every
 # request, the health probes included, with a 400.
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", _default_hosts) or _default_hosts
@@ -223,7 +231,7 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_HTTPONLY = True
 CSRF_FAILURE_VIEW = "authserver.errors.csrf_failure"
-CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [ISSUER])
+CSRF_TRUSTED_ORIGINS = env_origins("CSRF_TRUSTED_ORIGINS", [ISSUER])
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
@@ -350,8 +358,8 @@ PORTAL_CLIENT_ID = env_str("PORTAL_CLIENT_ID", "")
 PORTAL_CLIENT_SECRET = env_str("PORTAL_CLIENT_SECRET", "")
 PORTAL_CREDENTIALS_FILE = VAR_DIR / "portal_client.json"
 # Where the portal itself calls the API: the public URLs unless a closer address is given.
-PORTAL_API_BASE_URL = env_str("PORTAL_API_BASE_URL", f"{ISSUER}/api/v1").rstrip("/")
-PORTAL_TOKEN_URL = env_str("PORTAL_TOKEN_URL", f"{ISSUER}/oauth2/token")
+PORTAL_API_BASE_URL = env_service_url("PORTAL_API_BASE_URL", f"{ISSUER}/api/v1")
+PORTAL_TOKEN_URL = env_service_url("PORTAL_TOKEN_URL", f"{ISSUER}/oauth2/token")
 PORTAL_API_TIMEOUT = env_int("PORTAL_API_TIMEOUT", 5, minimum=1)
 PORTAL_CATALOGUE_CACHE_SECONDS = env_int("PORTAL_CATALOGUE_CACHE_SECONDS", 60, minimum=0)
 

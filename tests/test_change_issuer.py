@@ -2,6 +2,7 @@
 with one line; bootstrap's own certificate follows the issuer's host, an operator's is left alone."""
 
 import datetime
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +13,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from config.env import ConfigurationError, bind_host, env_issuer
+from config.env import LOOPBACK_HOSTS, ConfigurationError, bind_host, env_issuer, env_origins, env_service_url
 from config.tls import ensure_self_signed_certificate, hosts_not_named, made_by_bootstrap
+from sdkportal.sdk.foo_sdk import client as foo_sdk_client
 from tests.servers import PROJECT_DIR
 
 CONFIG = PROJECT_DIR / "config" / "gunicorn.conf.py"
@@ -57,6 +59,8 @@ def manage(environment: dict, *arguments: str) -> subprocess.CompletedProcess:
         ("https://auth.example.com:99999", "expected an https:// URL"),
         ("https://auth.example.com:port", "expected an https:// URL"),
         ("https://[::1", "expected an https:// URL"),
+        # Loopback, but not to the SDK: the credentials the portal hands out would not work.
+        ("http://127.0.0.2:8123", "expected https:// (http:// only on a loopback host"),
         (" https://auth.example.com", "expected an https:// URL"),
     ],
 )
@@ -92,6 +96,64 @@ def test_an_issuer_with_a_password_is_refused_without_repeating_it(monkeypatch):
 def test_an_issuer_that_can_be_one_is_taken(monkeypatch, issuer, expected):
     monkeypatch.setenv("ISSUER", issuer)
     assert env_issuer("ISSUER", "127.0.0.1:8443") == expected
+
+
+def test_http_is_taken_on_the_loopback_hosts_the_sdk_takes_it_on():
+    assert LOOPBACK_HOSTS == foo_sdk_client.LOOPBACK_HOSTS
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://api.internal/api/v1/", "https://api.internal/api/v1"),
+        ("http://127.0.0.1:8000/api/v1", "http://127.0.0.1:8000/api/v1"),  # TLS=off behind a proxy
+        ("http://[::1]:8000/oauth2/token", "http://[::1]:8000/oauth2/token"),
+        ("", "https://localhost:8443/api/v1"),  # unset or empty: under the issuer
+    ],
+)
+def test_a_portal_url_the_sdk_can_call_is_taken(monkeypatch, url, expected):
+    monkeypatch.setenv("PORTAL_API_BASE_URL", url)
+    assert env_service_url("PORTAL_API_BASE_URL", "https://localhost:8443/api/v1") == expected
+    # The SDK the portal calls the API with takes it as it is.
+    foo_sdk_client._check_url("api_base_url", expected)
+
+
+@pytest.mark.parametrize("url", ["api.internal", "http://api.internal/api/v1", "https://", "https://x:port/"])
+def test_a_portal_url_the_sdk_would_refuse_is_refused(monkeypatch, url):
+    monkeypatch.setenv("PORTAL_TOKEN_URL", url)
+    with pytest.raises(ConfigurationError) as refused:
+        env_service_url("PORTAL_TOKEN_URL", "https://localhost:8443/oauth2/token")
+    assert str(refused.value).startswith(f"PORTAL_TOKEN_URL={url!r}: expected an https:// URL")
+
+
+def test_a_portal_url_with_a_password_is_refused_without_repeating_it(monkeypatch):
+    monkeypatch.setenv("PORTAL_TOKEN_URL", "https://portal:hunter2@auth.internal/oauth2/token")
+    with pytest.raises(ConfigurationError) as refused:
+        env_service_url("PORTAL_TOKEN_URL", "https://localhost:8443/oauth2/token")
+    assert "hunter2" not in str(refused.value)
+
+
+def test_trusted_origins_take_origins_and_refuse_anything_else(monkeypatch):
+    monkeypatch.setenv(
+        "CSRF_TRUSTED_ORIGINS", " HTTPS://Auth.Example.com, https://*.example.org:8443,http://[::1]:8000"
+    )
+    # In lowercase: Django compares each as it is with the browser's Origin.
+    assert env_origins("CSRF_TRUSTED_ORIGINS", []) == [
+        "https://auth.example.com",
+        "https://*.example.org:8443",
+        "http://[::1]:8000",
+    ]
+    for origin in [
+        "auth.example.com",
+        "https://auth.example.com/",
+        "https://auth.example.com/admin",
+        "ftp://x",
+    ]:
+        monkeypatch.setenv("CSRF_TRUSTED_ORIGINS", f"https://localhost:9443,{origin}")
+        with pytest.raises(
+            ConfigurationError, match=f"^CSRF_TRUSTED_ORIGINS: '{re.escape(origin)}' is not an"
+        ):
+            env_origins("CSRF_TRUSTED_ORIGINS", [])
 
 
 def test_a_bad_issuer_stops_manage_py_and_gunicorn_with_one_line(tmp_path):

@@ -103,6 +103,25 @@ def test_an_empty_allowed_hosts_is_the_default(deployment, value):
     ]
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "host"),
+    [
+        # Allowed without its brackets, which the Host header carries: every request by it a 400.
+        ("ISSUER", "https://[2001:db8::1]:8443", "[2001:db8::1]:8443"),
+        # Named by bootstrap's certificate, yet not allowed: every request by that address a 400.
+        ("BIND", "10.0.0.5:9443", "10.0.0.5:9443"),
+        ("BIND", "[2001:db8::2]:9443", "[2001:db8::2]:9443"),
+    ],
+)
+def test_the_names_the_certificate_is_for_are_allowed_hosts(deployment, variable, value, host):
+    probe = (
+        "from django.test import Client; "
+        f"print(Client().get('/healthz', secure=True, HTTP_HOST={host!r}).status_code)"
+    )
+    result = manage({**deployment, variable: value}, "shell", "--verbosity", "0", "--command", probe)
+    assert result.stdout.strip() == "200", result.stderr
+
+
 def test_the_readme_names_every_variable_the_configuration_reads():
     # MAX_REQUEST_BODY_BYTES, ACCESS_LOG, CSRF_TRUSTED_ORIGINS, SECURE_COOKIES and the portal's
     # timeouts were read but named nowhere an operator looks.

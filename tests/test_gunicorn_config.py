@@ -91,6 +91,33 @@ def test_workers_take_what_they_loaded_out_of_the_garbage_collectors_walks_then_
             "redis://127.0.0.1:6379/0,redis://127.0.0.1:99999/0",
             "Configuration error: REDIS_URL: malformed",
         ),
+        # gunicorn listened on its own default port, 8000, while the issuer and bootstrap said 9443.
+        ("BIND", "127.0.0.1", "Configuration error: BIND='127.0.0.1': expected HOST:PORT"),
+        # gunicorn's traceback when it bound the socket.
+        ("BIND", "127.0.0.1:99999", "Configuration error: BIND='127.0.0.1:99999': expected HOST:PORT"),
+        # Served on: Django's system check, which gunicorn does not run, alone said so (manage.py).
+        (
+            "CSRF_TRUSTED_ORIGINS",
+            "auth.example.com",
+            "Configuration error: CSRF_TRUSTED_ORIGINS: 'auth.example.com' is not an origin",
+        ),
+        # Never equal to the browser's Origin: every form posted through a proxy was a 403.
+        (
+            "CSRF_TRUSTED_ORIGINS",
+            "https://localhost:9443,https://auth.example.com/",
+            "Configuration error: CSRF_TRUSTED_ORIGINS: 'https://auth.example.com/' is not an origin",
+        ),
+        # The SDK the portal calls the API with refuses them: every portal page was a 500.
+        (
+            "PORTAL_API_BASE_URL",
+            "http://api.internal/api/v1",
+            "Configuration error: PORTAL_API_BASE_URL='http://api.internal/api/v1': expected an https:// URL",
+        ),
+        (
+            "PORTAL_TOKEN_URL",
+            "token",
+            "Configuration error: PORTAL_TOKEN_URL='token': expected an https:// URL",
+        ),
     ],
 )
 def test_a_bad_environment_value_stops_gunicorn_with_one_line(tmp_path, variable, value, message):
@@ -251,6 +278,22 @@ def test_a_tls_key_that_cannot_serve_stops_gunicorn_with_one_line(tmp_path, key,
     assert f"Configuration error: TLS: {cert_path} with {key_path} cannot serve (" in result.stderr
     assert reason in result.stderr and len(result.stderr.splitlines()) == 1
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("bind", "served"),
+    [
+        ("127.0.0.1:8443", "127.0.0.1:8443"),
+        ("tcp://127.0.0.1:8443", "127.0.0.1:8443"),  # gunicorn's prefix, taken off for the issuer's port
+        ("[::1]:8443", "[::1]:8443"),
+        (":8443", ":8443"),
+        ("unix:/run/foo.sock", "unix:/run/foo.sock"),
+        ("fd://3", "fd://3"),
+    ],
+)
+def test_bind_takes_each_address_gunicorn_serves_with_a_port(monkeypatch, bind, served):
+    monkeypatch.setenv("BIND", bind)
+    assert load_config()["bind"] == [served]
 
 
 @pytest.mark.parametrize("bind", [None, ""])

@@ -8,7 +8,7 @@ from django.core.management import CommandError, call_command
 from authserver.management.base import OperatorCommand
 from authserver.models import AuditEvent
 from authserver.services import ensure_default_scopes, ensure_operators_group
-from config.env import DEFAULT_BIND, bind_host, env_str
+from config.env import bind_host
 from config.tls import ensure_self_signed_certificate, hosts_not_named
 from fooapi.services import seed_demo_catalogue
 from sdkportal.services import ensure_portal_client
@@ -50,7 +50,7 @@ class Command(OperatorCommand):
     def _certificate(self) -> None:
         issuer_host = urlsplit(settings.ISSUER).hostname
         # The names clients reach this server by: ISSUER's host, and BIND's address unless a wildcard.
-        needed = [host for host in (issuer_host, bind_host(env_str("BIND", "") or DEFAULT_BIND)) if host]
+        needed = [host for host in (issuer_host, bind_host(settings.BIND)) if host]
         certificate = settings.TLS_CERT_FILE
         hosts = ["localhost", "127.0.0.1", "::1", *needed]
         missing = hosts_not_named(certificate, hosts) if certificate.exists() else hosts
