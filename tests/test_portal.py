@@ -238,68 +238,45 @@ def test_a_username_signed_up_by_another_request_meanwhile_is_a_form_error(
     assert "_auth_user_id" not in client.session
 
 
-@pytest.mark.parametrize("usernames", [("grace", "GRACE"), ("élodie", "Élodie")])
-def test_two_sign_ups_at_once_differing_only_in_case_make_one_account(
-    transactional_db, monkeypatch, usernames
-):
-    """Each request, its form checked, waits for the other's check: both found the name free."""
-    both_checked = threading.Barrier(2, timeout=5)
-    clean_username = sdkportal_forms.SignUpForm.clean_username
-
-    def clean_then_wait(form):
-        username = clean_username(form)
-        with suppress(threading.BrokenBarrierError):
-            both_checked.wait()
-        return username
-
-    monkeypatch.setattr(sdkportal_forms.SignUpForm, "clean_username", clean_then_wait)
-
-    def sign_up(username: str) -> int:
-        browser = HttpsClient(raise_request_exception=False)
-        account = {"username": username, "email": f"dev{usernames.index(username)}@example.com"}
-        try:
-            return browser.post(
-                "/accounts/signup/", {**account, "password1": PASSWORD, "password2": PASSWORD}
-            ).status_code
-        finally:
-            connection.close()
-
-    with ThreadPoolExecutor(2) as pool:
-        statuses = list(pool.map(sign_up, usernames))
-
-    assert sorted(statuses) == [200, 302]  # one account, one form error (no 500)
-    assert get_user_model().objects.count() == 1
-
-
 @pytest.mark.parametrize(
-    "emails", [("grace@example.com", "grace@example.com"), ("grace@example.com", "GRACE@Example.com")]
+    ("field", "accounts"),
+    [
+        ("username", [("grace", "dev0@example.com"), ("GRACE", "dev1@example.com")]),
+        ("username", [("élodie", "dev0@example.com"), ("Élodie", "dev1@example.com")]),
+        ("email", [("dev0", "grace@example.com"), ("dev1", "grace@example.com")]),
+        ("email", [("dev0", "grace@example.com"), ("dev1", "GRACE@Example.com")]),
+    ],
 )
-def test_two_sign_ups_at_once_with_one_email_make_one_account(transactional_db, monkeypatch, emails):
-    """Each request, its form checked, waits for the other's check: both found the address free;
-    the check in the write transaction must then find the one committed first."""
+def test_two_sign_ups_at_once_of_one_username_or_email_make_one_account(
+    transactional_db, monkeypatch, field, accounts
+):
+    """Each request, its form checked, waits for the other's check: both found the username (in any
+    case) or the address free; the check in the write transaction must then find the one committed
+    first."""
     both_checked = threading.Barrier(2, timeout=5)
-    clean_email = sdkportal_forms.SignUpForm.clean_email
+    clean_field = getattr(sdkportal_forms.SignUpForm, f"clean_{field}")
 
     def clean_then_wait(form):
-        email = clean_email(form)
+        value = clean_field(form)
         with suppress(threading.BrokenBarrierError):
             both_checked.wait()
-        return email
+        return value
 
-    monkeypatch.setattr(sdkportal_forms.SignUpForm, "clean_email", clean_then_wait)
+    monkeypatch.setattr(sdkportal_forms.SignUpForm, f"clean_{field}", clean_then_wait)
 
-    def sign_up(number: int) -> int:
+    def sign_up(account: tuple[str, str]) -> int:
         browser = HttpsClient(raise_request_exception=False)
-        account = {"username": f"dev{number}", "email": emails[number]}
+        username, email = account
         try:
             return browser.post(
-                "/accounts/signup/", {**account, "password1": PASSWORD, "password2": PASSWORD}
+                "/accounts/signup/",
+                {"username": username, "email": email, "password1": PASSWORD, "password2": PASSWORD},
             ).status_code
         finally:
             connection.close()
 
     with ThreadPoolExecutor(2) as pool:
-        statuses = list(pool.map(sign_up, range(2)))
+        statuses = list(pool.map(sign_up, accounts))
 
     assert sorted(statuses) == [200, 302]  # one account, one form error (no 500)
     assert get_user_model().objects.count() == 1
