@@ -13,11 +13,19 @@ CREDENTIAL_PATTERNS = [
         r"[\"']?\s*[:=]\s*[\"']?)[^\s\"'&,}]{4,}"
     ),
 ]
+# A password reset link's path (sdkportal/urls.py, Django's PasswordResetConfirmView) holds its
+# token; the "set-password" form it redirects to holds none.
+RESET_LINK_PREFIX = "/accounts/password/reset/"
+RESET_LINK = re.compile(r"(/accounts/password/reset/[^/\s]+/)(?!set-password(?:[/\s]|$))[^/\s]+")
+
+
+def redact_reset_link(text: str) -> str:
+    return RESET_LINK.sub(r"\1[redacted]", text) if RESET_LINK_PREFIX in text else text
 
 
 def redact(text: str) -> str:
     text = CREDENTIAL_PATTERNS[0].sub(r"\1 [redacted]", text)
-    return CREDENTIAL_PATTERNS[1].sub(r"\1[redacted]", text)
+    return redact_reset_link(CREDENTIAL_PATTERNS[1].sub(r"\1[redacted]", text))
 
 
 class RedactCredentials(logging.Filter):

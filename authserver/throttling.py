@@ -242,6 +242,8 @@ CLIENT_AUTH_FAILURES_PER_ADDRESS = Limit.from_setting("client_auth_failures_per_
 LOGIN_FAILURES_PER_USER_AND_ADDRESS = Limit.from_setting("login_failures_per_user_and_address")
 LOGIN_FAILURES_PER_ADDRESS = Limit.from_setting("login_failures_per_address")
 SIGNUPS_PER_ADDRESS = Limit.from_setting("signups_per_address")
+PASSWORD_RESETS_PER_ADDRESS = Limit.from_setting("password_resets_per_address")
+PASSWORD_RESETS_PER_EMAIL = Limit.from_setting("password_resets_per_email")
 REGISTRATIONS_PER_REGISTRAR_PER_HOUR = Limit.from_setting("registrations_per_registrar_per_hour")
 REGISTRATIONS_PER_REGISTRAR_PER_DAY = Limit.from_setting("registrations_per_registrar_per_day")
 

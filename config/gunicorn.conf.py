@@ -61,6 +61,8 @@ if TLS:
 accesslog = "-" if access_log else None
 access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms'
 errorlog = "-"
+# The same path with a password reset link's token masked (config/workers.py).
+logger_class = "config.workers.AccessLogger"
 
 
 def post_worker_init(worker):

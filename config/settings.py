@@ -252,6 +252,9 @@ THROTTLE_LIMITS = {
     "login_failures_per_user_and_address": (5, 900),
     "login_failures_per_address": (30, 900),
     "signups_per_address": (10, 3600),
+    # Reset emails: per address, and per email address so that nobody's mailbox is flooded.
+    "password_resets_per_address": (10, 3600),
+    "password_resets_per_email": (3, 3600),
     # Clients one registrar (the client holding the initial access tokens) may register: a CI
     # pipeline registering one per run stays well under; a leaked token registers at most 200 in
     # its default hour of life (across two windows) and 500 in any UTC day, not thousands.
@@ -362,6 +365,22 @@ PORTAL_API_BASE_URL = env_service_url("PORTAL_API_BASE_URL", f"{ISSUER}/api/v1")
 PORTAL_TOKEN_URL = env_service_url("PORTAL_TOKEN_URL", f"{ISSUER}/oauth2/token")
 PORTAL_API_TIMEOUT = env_int("PORTAL_API_TIMEOUT", 5, minimum=1)
 PORTAL_CATALOGUE_CACHE_SECONDS = env_int("PORTAL_CATALOGUE_CACHE_SECONDS", 60, minimum=0)
+
+# --- Email: the portal's password reset, offered only when EMAIL_HOST is set ---------------------
+EMAIL_HOST = env_str("EMAIL_HOST", "").strip()
+EMAIL_PORT = env_int("EMAIL_PORT", 587, minimum=1, maximum=65535)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", True)
+# A worker waiting on an unreachable mail server must not hang until gunicorn kills it.
+EMAIL_TIMEOUT = 10
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "") or f"noreply@{urlsplit(ISSUER).hostname}"
+if EMAIL_HOST_PASSWORD and not EMAIL_HOST_USER:
+    raise ConfigurationError("EMAIL_HOST_PASSWORD is set without EMAIL_HOST_USER: set both or neither")
+if any(character in DEFAULT_FROM_EMAIL for character in "\r\n"):
+    raise ConfigurationError(f"DEFAULT_FROM_EMAIL={DEFAULT_FROM_EMAIL!r}: expected one line")
+# A reset link works for an hour (Django's default is three days), and once.
+PASSWORD_RESET_TIMEOUT = 3600
 
 # --- Django REST framework ---------------------------------------------------------------------
 REST_FRAMEWORK = {

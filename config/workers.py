@@ -18,10 +18,17 @@ from http import HTTPStatus
 from urllib.parse import quote
 
 from gunicorn import util
+from gunicorn.glogging import Logger
 from gunicorn.http.errors import InvalidHeader
 from gunicorn.workers import sync
 
-from authserver.log_filters import RedactCredentials, SilentClientsWithoutTracebacks, redact
+from authserver.log_filters import (
+    RESET_LINK_PREFIX,
+    RedactCredentials,
+    SilentClientsWithoutTracebacks,
+    redact,
+    redact_reset_link,
+)
 
 # What authserver.errors.NO_STORE and the security headers give every JSON error of the site.
 _HEADERS = {
@@ -105,3 +112,15 @@ class SyncWorker(sync.SyncWorker):
     def handle_error(self, req, client, addr, exc):
         with _errors_as_json():
             super().handle_error(req, client, addr, exc)
+
+
+class AccessLogger(Logger):
+    """gunicorn's logger, with the token of a password reset link kept out of the access log."""
+
+    def atoms(self, resp, req, environ, request_time):
+        atoms = super().atoms(resp, req, environ, request_time)
+        path = atoms["U"]
+        # One prefix test per request: the token endpoint's lines cost nothing more.
+        if path and path.startswith(RESET_LINK_PREFIX):
+            atoms["U"] = redact_reset_link(path)
+        return atoms

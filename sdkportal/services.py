@@ -357,6 +357,23 @@ def _check_usable(sandbox: SandboxClient) -> None:
         raise PortalError("Your application has been disabled by the Foo team; please contact them.")
 
 
+def password_changed(*, developer, remote_addr: str) -> None:
+    """Record in the audit trail that the developer set a new password (changed it, or after a reset
+    by email), with them as actor: call it in the transaction that saved it."""
+    authserver_services.user_saved(
+        user=developer,
+        before=authserver_services.account_powers(developer),
+        password_changed=True,
+        actor=_actor(developer),
+        remote_addr=remote_addr,
+    )
+
+
+def password_reset_offered() -> bool:
+    """Whether the portal can send a reset link: only with a mail server to send it through."""
+    return bool(settings.EMAIL_HOST)
+
+
 def _existing(developer) -> SandboxClient:
     sandbox = sandbox_client_of(developer)
     if sandbox is None:

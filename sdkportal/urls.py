@@ -24,4 +24,18 @@ urlpatterns = [
     *page("accounts/signup", views.SignUpView.as_view(), "signup"),
     *page("accounts/login", views.PortalLoginView.as_view(), "login"),
     *page("accounts/logout", views.PortalLogoutView.as_view(), "logout"),
+    *page("accounts/password", views.PortalPasswordChangeView.as_view(), "password-change"),
+    *page("accounts/password/done", views.PortalPasswordChangeDoneView.as_view(), "password-change-done"),
+    *page("accounts/password/reset", views.PortalPasswordResetView.as_view(), "password-reset"),
+    *page("accounts/password/reset/sent", views.PortalPasswordResetDoneView.as_view(), "password-reset-done"),
+    *page(
+        "accounts/password/reset/<uidb64>/<token>",
+        views.PortalPasswordResetConfirmView.as_view(),
+        "password-reset-confirm",
+    ),
+    *page(
+        "accounts/password/reset/done",
+        views.PortalPasswordResetCompleteView.as_view(),
+        "password-reset-complete",
+    ),
 ]

@@ -1,14 +1,26 @@
 """The SDK portal's pages: parse the request, call services.py, render."""
 
 import base64
+import unicodedata
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.mixins import LoginRequiredMixin
-from django.contrib.auth.views import LoginView, LogoutView
+from django.contrib.auth.views import (
+    LoginView,
+    LogoutView,
+    PasswordChangeDoneView,
+    PasswordChangeView,
+    PasswordResetCompleteView,
+    PasswordResetConfirmView,
+    PasswordResetDoneView,
+    PasswordResetView,
+)
+from django.db import transaction
 from django.shortcuts import redirect, render
-from django.urls import reverse
+from django.urls import reverse, reverse_lazy
 from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.cache import never_cache
@@ -85,6 +97,9 @@ class PortalLoginView(throttling.LoginThrottleMixin, LoginView):
     template_name = "sdkportal/login.html"
     form_class = PortalLoginForm
     redirect_authenticated_user = True
+
+    def get_context_data(self, **kwargs):
+        return super().get_context_data(password_reset=services.password_reset_offered(), **kwargs)
 
     def get_redirect_url(self) -> str:
         # ?next= naming this very page sends a signed-in developer nowhere: Django raises (a 500).
@@ -242,3 +257,109 @@ class DeleteApplicationView(LoginRequiredMixin, View):
         else:
             messages.success(request, "Your application was deleted. Download the SDK again to start afresh.")
         return redirect(reverse("sdkportal:application"))
+
+
+@method_decorator(never_cache, name="dispatch")
+class PortalPasswordChangeView(LoginRequiredMixin, PasswordChangeView):
+    """Django's password change (the old password, the new one twice, its validators); the session
+    stays signed in. Wrong old passwords count as failed logins: a session left open is no way to
+    guess the password without limit."""
+
+    template_name = "sdkportal/password_change.html"
+    success_url = reverse_lazy("sdkportal:password-change-done")
+
+    def _throttled(self) -> tuple[tuple, tuple]:
+        # Keyed as LoginThrottleMixin keys a login: guesses here and at the login page add up.
+        username = unicodedata.normalize("NFKC", self.request.user.get_username()).strip().lower()
+        address = throttling.counted_address(remote_addr(self.request))
+        return (
+            (throttling.LOGIN_FAILURES_PER_USER_AND_ADDRESS, (username, address)),
+            (throttling.LOGIN_FAILURES_PER_ADDRESS, (address,)),
+        )
+
+    def post(self, request, *args, **kwargs):
+        if wait := throttling.longest_wait(*self._throttled()):
+            return throttling.too_many_attempts(request, wait)
+        return super().post(request, *args, **kwargs)
+
+    def form_invalid(self, form):
+        if form.has_error("old_password", "password_incorrect"):
+            for limit, parts in self._throttled():
+                limit.record(*parts)
+        return super().form_invalid(form)
+
+    def form_valid(self, form):
+        with transaction.atomic():
+            response = super().form_valid(form)
+            services.password_changed(developer=form.user, remote_addr=remote_addr(self.request))
+        return response
+
+
+@method_decorator(never_cache, name="dispatch")
+class PortalPasswordChangeDoneView(LoginRequiredMixin, PasswordChangeDoneView):
+    template_name = "sdkportal/password_change_done.html"
+
+
+class ResetByEmailMixin:
+    """The reset pages answer only when the portal can send email; else a 404 page that says who can
+    set a new password instead."""
+
+    def dispatch(self, request, *args, **kwargs):
+        if not services.password_reset_offered():
+            return render(request, "sdkportal/password_reset_unavailable.html", status=404)
+        return super().dispatch(request, *args, **kwargs)
+
+
+@method_decorator(never_cache, name="dispatch")
+class PortalPasswordResetView(ResetByEmailMixin, PasswordResetView):
+    """Django's reset request: the same answer whether or not the address has an account, and no
+    email for a deactivated one (Django's form mails active accounts with a usable password only)."""
+
+    template_name = "sdkportal/password_reset.html"
+    email_template_name = "sdkportal/password_reset_email.txt"
+    subject_template_name = "sdkportal/password_reset_subject.txt"
+    success_url = reverse_lazy("sdkportal:password-reset-done")
+
+    def post(self, request, *args, **kwargs):
+        # Every request counts, for any address: a limit only for addresses with an account would
+        # tell which have one.
+        email = unicodedata.normalize("NFKC", request.POST.get("email", "")).strip().lower()
+        wait = max(
+            throttling.PASSWORD_RESETS_PER_ADDRESS.record(throttling.counted_address(remote_addr(request))),
+            throttling.PASSWORD_RESETS_PER_EMAIL.record(email),
+        )
+        if wait:
+            return throttling.too_many_attempts(request, wait)
+        return super().post(request, *args, **kwargs)
+
+    def form_valid(self, form):
+        # The link is built on ISSUER: the request's Host header is the sender's to choose (a link
+        # to their own server would hand them the token).
+        issuer = urlsplit(settings.ISSUER)
+        self.domain_override = issuer.netloc
+        self.extra_email_context = {"issuer": settings.ISSUER}
+        return super().form_valid(form)
+
+
+@method_decorator(never_cache, name="dispatch")
+class PortalPasswordResetDoneView(ResetByEmailMixin, PasswordResetDoneView):
+    template_name = "sdkportal/password_reset_done.html"
+
+
+class PortalPasswordResetConfirmView(ResetByEmailMixin, PasswordResetConfirmView):
+    """Django's: the link's token goes into the session and out of the address bar before the form
+    shows; the new password ends every other session (their auth hash no longer matches)."""
+
+    template_name = "sdkportal/password_reset_confirm.html"
+    success_url = reverse_lazy("sdkportal:password-reset-complete")
+
+    def form_valid(self, form):
+        with transaction.atomic():
+            response = super().form_valid(form)
+            services.password_changed(developer=form.user, remote_addr=remote_addr(self.request))
+        return response
+
+
+@method_decorator(never_cache, name="dispatch")
+class PortalPasswordResetCompleteView(ResetByEmailMixin, PasswordResetCompleteView):
+    template_name = "sdkportal/password_reset_complete.html"

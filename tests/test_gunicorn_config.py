@@ -118,6 +118,15 @@ def test_workers_take_what_they_loaded_out_of_the_garbage_collectors_walks_then_
             "token",
             "Configuration error: PORTAL_TOKEN_URL='token': expected an https:// URL",
         ),
+        # The portal's reset emails (README, "Environment").
+        ("EMAIL_PORT", "99999", "Configuration error: EMAIL_PORT='99999': expected 1 to 65535"),
+        ("EMAIL_USE_TLS", "maybe", "Configuration error: EMAIL_USE_TLS='maybe': expected one of on/off"),
+        (
+            "EMAIL_HOST_PASSWORD",
+            "hunter2",
+            "Configuration error: EMAIL_HOST_PASSWORD is set without EMAIL_HOST_USER",
+        ),
+        ("DEFAULT_FROM_EMAIL", "a@b.c\nBcc: x@y.z", "Configuration error: DEFAULT_FROM_EMAIL="),
     ],
 )
 def test_a_bad_environment_value_stops_gunicorn_with_one_line(tmp_path, variable, value, message):

@@ -61,6 +61,8 @@ def test_the_limits_are_the_documented_settings():
         "login_failures_per_user_and_address": (5, 900),
         "login_failures_per_address": (30, 900),
         "signups_per_address": (10, 3600),
+        "password_resets_per_address": (10, 3600),
+        "password_resets_per_email": (3, 3600),
         "registrations_per_registrar_per_hour": (100, 3600),
         "registrations_per_registrar_per_day": (500, 86400),
     }
