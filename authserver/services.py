@@ -22,7 +22,6 @@ from oauth2_provider.generators import generate_client_secret
 from oauth2_provider.models import (
     get_access_token_model,
     get_refresh_token_model,
-    revoke_access_token,
     set_token_value,
 )
 from oauth2_provider.oauth2_backends import get_oauthlib_core
@@ -598,15 +597,23 @@ def record_console_login(*, presented_username: str, user=None, remote_addr: str
 
 
 @changes_validity
-def revoke_token(*, token, actor: str, remote_addr: str | None = None) -> None:
+def revoke_token(*, token, actor: str, remote_addr: str | None = None) -> bool:
+    """Delete the token, audited. Whether it deleted it: False for a token revoked since it was read
+    (a client's revocation beside an operator's, a retried request), with no event of this call's:
+    the revocation that deleted it has its own. No refresh token is ever issued here (client
+    credentials only), so none is left bound to it."""
+    token_id, application = token.pk, token.application  # delete() sets the pk to None
+    _, deleted = token.delete()
+    if not deleted.get(AccessToken._meta.label):
+        return False
     record_event(
         kind=AuditEvent.Kind.TOKEN_REVOKED,
-        application=token.application,
+        application=application,
         actor=actor,
         remote_addr=remote_addr,
-        detail={"token_id": token.pk, "scope": token.scope},
+        detail={"token_id": token_id, "scope": token.scope},
     )
-    revoke_access_token(token)
+    return True
 
 
 class AnotherClientsToken(Exception):
@@ -623,8 +630,7 @@ def revoke_presented_token(*, token: str, application: Application, actor: str, 
         return False
     if stored.application_id != application.pk:
         raise AnotherClientsToken()
-    revoke_token(token=stored, actor=actor, remote_addr=remote_addr)
-    return True
+    return revoke_token(token=stored, actor=actor, remote_addr=remote_addr)
 
 
 def access_tokens(*, among: QuerySet | None = None) -> QuerySet:
@@ -676,9 +682,8 @@ def revoke_registration_token(
     tokens = list(
         AccessToken.objects.filter(application=application, scope=oauth2_settings.DCR_REGISTRATION_SCOPE)
     )
-    for token in tokens:
-        revoke_token(token=token, actor=actor, remote_addr=remote_addr)
-    return bool(tokens)
+    revoked = [revoke_token(token=token, actor=actor, remote_addr=remote_addr) for token in tokens]
+    return any(revoked)
 
 
 def issue_registration_token(*, application: Application) -> str:

@@ -1769,3 +1769,82 @@ def test_a_scope_id_that_is_no_scope_id_is_a_field_error(console, new_client, re
         "orders:read",
         "products:read",
     ]
+
+
+def many(model, count: int) -> list:
+    """`count` objects of a console list whose search "bulk" finds, and one, "kept", it does not."""
+    user_model = get_user_model()
+    names = [f"bulk{n:03d}" for n in range(count)] + ["kept"]
+    if model is Application:
+        made = [
+            Application(
+                name=name,
+                client_id=name,
+                client_type=Application.CLIENT_CONFIDENTIAL,
+                authorization_grant_type=Application.GRANT_CLIENT_CREDENTIALS,
+            )
+            for name in names
+        ]
+    elif model is user_model:
+        made = [user_model(username=name, password="!") for name in names]
+    else:
+        made = [model(name=name) for name in names]
+    model.objects.bulk_create(made)
+    field = "username" if model is user_model else "name"
+    return list(model.objects.filter(**{f"{field}__startswith": "bulk"}).order_by("pk"))
+
+
+def hidden_inputs(page) -> dict:
+    form = re.search(r'<form method="post">(.*?)</form>', page.content.decode(), re.S).group(1)
+    posted = {}
+    for name, value in re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form):
+        posted.setdefault(name, []).append(html.unescape(value))
+    return posted
+
+
+DELETIONS = [
+    (Application, CLIENTS, AuditEvent.Kind.CLIENT_DELETED),
+    (Scope, SCOPES, AuditEvent.Kind.SCOPE_DELETED),
+    (get_user_model(), USERS, AuditEvent.Kind.USER_DELETED),
+    (Group, "/admin/auth/group/", AuditEvent.Kind.GROUP_DELETED),
+]
+
+
+@pytest.mark.parametrize(("model", "listing", "kind"), DELETIONS)
+def test_delete_selected_on_all_of_a_long_list_is_confirmed_and_done(superuser_console, model, listing, kind):
+    """ "Select all 250" then "Delete selected": the confirmation posted 250 ids back, past
+    DATA_UPLOAD_MAX_NUMBER_FIELDS (200): a 400 page, and nothing was deleted. Each deleted through
+    its service, audited."""
+    bulk = many(model, 250)
+    on_the_page = [each.pk for each in bulk[:100]]
+    chosen = {"action": "delete_selected", "select_across": "1", "index": "0"}
+    chosen["_selected_action"] = on_the_page
+
+    confirm = superuser_console.post(f"{listing}?q=bulk", chosen)
+    assert confirm.status_code == 200
+    posted = hidden_inputs(confirm)
+    assert len(posted["_selected_action"]) == 1
+    done = superuser_console.post(f"{listing}?q=bulk", posted)
+
+    assert done.status_code == 302
+    assert not model.objects.filter(pk__in=[each.pk for each in bulk]).exists()
+    field = "username" if model is get_user_model() else "name"
+    assert model.objects.filter(**{field: "kept"}).exists()  # not in the search
+    assert AuditEvent.objects.filter(kind=kind).count() == 250
+    assert "Successfully deleted 250" in superuser_console.get(listing).content.decode()
+
+
+def test_delete_selected_on_all_of_a_list_that_changed_since_deletes_nothing(superuser_console):
+    """The confirmation showed the list's clients; one the search finds was registered before it was
+    posted: it would have been deleted unseen. Nothing is, and the operator is told."""
+    bulk = many(Application, 3)
+    chosen = {"action": "delete_selected", "select_across": "1", "index": "0", "_selected_action": bulk[0].pk}
+    posted = hidden_inputs(superuser_console.post(f"{CLIENTS}?q=bulk", chosen))
+    make_client(name="bulk, registered since")
+
+    done = superuser_console.post(f"{CLIENTS}?q=bulk", posted)
+
+    assert done.status_code == 302
+    assert Application.objects.filter(name__startswith="bulk").count() == 4
+    assert not AuditEvent.objects.filter(kind=AuditEvent.Kind.CLIENT_DELETED).exists()
+    assert "The list changed since" in superuser_console.get(CLIENTS).content.decode()

@@ -2,6 +2,9 @@
 
 import os
 import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,7 @@ from authserver.models import AuditEvent
 from tests.helpers import (
     EMPTY_VALUES_BESIDE_A_TOKEN,
     FORM,
+    HttpsClient,
     basic,
     issue_token,
     make_client,
@@ -262,3 +266,55 @@ def test_on_sqlite_a_revocation_is_on_disk_before_it_is_answered(transactional_d
 
     services.set_client_enabled(application=new_client.application, enabled=False, actor="tests")
     assert flushed == [1, 1]
+
+
+def test_two_revocations_at_once_write_one_event(transactional_db, monkeypatch):
+    """Two revocations of one token at once, each with its own connection (a retried request, an
+    operator's beside the client's own): both found the token, and each wrote a token_revoked
+    event. Only the one that deleted it records it; the other is still answered 200 (RFC 7009 2.2)."""
+    new_client = make_client(scopes=["products:read"])
+    token = issue_token(HttpsClient(), new_client)
+    # Each revocation, once it has read the token, waits for the other to read it too.
+    both_read = threading.Barrier(2, timeout=5)
+    revoke_token = services.revoke_token
+
+    def read_then_wait(**what):
+        with suppress(threading.BrokenBarrierError):
+            both_read.wait()
+        return revoke_token(**what)
+
+    monkeypatch.setattr(services, "revoke_token", read_then_wait)
+
+    def revoke_at_once(_) -> int:
+        try:
+            return revoke(HttpsClient(), new_client, token=token).status_code
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(2) as pool:
+        statuses = list(pool.map(revoke_at_once, range(2)))
+
+    assert statuses == [200, 200]
+    assert services.introspect_token(token) == {"active": False}
+    assert AuditEvent.objects.filter(kind=AuditEvent.Kind.TOKEN_REVOKED).count() == 1
+
+
+def test_a_revocation_after_another_deleted_the_token_records_nothing(client, new_client, monkeypatch):
+    """The token read, then revoked by an operator before this revocation's delete: one event, the
+    operator's, and the service says it revoked nothing."""
+    token = issue_token(client, new_client)
+    token_id = stored_token(token).pk
+    revoke_token = services.revoke_token
+
+    def revoked_meanwhile(*, token, **what):
+        revoke_token(token=type(token).objects.get(pk=token.pk), actor="user:olivia")
+        return revoke_token(token=token, **what)
+
+    monkeypatch.setattr(services, "revoke_token", revoked_meanwhile)
+    revoked = services.revoke_presented_token(
+        token=token, application=new_client.application, actor="client:x"
+    )
+
+    assert revoked is False
+    events = AuditEvent.objects.filter(kind=AuditEvent.Kind.TOKEN_REVOKED)
+    assert [(event.actor, event.detail["token_id"]) for event in events] == [("user:olivia", token_id)]
