@@ -570,29 +570,37 @@ def delete_group(*, group: Group, actor: str, remote_addr: str | None = None) ->
     group.delete()
 
 
-def record_console_login(*, presented_username: str, user=None, remote_addr: str | None = None) -> AuditEvent:
+def account_named(presented_username: str):
+    """The account a login's username names, in any case; None for none."""
+    users = get_user_model()
+    longest = users._meta.get_field(users.USERNAME_FIELD).max_length
+    # What can be no username is not looked up (PostgreSQL cannot compare a NUL character).
+    plausible = 0 < len(presented_username) <= longest and "\x00" not in presented_username
+    return users_named(presented_username).first() if plausible else None
+
+
+def record_console_login(
+    *, presented_username: str, user=None, remote_addr: str | None = None, via: str | None = None
+) -> AuditEvent:
     """A login to the management console (`user`, who logged in), or an attempt that failed (None:
     a wrong password, an account that is no staff, inactive or none). A failed attempt names the
     account only when the username presented is one's: what was typed may be a password, typed in
-    the wrong box, and must not be kept."""
+    the wrong box, and must not be kept. `via`: the login page, when it is not the console's."""
+    where = {"via": via} if via else {}
     if user is None:
-        users = get_user_model()
-        longest = users._meta.get_field(users.USERNAME_FIELD).max_length
-        # What can be no username is not looked up (PostgreSQL cannot compare a NUL character).
-        plausible = 0 < len(presented_username) <= longest and "\x00" not in presented_username
-        named = users_named(presented_username).first() if plausible else None
+        named = account_named(presented_username)
         account = _account(named) if named is not None else {}
         return record_event(
             kind=AuditEvent.Kind.CONSOLE_LOGIN_FAILED,
             actor=f"user:{account['username']}" if account else "user:(no such account)",
             remote_addr=remote_addr,
-            detail=account,
+            detail={**account, **where},
         )
     return record_event(
         kind=AuditEvent.Kind.CONSOLE_LOGIN,
         actor=f"user:{user.get_username()}",
         remote_addr=remote_addr,
-        detail=_account(user),
+        detail={**_account(user), **where},
     )
 
 

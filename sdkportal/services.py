@@ -128,6 +128,21 @@ def sign_up(*, developer) -> str | None:
     return None
 
 
+def record_login(*, presented_username: str, user=None, remote_addr: str | None = None) -> None:
+    """A login at the portal's page, or a failed attempt, to a staff account: its session opens the
+    console as one signed in there does, so the console's audit trail records it (a developer's
+    login is no console event)."""
+    account = user if user is not None else authserver_services.account_named(presented_username)
+    if account is None or not (account.is_staff or account.is_superuser):
+        return
+    authserver_services.record_console_login(
+        presented_username=presented_username,
+        user=user,
+        remote_addr=remote_addr,
+        via=reverse("sdkportal:login"),
+    )
+
+
 # --- the developer's sandbox client -----------------------------------------------------------
 
 

@@ -101,6 +101,23 @@ class PortalLoginView(throttling.LoginThrottleMixin, LoginView):
     def get_context_data(self, **kwargs):
         return super().get_context_data(password_reset=services.password_reset_offered(), **kwargs)
 
+    def form_valid(self, form):
+        response = super().form_valid(form)
+        services.record_login(
+            presented_username=self.request.POST.get("username", ""),
+            user=form.get_user(),
+            remote_addr=remote_addr(self.request) or None,
+        )
+        return response
+
+    def form_invalid(self, form):
+        if self.request.method == "POST":
+            services.record_login(
+                presented_username=self.request.POST.get("username", ""),
+                remote_addr=remote_addr(self.request) or None,
+            )
+        return super().form_invalid(form)
+
     def get_redirect_url(self) -> str:
         # ?next= naming this very page sends a signed-in developer nowhere: Django raises (a 500).
         url = super().get_redirect_url()

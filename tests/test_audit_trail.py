@@ -660,6 +660,33 @@ def test_console_logins_and_failed_attempts_are_recorded(db, settings):
     assert PASSWORD not in str(list(trail.values()))
 
 
+def test_a_staff_login_at_the_portal_is_recorded_as_a_console_login(db, settings):
+    """The portal's login page signs a staff account in to a session that opens the console: it
+    must not be a way into the console that the audit trail misses. A developer's is no console event."""
+    settings.TRUSTED_PROXY_COUNT = 1
+    olivia = get_user_model().objects.create_user("olivia", password=PASSWORD, is_staff=True)
+    get_user_model().objects.create_user("dana", password=PASSWORD)  # a developer: no console
+    http = HttpsClient(HTTP_X_FORWARDED_FOR="198.51.100.7")
+
+    def portal_login(username: str, password: str):
+        return http.post("/accounts/login/", {"username": username, "password": password})
+
+    assert portal_login("olivia", "wrong").status_code == 200
+    assert portal_login("dana", "wrong").status_code == 200
+    assert portal_login("nobody", "wrong").status_code == 200
+    assert portal_login("dana", PASSWORD).status_code == 302
+    http.post("/accounts/logout/")
+    assert portal_login("Olivia", PASSWORD).status_code == 302
+    assert http.get("/admin/").status_code == 200  # the session opens the console
+
+    trail = AuditEvent.objects.filter(kind__startswith="console_login").order_by("created", "pk")
+    account = {"user_id": olivia.pk, "username": "olivia", "via": "/accounts/login/"}
+    assert [(event.kind, event.actor, event.remote_addr, event.detail) for event in trail] == [
+        ("console_login_failed", "user:olivia", "198.51.100.7", account),
+        ("console_login", "user:olivia", "198.51.100.7", account),
+    ]
+
+
 @pytest.mark.parametrize("username", ["\x00", "x" * 10_000, ""])
 def test_a_failed_login_with_no_possible_username_is_recorded_without_a_lookup(db, username):
     response = login(HttpsClient(), username, "x")

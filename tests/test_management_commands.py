@@ -405,6 +405,31 @@ def bootstrap(db, settings, monkeypatch):
     return run_bootstrap
 
 
+def test_bootstrap_leaves_the_sqlite_database_readable_by_its_owner_alone(tmp_path):
+    """It holds every live session's key (a staff one opens the console) and the password hashes:
+    it was world-readable (the umask's 0644) beside a secret key kept 0600. A file made before
+    that is restricted by the next bootstrap too."""
+    database = tmp_path / "db.sqlite3"
+    database.touch(mode=0o644)
+    environment = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "LANG": "C.UTF-8",
+        "VAR_DIR": str(tmp_path),
+        "DATABASE_URL": f"sqlite:///{database}",
+        "TLS": "off",
+        "ADMIN_PASSWORD": "a-long-Password-1",
+    }
+    result = subprocess.run(
+        [sys.executable, "manage.py", "bootstrap"], cwd=PROJECT_DIR, env=environment, capture_output=True,
+        text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    assert database.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "secret_key").stat().st_mode & 0o777 == 0o600
+
+
 def test_bootstrap_that_cannot_write_the_portals_credentials_registers_no_client(
     bootstrap, settings, tmp_path
 ):

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.contrib.auth.hashers import check_password
+from django.contrib.auth.hashers import PBKDF2PasswordHasher, check_password
 from django.contrib.sessions.models import Session
 from django.db import IntegrityError, connection, transaction
 from django.test import Client
@@ -346,6 +346,28 @@ def test_a_deactivated_developer_logging_in_in_another_case_is_told_so(client, d
 
     assert "This account has been deactivated" in response.content.decode()
     assert "_auth_user_id" not in client.session
+
+
+@pytest.mark.parametrize("username", ["ada", "gone", "nobody"])
+@pytest.mark.parametrize("password", ["wrong", PASSWORD])
+def test_a_login_costs_one_password_hash_whatever_the_account(
+    client, developer, monkeypatch, username, password
+):
+    """A deactivated account's attempt took a second hash (the check that tells its owner so): it
+    answered twice as slowly as an active account's or a missing one's, telling it apart."""
+    get_user_model().objects.create_user("gone", "gone@example.com", PASSWORD, is_active=False)
+    hashes = []
+    encode = PBKDF2PasswordHasher.encode
+    monkeypatch.setattr(PBKDF2PasswordHasher, "encode", lambda *args: hashes.append(1) or encode(*args))
+
+    response = client.post("/accounts/login/", {"username": username, "password": password})
+
+    assert len(hashes) == 1
+    if username == "gone" and password == PASSWORD:
+        assert "This account has been deactivated" in response.content.decode()
+    elif password == "wrong" or username == "nobody":
+        assert "deactivated" not in response.content.decode()
+        assert "_auth_user_id" not in client.session
 
 
 def test_logging_in_by_email_address_is_not_offered(client, developer):

@@ -1,9 +1,11 @@
 import secrets
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
+from django.db import connection
 
 from authserver.management.base import OperatorCommand
 from authserver.models import AuditEvent
@@ -25,6 +27,7 @@ class Command(OperatorCommand):
             if settings.TLS:
                 self._certificate()
             call_command("migrate", interactive=False, verbosity=0)
+            self._restrict_database_file()
             call_command("collectstatic", interactive=False, verbosity=0)
         except OSError as error:  # VAR_DIR read-only, or on a full disk: one line, not a traceback
             raise CommandError(f"{error.filename or settings.VAR_DIR}: {error.strerror or error}") from error
@@ -46,6 +49,22 @@ class Command(OperatorCommand):
             )
         self._admin_account()
         self.stdout.write(self.style.SUCCESS(f"Ready: {settings.ISSUER}"))
+
+    @staticmethod
+    def _restrict_database_file() -> None:
+        """The SQLite file holds every live session's key (a staff one opens the console) and the
+        password hashes: its owner's alone, as the secret key is, not the umask's world-readable
+        default. SQLite gives the -wal and -shm files it creates the database file's mode."""
+        if connection.vendor != "sqlite":
+            return
+        database = Path(connection.settings_dict["NAME"])
+        for path in (
+            database,
+            database.with_name(f"{database.name}-wal"),
+            database.with_name(f"{database.name}-shm"),
+        ):
+            if path.is_file():
+                path.chmod(0o600)
 
     def _certificate(self) -> None:
         issuer_host = urlsplit(settings.ISSUER).hostname
