@@ -183,6 +183,46 @@ def test_calls_from_many_threads_at_once_share_one_token(sandbox):
     assert AccessToken.objects.filter(application=new_client.application).count() == 1
 
 
+def test_threads_that_waited_for_a_token_request_that_failed_share_its_error():
+    """A token endpoint that never answers: the threads queued behind the one fetch get its
+    FooConnectionError after one timeout, not one timeout after the other."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted = []
+
+    def accept():
+        while True:
+            try:
+                accepted.append(listener.accept()[0])  # held open, never answered
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    foo = FooClient(
+        client_id="id",
+        client_secret="secret",
+        token_url=f"{url}/oauth2/token",
+        api_base_url=f"{url}/api/v1",
+        timeout=1,
+    )
+
+    def call(_):
+        with pytest.raises(FooConnectionError) as raised:
+            foo.list_products()
+        return raised.value
+
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            errors = list(pool.map(call, range(4)))
+    finally:
+        listener.close()
+        for connection in accepted:
+            connection.close()
+
+    assert len(accepted) == 2  # one token request, sent once more after its connection timed out
+    assert len({str(error) for error in errors}) == 1
+
+
 def test_a_revoked_token_is_replaced_and_the_call_retried_once(sandbox):
     new_client, foo = sandbox
     foo.list_products()
@@ -358,6 +398,8 @@ def test_a_client_told_not_to_wait_raises_a_retry_after_at_once(scripted, answer
         (200, {}, {"access_token": "", "expires_in": 3600, "token_type": "Bearer"}),
         (200, {}, {"access_token": "a-token", "expires_in": -60, "token_type": "Bearer"}),
         (200, {}, {"access_token": "a-token", "expires_in": "nan", "token_type": "Bearer"}),
+        (200, {}, {"access_token": "a-token", "expires_in": 3600, "token_type": "DPoP"}),
+        (200, {}, {"access_token": "a-token", "expires_in": 3600}),
     ],
 )
 def test_a_token_answer_without_a_token_and_its_lifetime_is_a_foo_api_error(scripted, answer):
@@ -365,6 +407,11 @@ def test_a_token_answer_without_a_token_and_its_lifetime_is_a_foo_api_error(scri
     with pytest.raises(FooApiError) as raised:
         foo.access_token()
     assert raised.value.error == "invalid_response"
+
+
+def test_the_token_type_is_bearer_in_any_case(scripted):
+    foo, _, _ = scripted((200, {}, {"access_token": "a-token", "expires_in": 3600, "token_type": "bearer"}))
+    assert foo.access_token() == "a-token"
 
 
 def test_a_token_is_renewed_by_its_lifetime_counted_from_when_it_was_asked_for(scripted, monkeypatch):
@@ -406,6 +453,16 @@ def test_a_token_the_api_keeps_refusing_is_replaced_once_not_in_a_loop(scripted)
         "/oauth2/token",
         "/api/v1/products",
     ]
+
+
+def test_a_token_request_that_failed_is_made_again_by_the_next_call(scripted):
+    foo, server, _ = scripted((503, {}, UNAVAILABLE), TOKEN, ONE_PAGE)
+
+    with pytest.raises(FooApiError):
+        foo.list_products()
+    assert foo.list_products() == [{"id": 1}]
+
+    assert [request.method for request in server.requests] == ["POST", "POST", "GET"]
 
 
 @pytest.mark.parametrize(
@@ -855,6 +912,36 @@ def test_an_order_is_never_sent_twice(breaking_server):
         stub.client().create_order({1: 1})
 
     assert stub.seen.count(("POST", "/api/v1/orders")) == 1
+
+
+def test_plain_http_to_this_machine_never_goes_through_a_proxy(breaking_server, monkeypatch):
+    """An HTTP_PROXY set for the rest of the machine's traffic must not receive the secret in
+    clear (nor can a proxy reach this machine's localhost)."""
+    proxy = socket.create_server(("127.0.0.1", 0))
+    received = []
+
+    def record():
+        while True:
+            try:
+                connection = proxy.accept()[0]
+            except OSError:
+                return
+            with connection:
+                received.append(connection.recv(65536))
+
+    threading.Thread(target=record, daemon=True).start()
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.getsockname()[1]}")
+    stub = breaking_server()
+
+    try:
+        assert stub.client().list_products() == [{"id": 1, "name": "Kit"}]
+    finally:
+        proxy.close()
+
+    assert received == []
+    assert stub.seen == [("POST", "/oauth2/token"), ("GET", "/api/v1/products")]
 
 
 def test_a_connection_refused_is_tried_once_more_then_reported(breaking_server):

@@ -16,7 +16,7 @@ from .errors import (
     FooScopeError,
 )
 
-__version__ = "1.1.0"
+__version__ = "1.2.0"
 
 __all__ = [
     "FooApiError",

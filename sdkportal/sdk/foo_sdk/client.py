@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import email.utils
 import json
 import math
@@ -20,7 +21,14 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from .errors import FooApiError, FooAuthError, FooConfigurationError, FooConnectionError, FooScopeError
+from .errors import (
+    FooApiError,
+    FooAuthError,
+    FooConfigurationError,
+    FooConnectionError,
+    FooError,
+    FooScopeError,
+)
 
 DEFAULT_TIMEOUT = 10.0
 # A token is renewed this long (at most) before it expires, so no request leaves with a dying token.
@@ -62,6 +70,13 @@ class _ServerAdapter(HTTPAdapter):
             respect_retry_after_header=False,
         )
         super().__init__(max_retries=retry)
+
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
+        if urlsplit(request.url).scheme == "http":
+            # Plain HTTP is for this machine only (_check_url): an HTTP_PROXY from the environment
+            # would carry the secret and tokens, unencrypted, to another one.
+            kwargs["proxies"] = {}
+        return super().send(request, *args, **kwargs)
 
     def build_connection_pool_key_attributes(self, request: Any, verify: Any, cert: Any = None) -> Any:
         """The TLS settings of each connection pool, direct or through a proxy: requests' hook for
@@ -131,7 +146,7 @@ class FooClient:
     RFC 6749 4.4), reuses it until shortly before it expires, and when the API answers 401 (the
     token was revoked, say) gets a new one and retries once; a 429 (or a 503 to a GET) asking for a
     short pause (`max_retry_after` seconds at most, 10 by default; 0 never waits) is waited out and
-    retried once. TLS certificates are always verified:
+    retried once. Threads may share one client (and its token). TLS certificates are always verified:
     against `ca_certificate` (PEM text, e.g. the server's self-signed certificate from
     foo-credentials.json), else `ca_bundle` (a file), else the system's trusted authorities.
     """
@@ -182,6 +197,9 @@ class FooClient:
         self._lock = threading.Lock()
         self._access_token: str | None = None
         self._renew_at = 0.0
+        # Token fetches ended, and the error the last one ended with (None after a success).
+        self._fetches_ended = 0
+        self._fetch_error: FooError | None = None
         self.token_scope: str = ""
 
     def __repr__(self) -> str:
@@ -276,10 +294,25 @@ class FooClient:
         return self._request("POST", "/orders", json_body={"lines": body})
 
     def access_token(self) -> str:
-        """A valid access token (the cached one while it has time left)."""
+        """A valid access token (the cached one while it has time left). Threads share one fetch:
+        those that waited while it failed get its error rather than each fetching in turn."""
+        ended = self._fetches_ended
         with self._lock:
-            if self._access_token is None or time.monotonic() >= self._renew_at:
+            if self._access_token is not None and time.monotonic() < self._renew_at:
+                return self._access_token
+            if self._fetch_error is not None and self._fetches_ended != ended:
+                # Queued behind a fetch that failed: another, one thread after the other, would make
+                # the last of N threads wait N timeouts (or Retry-After pauses), not one. A copy: each
+                # thread's traceback its own.
+                raise copy.copy(self._fetch_error) from self._fetch_error
+            try:
                 self._fetch_token()
+                self._fetch_error = None
+            except FooError as error:
+                self._fetch_error = error
+                raise
+            finally:
+                self._fetches_ended += 1
             return self._access_token
 
     # --- HTTP -------------------------------------------------------------------------------
@@ -367,11 +400,15 @@ class FooClient:
             token = response.json()
             access_token = token["access_token"]
             lifetime = float(token.get("expires_in") or 0)
-            if not (isinstance(access_token, str) and access_token and 0 <= lifetime < math.inf):
-                raise ValueError("no usable access_token or expires_in")
+            # RFC 6749 7.1: a token of a type the client does not know (DPoP, say) is not to be used.
+            bearer = str(token.get("token_type", "")).lower() == "bearer"
+            if not (isinstance(access_token, str) and access_token and bearer and 0 <= lifetime < math.inf):
+                raise ValueError("no usable access_token, token_type or expires_in")
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise FooApiError(
-                response.status_code, "invalid_response", "No access_token and expires_in in the answer"
+                response.status_code,
+                "invalid_response",
+                "No Bearer access_token and expires_in in the answer",
             ) from error
         self._access_token = access_token
         self._renew_at = sent_at + lifetime - min(EXPIRY_MARGIN_SECONDS, lifetime / 10)
