@@ -8,6 +8,7 @@ import base64
 import hashlib
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -66,6 +67,16 @@ def chromium_page() -> Iterator["object"]:
             yield page
         finally:
             browser.close()
+
+
+def wait_until(page, condition, seconds: float = 15) -> None:
+    """Until `condition()` holds, letting the page's route handlers run meanwhile (a fixed wait is
+    too short on a loaded machine); fails after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {seconds}s")
+        page.wait_for_timeout(50)
 
 
 def screenshot(page, name: str) -> Path:

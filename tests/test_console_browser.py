@@ -9,7 +9,7 @@ from django.core.management import call_command
 
 from authserver import services
 from authserver.models import Application, AuditEvent
-from tests.browser import chromium_page, require_chromium, screenshot
+from tests.browser import chromium_page, require_chromium, screenshot, wait_until
 from tests.helpers import make_client
 from tests.servers import LiveServer
 
@@ -98,7 +98,8 @@ def test_an_operator_registers_a_client_and_manages_its_credentials(server, oper
         save = page.locator("input[name=_save]").bounding_box()
         page.mouse.click(save["x"] + 5, save["y"] + 5)
         page.mouse.click(save["x"] + 5, save["y"] + 5)
-        page.wait_for_timeout(300)
+        wait_until(page, lambda: held)  # the first POST, however slow the browser is to send it
+        page.wait_for_timeout(300)  # time for a second one to arrive, were it sent
         assert len(held) == 1
         held[0].continue_()
 

@@ -332,7 +332,7 @@ def test_a_live_worker_answers_while_a_migration_changes_a_column_its_prepared_s
     everything = make_client(scopes=FULL_CLIENT_SCOPES, name="everything")
     seed_demo_catalogue()
     epoch_type = "ALTER TABLE authserver_validityepoch ALTER COLUMN value TYPE {}"  # read by every request
-    with LiveServer(workers=1, port=19137) as server:
+    with LiveServer(workers=1) as server:
 
         def call(method: str, path: str, **arguments) -> requests.Response:
             arguments.setdefault("auth", (everything.application.client_id, everything.client_secret))

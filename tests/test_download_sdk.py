@@ -19,7 +19,7 @@ from django.contrib.auth import get_user_model
 from fooapi.services import seed_demo_catalogue
 from sdkportal import services as portal_services
 from sdkportal.sdk.foo_sdk import __version__
-from tests.browser import chromium_page, screenshot
+from tests.browser import chromium_page, screenshot, wait_until
 from tests.helpers import make_client
 from tests.servers import LiveServer
 
@@ -215,9 +215,9 @@ def test_a_second_click_while_the_download_is_on_its_way_keeps_the_secret_on_the
             page.route("**/portal/download**", forward)
             button = page.locator("#download-sdk").bounding_box()
             page.mouse.click(button["x"] + 5, button["y"] + 5)
-            page.wait_for_timeout(200)
+            wait_until(page, lambda: sent)  # the first download, however slow the browser is to send it
             page.mouse.click(button["x"] + 5, button["y"] + 5)
-            page.wait_for_timeout(200)
+            page.wait_for_timeout(200)  # time for a second one to arrive, were it sent
             for route, pending in sent:
                 answer = pending.result()
                 with suppress(Error):  # a navigation the browser gave up for a later one
@@ -245,8 +245,7 @@ def test_a_portal_action_stopped_on_its_way_leaves_the_page_working(server):
 
         page.route("**/portal/app/tokens**", hold_the_first)
         page.click("#new-token", no_wait_after=True)
-        while not held:
-            page.wait_for_timeout(50)
+        wait_until(page, lambda: held)
         page.context.new_cdp_session(page).send("Page.stopLoading")  # what the Stop button does
 
         page.click("#new-token")

@@ -209,10 +209,11 @@ def test_an_unreachable_database_is_a_clear_error(db, monkeypatch, args, service
 # --- what an operator types that cannot be taken ----------------------------------------------
 
 
-def manage_py(*arguments: str | bytes, **popen) -> subprocess.Popen:
+def manage_py(*arguments: str | bytes, environment: dict | None = None, **popen) -> subprocess.Popen:
     """manage.py as an operator runs it, against the test database (transactional_db)."""
     return subprocess.Popen(
-        [sys.executable, "manage.py", *arguments], cwd=PROJECT_DIR, env=server_environment(),
+        [sys.executable, "manage.py", *arguments], cwd=PROJECT_DIR,
+        env=server_environment(**(environment or {})),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen,
     )  # fmt: skip
 
@@ -378,10 +379,17 @@ def test_ctrl_c_stops_clear_expired_tokens_with_one_line_and_status_130(transact
 
 
 def test_ctrl_c_while_manage_py_starts_is_no_traceback(transactional_db):
-    starting = manage_py("clear_expired_tokens")
-    time.sleep(0.3)  # importing Django and the project
+    # Ctrl-C once Django is being imported, as Python reports each import that ends: after a fixed
+    # sleep it could land in the interpreter's own start-up on a loaded machine (killed, or a traceback).
+    starting = manage_py("clear_expired_tokens", environment={"PYTHONPROFILEIMPORTTIME": "1"})
+    imports, deadline = b"", time.monotonic() + 60
+    while not re.search(rb"\|\s+django[.\s]", imports) and time.monotonic() < deadline:
+        if not (chunk := os.read(starting.stderr.fileno(), 65536)):
+            break  # exited: the assertions below say how
+        imports += chunk
     starting.send_signal(signal.SIGINT)
     stdout, stderr = starting.communicate(timeout=60)
+    stderr = imports.decode(errors="replace") + stderr
 
     assert "Traceback" not in stderr
     assert starting.returncode == 130 or (starting.returncode == 0 and "Deleted 0" in stdout), stderr

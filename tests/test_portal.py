@@ -1193,7 +1193,7 @@ def test_a_busy_api_makes_the_catalogue_unavailable_without_waiting(
     started = time.monotonic()
     response = client.get("/portal/")
 
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 8  # not the 10 s Retry-After waited out, even on a busy machine
     assert response.status_code == 200
     assert "The catalogue is unavailable right now." in shown(response, "catalogue-unavailable")
 

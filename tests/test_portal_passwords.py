@@ -226,7 +226,7 @@ def test_the_reset_link_never_reaches_the_logs(developer, email_configured, capl
 @pytest.fixture
 def server(transactional_db, django_db_blocker):
     get_user_model().objects.create_user("ada", "ada@example.com", PASSWORD)
-    with LiveServer(workers=1, port=28010) as live:
+    with LiveServer(workers=1) as live:
         yield live
 
 
