@@ -276,8 +276,18 @@ class DeleteApplicationView(LoginRequiredMixin, View):
         return redirect(reverse("sdkportal:application"))
 
 
+class AuditedNewPasswordMixin:
+    """A password change or reset: the new password and its audit event saved together."""
+
+    def form_valid(self, form):
+        with transaction.atomic():
+            response = super().form_valid(form)
+            services.password_changed(developer=form.user, remote_addr=remote_addr(self.request))
+        return response
+
+
 @method_decorator(never_cache, name="dispatch")
-class PortalPasswordChangeView(LoginRequiredMixin, PasswordChangeView):
+class PortalPasswordChangeView(LoginRequiredMixin, AuditedNewPasswordMixin, PasswordChangeView):
     """Django's password change (the old password, the new one twice, its validators); the session
     stays signed in. Wrong old passwords count as failed logins: a session left open is no way to
     guess the password without limit."""
@@ -304,12 +314,6 @@ class PortalPasswordChangeView(LoginRequiredMixin, PasswordChangeView):
             for limit, parts in self._throttled():
                 limit.record(*parts)
         return super().form_invalid(form)
-
-    def form_valid(self, form):
-        with transaction.atomic():
-            response = super().form_valid(form)
-            services.password_changed(developer=form.user, remote_addr=remote_addr(self.request))
-        return response
 
 
 @method_decorator(never_cache, name="dispatch")
@@ -363,18 +367,12 @@ class PortalPasswordResetDoneView(ResetByEmailMixin, PasswordResetDoneView):
     template_name = "sdkportal/password_reset_done.html"
 
 
-class PortalPasswordResetConfirmView(ResetByEmailMixin, PasswordResetConfirmView):
+class PortalPasswordResetConfirmView(ResetByEmailMixin, AuditedNewPasswordMixin, PasswordResetConfirmView):
     """Django's: the link's token goes into the session and out of the address bar before the form
     shows; the new password ends every other session (their auth hash no longer matches)."""
 
     template_name = "sdkportal/password_reset_confirm.html"
     success_url = reverse_lazy("sdkportal:password-reset-complete")
-
-    def form_valid(self, form):
-        with transaction.atomic():
-            response = super().form_valid(form)
-            services.password_changed(developer=form.user, remote_addr=remote_addr(self.request))
-        return response
 
 
 @method_decorator(never_cache, name="dispatch")
