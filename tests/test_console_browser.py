@@ -45,6 +45,17 @@ def token_response(server, client_id: str, client_secret: str) -> requests.Respo
     )
 
 
+def log_in_to_the_console(page, base_url: str) -> None:
+    """As the operator fixture's account, through the console's own login page."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{base_url}/admin/")
+    page.fill("#id_username", "olivia")
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    expect(page.locator("#console-summary")).to_be_visible()
+
+
 def test_an_operator_registers_a_client_and_manages_its_credentials(server, operator):
     from playwright.sync_api import expect
 
@@ -70,11 +81,7 @@ def test_an_operator_registers_a_client_and_manages_its_credentials(server, oper
         page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.url)
 
         # Log in.
-        page.goto(f"{server.url}/admin/")
-        page.fill("#id_username", "olivia")
-        page.fill("#id_password", PASSWORD)
-        page.click("input[type=submit]")
-        expect(page.locator("#console-summary")).to_be_visible()
+        log_in_to_the_console(page, server.url)
         screenshot(page, "console-01-index")
 
         # Register a client-credentials application.
@@ -203,11 +210,7 @@ def test_the_console_takes_long_names_and_the_keyboard(server, operator):
     make_client(name="Zeta service")
 
     with chromium_page() as page:
-        page.goto(f"{server.url}/admin/")
-        page.fill("#id_username", "olivia")
-        page.fill("#id_password", PASSWORD)
-        page.click("input[type=submit]")
-        expect(page.locator("#console-summary")).to_be_visible()
+        log_in_to_the_console(page, server.url)
 
         # The long name wraps: every page keeps to the window's width, the lists show every column.
         client = long_client.application
@@ -267,11 +270,7 @@ def test_an_operator_deletes_every_client_of_a_long_list(own_server, operator):
     )
 
     with chromium_page() as page:
-        page.goto(f"{own_server.url}/admin/")
-        page.fill("#id_username", "olivia")
-        page.fill("#id_password", PASSWORD)
-        page.click("input[type=submit]")
-        expect(page.locator("#console-summary")).to_be_visible()
+        log_in_to_the_console(page, own_server.url)
 
         page.goto(f"{own_server.url}/admin/authserver/application/?q=bulk")
         page.check("#action-toggle")
