@@ -190,8 +190,9 @@ def _drf_error(exc: exceptions.APIException, view) -> tuple[str, dict]:
         return "invalid_request", {}
     if isinstance(exc, InvalidRedirectUri):
         return "invalid_redirect_uri", {}
-    if isinstance(exc, (exceptions.ParseError, exceptions.ValidationError, exceptions.UnsupportedMediaType)):
-        # A view may name its RFC's own code for a bad body, e.g. invalid_client_metadata (RFC 7591).
+    if isinstance(exc, (exceptions.ParseError, exceptions.ValidationError)):
+        # A view may name its RFC's own code for a bad body, e.g. invalid_client_metadata (RFC 7591);
+        # a body of another media type is no metadata at all: invalid_request, as everywhere else.
         return getattr(view, "bad_request_error", "invalid_request"), {}
     if isinstance(exc, exceptions.Throttled):
         return "too_many_requests", {}

@@ -247,6 +247,22 @@ def test_a_charset_that_is_no_text_encoding_is_refused_unread(client, initial_ac
     assert not Application.objects.filter(registration_source=Application.RegistrationSource.DCR).exists()
 
 
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "text/plain"])
+def test_a_body_of_another_media_type_is_415_invalid_request(client, initial_access_token, content_type):
+    """No metadata was sent at all: invalid_request, as the 415 for a charset that is no text
+    encoding answers, not RFC 7591's invalid_client_metadata (about a metadata field's value)."""
+    registration = register(client, initial_access_token, {"client_name": "svc"}).json()
+    management_path = "/" + registration["registration_client_uri"].split("://", 1)[1].split("/", 1)[1]
+    for path, method, token in [
+        ("/oauth2/register", "post", initial_access_token),
+        (management_path, "put", registration["registration_access_token"]),
+    ]:
+        response = getattr(client, method)(path, "client_name=x", content_type=content_type, **bearer(token))
+        assert response.status_code == 415
+        assert response.json()["error"] == "invalid_request"
+    assert Application.objects.filter(registration_source=Application.RegistrationSource.DCR).count() == 1
+
+
 def test_unknown_metadata_is_ignored(client, initial_access_token):
     response = register(
         client, initial_access_token, {"client_name": "x", "logo_uri": "https://x.example/logo"}
