@@ -6,6 +6,8 @@ hold them (validate_name); names stored before keep them, and are shown containe
 isolated), so that none of them reaches past the name.
 """
 
+import re
+
 from django.core.exceptions import ValidationError
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
@@ -19,12 +21,27 @@ POP_DIRECTIONAL_ISOLATE = "\u2069"
 ISOLATE_INITIATORS = frozenset("\u2066\u2067\u2068")
 
 
+# C0 controls and DEL, and the C1 controls: a line break or an escape sequence in a name would
+# forge a line, or drive the terminal, wherever the name is printed as text.
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def has_bidi_controls(text: str) -> bool:
     return not BIDI_CONTROLS.isdisjoint(text)
 
 
+def is_refused_name(text: str) -> bool:
+    """Whether validate_name would refuse `text`."""
+    return has_bidi_controls(text) or _CONTROL_CHARACTER.search(text) is not None
+
+
 def validate_name(name: str) -> None:
     """The one check of a new name, at every way in (console, create_client, registration)."""
+    if _CONTROL_CHARACTER.search(name):
+        raise ValidationError(
+            "Remove the control characters (a tab, a line break, an escape...): a name is one line of text.",
+            code="control_character",
+        )
     if has_bidi_controls(name):
         raise ValidationError(
             "Remove the bidirectional control characters (U+202A to U+202E, U+2066 to U+2069): they "

@@ -108,7 +108,7 @@ class Application(AbstractApplication):
         super().clean()
         # New names only: a client named so before keeps its name, and stays editable and
         # disableable, until the name itself is changed.
-        if bidi.has_bidi_controls(self.name) and self.name != self._stored_name():
+        if bidi.is_refused_name(self.name) and self.name != self._stored_name():
             try:
                 bidi.validate_name(self.name)
             except ValidationError as refused:

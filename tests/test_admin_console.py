@@ -212,6 +212,12 @@ def test_a_new_name_with_a_bidi_embedding_override_or_isolate_is_refused(control
         bidi.validate_name(f"billing{control}service")
 
 
+@pytest.mark.parametrize("control", ["\t", "\n", "\r", "\x00", "\x1b", "\x7f", "\x85", "\x9b"])
+def test_a_new_name_with_a_control_character_is_refused(control):
+    with pytest.raises(ValidationError, match="control characters"):
+        bidi.validate_name(f"billing{control}service")
+
+
 @pytest.mark.parametrize(
     "name", ["Billing service", "שירות חיוב", "חיוב\u200f (v2)", "خدمة\u061c", "dev \u200e👩‍💻"]
 )
@@ -241,6 +247,14 @@ def test_registering_a_name_with_a_bidi_override_is_a_field_error(console):
 
     assert response.status_code == 200
     assert "bidirectional control characters" in str(response.context["adminform"].form.errors["name"])
+    assert not Application.objects.exists()
+
+
+def test_registering_a_name_with_a_line_break_is_a_field_error(console):
+    response = console.post(CLIENTS + "add/", register_form(name="Billing\nservice"))
+
+    assert response.status_code == 200
+    assert "control characters" in str(response.context["adminform"].form.errors["name"])
     assert not Application.objects.exists()
 
 

@@ -119,6 +119,10 @@ def test_spaces_around_the_scope_are_no_part_of_it(client, initial_access_token)
         # Bidi controls would reorder the console around the name (U+202E reverses what follows).
         {"client_name": "Acme\u202eenilno"},
         {"client_name": "\u2067Acme"},
+        # A line break or an escape sequence would forge a line or drive a terminal where it is printed.
+        {"client_name": "Acme\nbilling"},
+        {"client_name": "Acme\x1b[2J"},
+        {"client_name": "Acme\x85billing"},
         {"scope": 5},
         {"grant_types": [5]},
         # RFC 7591 2 and RFC 6749 3.3: scope names separated by single spaces.
