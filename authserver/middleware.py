@@ -42,7 +42,8 @@ class ProtocolErrorMiddleware:
         declared_length = request.META.get("CONTENT_LENGTH") or "0"
         if not (declared_length.isascii() and declared_length.isdigit()):  # not "²": int() refuses it
             return errors.error_response("invalid_request", "Content-Length is not a number.")
-        if int(declared_length) > settings.MAX_REQUEST_BODY_BYTES:
+        # More than 20 digits is more than any body; int() refuses over 4300 (a 500).
+        if len(declared_length) > 20 or int(declared_length) > settings.MAX_REQUEST_BODY_BYTES:
             return errors.request_too_large()
         if "HTTP_TRANSFER_ENCODING" in request.META or (
             "HTTP_CONTENT_ENCODING" in request.META and declared_length != "0"

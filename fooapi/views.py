@@ -215,13 +215,13 @@ class Pages(PageNumberPagination):
             if not values:
                 continue
             # ASCII digits only: str.isdigit() also holds for "²", which int() refuses (a 500), and
-            # for other scripts' digits, which no client means as a page number.
+            # for other scripts' digits, which no client means as a page number. At most 20 of them
+            # (zero-padded, say): int() refuses over 4300 (a 500), here and where the page is read.
             value = values[0] if len(values) == 1 else ""
-            in_range = value.isascii() and value.isdigit() and 1 <= int(value) <= (maximum or MAX_PAGE_NUMBER)
+            largest = maximum or MAX_PAGE_NUMBER
+            in_range = value.isascii() and value.isdigit() and len(value) <= 20 and 1 <= int(value) <= largest
             if not in_range:
-                raise serializers.ValidationError(
-                    {name: f"Give one whole number, 1 to {maximum or MAX_PAGE_NUMBER}."}
-                )
+                raise serializers.ValidationError({name: f"Give one whole number, 1 to {largest}."})
 
     def get_paginated_response_schema(self, schema):
         paginated = super().get_paginated_response_schema(schema)

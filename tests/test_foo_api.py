@@ -75,6 +75,8 @@ def test_the_catalogue_is_paginated(client, reader_token, catalogue):
     page = client.get("/api/v1/products?page_size=3&page=2", **bearer(reader_token)).json()
     assert [item["sku"] for item in page["results"]] == [sku for sku, *_ in DEMO_CATALOGUE[3:6]]
     assert page["next"] and page["previous"]
+    padded = client.get("/api/v1/products?page_size=003&page=0002", **bearer(reader_token)).json()
+    assert padded["results"] == page["results"]
 
 
 @pytest.mark.parametrize(
@@ -93,6 +95,9 @@ def test_the_catalogue_is_paginated(client, reader_token, catalogue):
         "page_size=%C2%B2",
         "page=%D9%A1",
         "page_size=%EF%BC%95",
+        # more digits than int() reads (4300, a 500 before), leading zeros included
+        "page=" + "1" * 4301,
+        "page_size=" + "0" * 4300 + "1",
     ],
 )
 @pytest.mark.parametrize("path", ["/api/v1/products", "/api/v1/orders"])

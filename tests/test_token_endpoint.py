@@ -444,6 +444,15 @@ def test_a_content_length_that_is_no_number_is_400(client, db, length):
     assert response.json()["error_description"] == "Content-Length is not a number."
 
 
+@pytest.mark.parametrize("length", ["9" * 21, "1" * 4301, "0" * 4300 + "1"])
+def test_a_content_length_of_more_digits_than_any_body_is_413(client, db, length):
+    """int() refuses over 4300 digits (a 500 before), leading zeros counted."""
+    response = client.post(
+        "/oauth2/token", "grant_type=client_credentials", content_type=FORM, CONTENT_LENGTH=length
+    )
+    assert_oauth_error(response, 413, "invalid_request")
+
+
 @pytest.mark.parametrize("method", ["get", "put", "delete", "patch"])
 def test_other_methods_are_405_json(client, db, method):
     response = getattr(client, method)("/oauth2/token")
