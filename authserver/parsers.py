@@ -60,6 +60,8 @@ class JSONParser(parsers.JSONParser):
         except RecursionError:
             raise ParseError("JSON parse error - nested too deeply.") from None
         except ValueError as exc:  # also UnicodeDecodeError and the repeated name below
+            if "integer string conversion" in str(exc):  # not "use sys.set_int_max_str_digits()"
+                raise ParseError("JSON parse error - a number of more than 4300 digits.") from None
             raise ParseError(f"JSON parse error - {exc}") from None
 
 

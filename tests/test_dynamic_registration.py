@@ -193,6 +193,14 @@ def test_a_body_that_is_not_a_json_object_is_invalid_client_metadata(client, ini
     assert not Application.objects.filter(registration_source=Application.RegistrationSource.DCR).exists()
 
 
+def test_a_number_past_python_digits_is_refused_in_the_clients_terms(client, initial_access_token):
+    response = register(client, initial_access_token, '{"client_name": "a", "x": ' + "1" * 4301 + "}")
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_client_metadata"
+    assert "4300 digits" in response.json()["error_description"]
+    assert "sys." not in response.json()["error_description"]  # Python's advice, not the client's
+
+
 @pytest.mark.parametrize(
     "body",
     [
