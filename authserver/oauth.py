@@ -65,6 +65,12 @@ class ClientCredentialsGrant(grant_types.ClientCredentialsGrant):
     def validate_token_request(self, request):
         grant_type = getattr(request, "grant_type", None)
         if grant_type and grant_type != "client_credentials":  # oauthlib's check, at the same point
+            if "grant_type" in request.duplicate_params:
+                # RFC 6749 3.2: a repeated grant_type is invalid_request whichever value comes last
+                # (oauthlib reads the last; `client_credentials` then `password` was "unsupported").
+                raise errors.InvalidRequestError(
+                    description="Duplicate grant_type parameter.", request=request
+                )
             raise errors.UnsupportedGrantTypeError(
                 description="This server offers the client_credentials grant only.", request=request
             )
@@ -186,7 +192,8 @@ class Validator(OAuth2Validator):
                 description="Use one client authentication method: HTTP Basic or client_secret in the body.",
                 request=request,
             )
-        if request.client_id and request.client_id != basic[0]:
+        # A Basic header that names no client (malformed, or an empty user-id) fails as it is: 401.
+        if request.client_id and basic[0] and request.client_id != basic[0]:
             raise errors.InvalidRequestError(
                 description="client_id does not match the client in the Authorization header.",
                 request=request,

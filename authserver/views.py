@@ -17,7 +17,7 @@ from django.contrib.auth.hashers import check_password
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DatabaseError, connection, transaction
-from django.http import HttpResponse, JsonResponse
+from django.http import HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.utils.decorators import method_decorator
 from django.views import View
 from oauth2_provider import views as dot_views
@@ -51,6 +51,11 @@ class BareOptionsMixin:
         response.headers["Allow"] = ", ".join(self._allowed_methods())
         del response.headers["Content-Type"]
         return response
+
+    def http_method_not_allowed(self, request, *args, **kwargs):
+        # Django's logs "Method Not Allowed (PUT)" and django.request then logs the 405 again: one
+        # line per request, as a DRF view's 405 (ProtocolErrorMiddleware makes it JSON).
+        return HttpResponseNotAllowed(self._allowed_methods())
 
 
 class BareOptionsAPIMixin:

@@ -3,6 +3,7 @@
 import base64
 import hashlib
 import inspect
+import logging
 import re
 from urllib.parse import urlsplit
 
@@ -286,6 +287,21 @@ def test_repeated_parameters_are_invalid_request(client, new_client, parameter):
     assert_oauth_error(post_form(client, "/oauth2/token", pairs), 400, "invalid_request")
 
 
+@pytest.mark.parametrize(
+    "grant_types", [["client_credentials", "password"], ["password", "client_credentials"]]
+)
+def test_a_grant_type_sent_twice_is_invalid_request_whichever_comes_last(client, new_client, grant_types):
+    """oauthlib reads the last value: `client_credentials` then `password` was answered "This server
+    offers the client_credentials grant only", to a client that had sent it."""
+    pairs = [("grant_type", grant_type) for grant_type in grant_types]
+    credentials = basic(new_client.application.client_id, new_client.client_secret)
+
+    response = post_form(client, "/oauth2/token", pairs, **credentials)
+
+    assert_oauth_error(response, 400, "invalid_request")
+    assert response.json()["error_description"] == "Duplicate grant_type parameter."
+
+
 @pytest.mark.parametrize("empty", ["scope", "client_id", "client_secret", "resource", "audience"])
 def test_a_parameter_sent_without_a_value_is_treated_as_omitted(client, new_client, empty):
     """RFC 6749 3.2: `scope=` asks for the client's default scopes, `client_secret=` beside Basic is
@@ -326,6 +342,21 @@ def test_a_body_client_id_that_contradicts_basic_is_invalid_request(client, new_
         client, "/oauth2/token", params, **basic(application.client_id, new_client.client_secret)
     )
     assert_oauth_error(response, 400, "invalid_request")
+
+
+@pytest.mark.parametrize(
+    "authorization", ["Basic", "Basic !!!", "Basic " + base64.b64encode(b"no-colon").decode(), "Basic Ong="]
+)
+def test_a_body_client_id_beside_basic_naming_no_client_is_invalid_client(client, new_client, authorization):
+    """Basic credentials that name no client (not base64 of id:secret, or an empty user-id) fail
+    client authentication (RFC 6749 5.2), with a body client_id as without one; they were a 400
+    saying the client_id "does not match the client in the Authorization header"."""
+    params = {"grant_type": "client_credentials", "client_id": new_client.application.client_id}
+
+    response = post_form(client, "/oauth2/token", params, HTTP_AUTHORIZATION=authorization)
+
+    assert_oauth_error(response, 401, "invalid_client")
+    assert response["WWW-Authenticate"].startswith("Basic realm=")
 
 
 def test_a_body_client_id_that_agrees_with_basic_is_fine(client, new_client):
@@ -460,6 +491,19 @@ def test_other_methods_are_405_json(client, db, method):
     assert response["Content-Type"] == "application/json"
     assert response.json()["error"] == "method_not_allowed"
     assert "POST" in response["Allow"]
+
+
+@pytest.mark.parametrize("path", ["/oauth2/token", "/oauth2/revoke"])
+def test_a_wrong_method_is_one_log_line(client, db, caplog, path):
+    """Django's View logged "Method Not Allowed (PUT): /oauth2/token" and django.request the 405
+    again: two lines for one request, any client's to ask for."""
+    caplog.set_level(logging.INFO)
+
+    response = client.put(path)
+
+    assert response.status_code == 405
+    lines = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
+    assert lines == [f"Method Not Allowed: {path}"]
 
 
 # --- grant and scope errors ------------------------------------------------------------------------
