@@ -128,7 +128,7 @@ class PortalLogoutView(LogoutView):
     """POST logs out (CSRF-protected); a GET, the address typed or bookmarked, gets a page with the
     button rather than a blank 405."""
 
-    http_method_names = ["get", "post", "options"]
+    http_method_names = ["get", "head", "post", "options"]
     template_name = "sdkportal/logout.html"
 
     def get(self, request, *args, **kwargs):
@@ -164,7 +164,7 @@ class ApplicationView(LoginRequiredMixin, TemplateView):
 class PortalActionView(LoginRequiredMixin, View):
     """A POST that changes the developer's client; a refusal comes back as a message on their page."""
 
-    http_method_names = ["get", "post"]
+    http_method_names = ["get", "head", "post"]
 
     def get(self, request, *args, **kwargs):
         """To the page with the button: after a login, a POST whose session had expired comes
@@ -248,7 +248,7 @@ class RevokeTokenView(PortalActionView):
 class DeleteApplicationView(LoginRequiredMixin, View):
     """GET asks for confirmation; POST deletes the client, its secret and its tokens."""
 
-    http_method_names = ["get", "post"]
+    http_method_names = ["get", "head", "post"]
 
     def get(self, request):
         sandbox = services.sandbox_client_of(request.user)
@@ -373,6 +373,12 @@ class PortalPasswordResetConfirmView(ResetByEmailMixin, AuditedNewPasswordMixin,
 
     template_name = "sdkportal/password_reset_confirm.html"
     success_url = reverse_lazy("sdkportal:password-reset-complete")
+
+    def get_user(self, uidb64):
+        # Django's finds a deactivated account too: a link sent before the Foo team deactivated it
+        # would still set its password (and record the change as the developer's).
+        user = super().get_user(uidb64)
+        return user if user is not None and user.is_active else None
 
 
 @method_decorator(never_cache, name="dispatch")

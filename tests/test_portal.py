@@ -592,6 +592,22 @@ def test_after_logging_in_again_an_action_leads_to_its_page(client, developer, p
     assert not Application.objects.exists()
 
 
+@pytest.mark.parametrize(
+    "path", ["/accounts/logout/", "/portal/app/delete", "/portal/download", "/portal/app/tokens/7/revoke"]
+)
+def test_a_page_that_answers_get_answers_head_and_does_nothing(signed_in, path):
+    """RFC 9110 9.1: HEAD wherever GET is answered (a link checker, a monitor), not a 405."""
+    download(signed_in)
+    get = signed_in.get(path)
+
+    head = signed_in.head(path)
+
+    assert (head.status_code, head.get("Location")) == (get.status_code, get.get("Location"))
+    assert head.status_code in (200, 302) and head.content == b""
+    assert signed_in.get("/portal/app/").status_code == 200  # still signed in
+    assert Application.objects.count() == 1 and AccessToken.objects.count() == 1
+
+
 # --- Download SDK --------------------------------------------------------------------------------
 
 
@@ -694,6 +710,18 @@ def test_later_downloads_reuse_the_client_and_carry_no_secret(signed_in):
         ).status_code
         == 200
     )
+
+
+def test_a_later_download_unzipped_as_the_page_says_keeps_the_file_that_holds_the_secret(signed_in):
+    """Its foo-credentials.json has no secret: a plain unzip where the first download was unzipped
+    asks to overwrite the one that has it, and the secret, shown once, would be gone."""
+    zip_name = f"foo-sdk-{__version__}.zip"
+    first = shown(download(signed_in), "sdk-commands").splitlines()[0]
+    again = download(signed_in)
+
+    assert first == f"unzip {zip_name}"  # a new secret: its file goes in
+    assert shown(again, "sdk-commands").splitlines()[0] == f"unzip -n {zip_name}"
+    assert "foo-credentials.json" in again.content.decode().split('id="keep-credentials"')[1]
 
 
 def test_without_tls_the_credentials_carry_no_certificate(signed_in, settings):

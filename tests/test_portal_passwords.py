@@ -196,6 +196,26 @@ def test_a_deactivated_developer_gets_no_reset_email(developer, email_configured
     assert mail.outbox == []
 
 
+def test_a_link_sent_before_the_developer_was_deactivated_sets_no_password(developer, email_configured):
+    browser = HttpsClient()
+    browser.post("/accounts/password/reset/", {"email": "ada@example.com"})
+    link = reset_link(mail.outbox[0]).removeprefix("https://auth.example.com")
+    opened = browser.get(link)  # its token now in the session, the form on its way
+    assert opened.status_code == 302
+    developer.is_active = False
+    developer.save()
+
+    for answer in (
+        HttpsClient().get(link),
+        browser.get(opened["Location"]),
+        browser.post(opened["Location"], {"new_password1": NEW_PASSWORD, "new_password2": NEW_PASSWORD}),
+    ):
+        assert answer.status_code == 200 and "This link no longer works" in answer.content.decode()
+    developer.refresh_from_db()
+    assert developer.check_password(PASSWORD)
+    assert not AuditEvent.objects.filter(kind=AuditEvent.Kind.USER_CHANGED).exists()
+
+
 def test_without_email_the_portal_offers_no_reset_and_says_who_can_help(developer, settings):
     settings.EMAIL_HOST = ""
     browser = HttpsClient()
