@@ -1069,3 +1069,13 @@ def test_the_readme_describes_every_key_of_the_credentials_file_and_every_variab
     assert variables >= {"FOO_CLIENT_SECRET", "FOO_SCOPE", "FOO_CA_BUNDLE"}
     for variable in variables:
         assert f"{variable}=" in readme, variable
+
+
+@pytest.mark.parametrize("readme", ["README.md", "sdkportal/sdk/README.md"])
+def test_the_readmes_name_the_folder_of_the_sdk_version_the_zip_holds(readme):
+    """The zip unpacks to foo-sdk-<version>/: a README naming another version's folder fails as typed."""
+    from sdkportal.sdk.foo_sdk import __version__
+
+    text = (Path(__file__).resolve().parent.parent / readme).read_text()
+    named = set(re.findall(r"foo-sdk-(\d+(?:\.\d+)+)", text))
+    assert named == {__version__}
