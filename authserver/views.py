@@ -17,6 +17,7 @@ from django.contrib.auth.hashers import check_password
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DatabaseError, connection, transaction
+from django.db.migrations.executor import MigrationExecutor
 from django.http import HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.utils.decorators import method_decorator
 from django.views import View
@@ -385,12 +386,27 @@ class HealthView(ReadOnlyEndpointMixin, View):
 
 
 class ReadinessView(ReadOnlyEndpointMixin, View):
-    """GET /readyz: ready for traffic when the database answers; 503 otherwise."""
+    """GET /readyz: ready for traffic when the database answers and has every migration of this
+    code applied (a new node, or new code, before `manage.py migrate`: each request needing a
+    missing table or column failed); 503 otherwise."""
 
     http_method_names = ["get", "head", "options"]
+    # Once this process has seen them all applied, the probe only asks the database to answer:
+    # reading the migration files is for the probes before then.
+    schema_ready = False
 
     def get(self, request):
         try:
+            if not ReadinessView.schema_ready:
+                executor = MigrationExecutor(connection)
+                if executor.migration_plan(executor.loader.graph.leaf_nodes()):
+                    return errors.error_response(
+                        "temporarily_unavailable",
+                        "The database has migrations not yet applied (manage.py migrate).",
+                        status=503,
+                        headers={"Retry-After": "5"},
+                    )
+                ReadinessView.schema_ready = True
             with connection.cursor() as cursor:
                 cursor.execute("SELECT 1")
         except DatabaseError:

@@ -14,6 +14,8 @@ DEFAULT_BIND = "0.0.0.0:9443"  # README: `make run` serves every interface by de
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 # gunicorn's TCP addresses: HOST:PORT or [IPv6]:PORT (its optional tcp:// prefix taken off first).
 _TCP_BIND = re.compile(r"(?:\[[^\[\]]+\]|[^:\[\]]*):([0-9]{1,5})")
+# [scheme://]user[:password]@: an "@" before the authority ends ("/", "?" or "#").
+_USER_INFO = re.compile(r"(?:[^:/?#]*://)?[^/?#]*@")
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off", ""}
 # The range the console and create_client accept for a client's own token lifetime (models.py).
@@ -112,6 +114,8 @@ def env_origins(name: str, default: list[str]) -> list[str]:
     with a path (a trailing "/" too) it never equals a browser's Origin: every form post a 403."""
     origins = []
     for origin in env_list(name, default):
+        if has_user_info(origin):  # not quoted: it may hold a password
+            raise ConfigurationError(f"{name}: expected origins with no user name or password")
         try:
             parts = urlsplit(origin)
             parts.port  # noqa: B018 (raises ValueError for a port that is no number or out of range)
@@ -142,7 +146,7 @@ def env_service_url(name: str, default: str) -> str:
         url.port  # noqa: B018 (raises ValueError for a port that is no number or out of range)
     except ValueError:
         url = None
-    if url and url.username is not None:  # not quoted: it may hold a password
+    if has_user_info(raw):  # not quoted: it may hold a password
         raise ConfigurationError(f"{name}: expected no user name or password in the URL")
     allowed = url and (url.scheme == "https" or (url.scheme == "http" and is_loopback(url.hostname)))
     if not allowed or not url.hostname or any(map(str.isspace, raw)):
@@ -182,6 +186,8 @@ def env_issuer(name: str, bind: str) -> str:
     raw = os.environ.get(name, "")
     if not raw:
         return default_issuer(bind)
+    if has_user_info(raw):  # not quoted: it may hold a password
+        raise ConfigurationError(f"{name}: expected no user name or password in the URL")
     not_a_url = ConfigurationError(
         f"{name}={raw!r}: expected an https:// URL such as https://auth.example.com"
     )
@@ -192,8 +198,6 @@ def env_issuer(name: str, bind: str) -> str:
         raise not_a_url from None
     if issuer.scheme not in ("https", "http") or not issuer.hostname or any(map(str.isspace, raw)):
         raise not_a_url
-    if issuer.username is not None:  # not quoted: it may hold a password
-        raise ConfigurationError(f"{name}: expected no user name or password in the URL")
     if "?" in raw or "#" in raw:
         raise ConfigurationError(f"{name}={raw!r}: expected no query or fragment (RFC 8414 2)")
     if issuer.path not in ("", "/"):
@@ -205,6 +209,12 @@ def env_issuer(name: str, bind: str) -> str:
             f"{name}={raw!r}: expected https:// (http:// only on a loopback host: localhost, 127.0.0.1, ::1)"
         )
     return raw.removesuffix("/")
+
+
+def has_user_info(url: str) -> bool:
+    """Whether a URL holds a user name or password before its host: then it is never quoted in a
+    message, whatever else is wrong with it (a port that is no number)."""
+    return bool(_USER_INFO.match(url))
 
 
 def is_loopback(host: str) -> bool:

@@ -22,6 +22,7 @@ from urllib.parse import quote_plus, urlencode, urlsplit
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import check_password
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
@@ -528,6 +529,27 @@ def ensure_portal_client() -> bool:
             json.dumps(
                 {"client_id": new_client.application.client_id, "client_secret": new_client.client_secret}
             ),
+        )
+    return True
+
+
+def renew_stale_portal_secret() -> bool:
+    """A new secret for the portal's own client when the file's no longer works (an operator
+    rotated it: the console, manage.py rotate_secret), written to the file, which the portal reads
+    on its next fetch. True when it was renewed now."""
+    if settings.PORTAL_CLIENT_ID and settings.PORTAL_CLIENT_SECRET:
+        return False
+    stored = portal_credentials()
+    application = authserver_services.find_client(stored[0]) if stored else None
+    if application is None or check_password(stored[1], application.client_secret):
+        return False
+    with transaction.atomic():  # the file written before it commits, as at registration
+        client_secret = authserver_services.rotate_secret(
+            application=application, actor="manage.py bootstrap"
+        )
+        _write_private_file(
+            Path(settings.PORTAL_CREDENTIALS_FILE),
+            json.dumps({"client_id": application.client_id, "client_secret": client_secret}),
         )
     return True
 

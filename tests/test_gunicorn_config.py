@@ -13,6 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from gunicorn.config import Config
 
+from config import env
 from config.tls import ensure_self_signed_certificate
 from tests.servers import ensure_certificate
 
@@ -142,6 +143,37 @@ def test_a_malformed_redis_url_is_refused_without_repeating_it(tmp_path):
     assert result.returncode == 1
     assert "Configuration error: REDIS_URL: malformed" in result.stderr
     assert "hunter2" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "read"),
+    [
+        # A port that is no number or out of range: the message quoted the URL, password and all.
+        ("ISSUER", "https://ops:hunter2@auth.example.com:abc", lambda: env.env_issuer("ISSUER", "")),
+        (
+            "PORTAL_TOKEN_URL",
+            "https://ops:hunter2@auth.example.com:99999/t",
+            lambda: env.env_service_url("PORTAL_TOKEN_URL", ""),
+        ),
+        (
+            "CSRF_TRUSTED_ORIGINS",
+            "https://ops:hunter2@auth.example.com:abc",
+            lambda: env.env_origins("CSRF_TRUSTED_ORIGINS", []),
+        ),
+        ("ISSUER", "ops:hunter2@auth.example.com", lambda: env.env_issuer("ISSUER", "")),
+        (
+            "CSRF_TRUSTED_ORIGINS",
+            "https://ops:hunter2@auth.example.com",
+            lambda: env.env_origins("CSRF_TRUSTED_ORIGINS", []),
+        ),
+    ],
+)
+def test_a_url_with_a_password_is_refused_without_repeating_it(monkeypatch, variable, value, read):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(env.ConfigurationError) as refused:
+        read()
+    assert "hunter2" not in str(refused.value)
+    assert str(refused.value).startswith(f"{variable}: ")
 
 
 @pytest.mark.parametrize("value", ["abc", "0", "", str(16 * (os.cpu_count() or 1) + 1)])

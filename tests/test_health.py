@@ -2,6 +2,9 @@
 
 import pytest
 from django.db import OperationalError, connection
+from django.db.migrations.recorder import MigrationRecorder
+
+from authserver.views import ReadinessView
 
 
 def test_healthz_answers_without_the_database(client, db, django_assert_num_queries):
@@ -28,6 +31,30 @@ def test_readyz_is_503_when_the_database_does_not_answer(client, db, monkeypatch
     assert response.status_code == 503
     assert response.json()["error"] == "temporarily_unavailable"
     assert response["Retry-After"]
+
+
+def test_readyz_is_503_while_a_migration_is_not_applied(client, db, monkeypatch):
+    # A new node (or new code) before `manage.py migrate`: the database answers, but every request
+    # that needs a missing table failed while the load balancer was told to send traffic.
+    monkeypatch.setattr(ReadinessView, "schema_ready", False)
+    MigrationRecorder.Migration.objects.filter(app="authserver").order_by("-id").first().delete()
+
+    response = client.get("/readyz")
+
+    assert response.status_code == 503
+    assert response.json()["error"] == "temporarily_unavailable"
+    assert "manage.py migrate" in response.json()["error_description"]
+    assert response["Retry-After"]
+
+
+def test_readyz_reads_the_migrations_until_they_are_all_applied(
+    client, db, monkeypatch, django_assert_num_queries
+):
+    monkeypatch.setattr(ReadinessView, "schema_ready", False)
+    assert client.get("/readyz").status_code == 200
+    # Then only whether the database answers: schemas do not go back.
+    with django_assert_num_queries(1):
+        assert client.get("/readyz").status_code == 200
 
 
 @pytest.mark.parametrize(("path", "status"), [("/healthz/", "ok"), ("/readyz/", "ready")])

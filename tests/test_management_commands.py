@@ -132,6 +132,28 @@ def test_rotate_secret_replaces_the_secret(client, new_client):
     assert AuditEvent.objects.filter(kind=AuditEvent.Kind.SECRET_ROTATED).count() == 1
 
 
+@pytest.mark.parametrize("as_json", [False, True])
+def test_rotate_secret_of_a_disabled_client_says_the_new_secret_gets_no_token_yet(
+    client, new_client, as_json
+):
+    # Was "The old secret no longer works" alone: the new one got invalid_client all the same.
+    services.set_client_enabled(application=new_client.application, enabled=False, actor="test")
+    out, err = StringIO(), StringIO()
+    call_command(
+        "rotate_secret",
+        new_client.application.client_id,
+        *(["--json"] if as_json else []),
+        stdout=out,
+        stderr=err,
+    )
+
+    assert "disabled" in err.getvalue()
+    assert len(err.getvalue().strip().splitlines()) == 1
+    if as_json:  # stdout stays the one JSON object
+        json.loads(out.getvalue())
+    assert "disabled" not in out.getvalue()
+
+
 def test_rotate_secret_of_an_unknown_client_fails(db):
     with pytest.raises(CommandError, match="No client"):
         run("rotate_secret", "nobody")
@@ -157,8 +179,11 @@ def test_create_client_refuses_an_empty_scope(db):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--batch-size", "0"], "--batch-size must be 1 or more"),
-        (["--batch-size", "-5"], "--batch-size must be 1 or more"),
+        (["--batch-size", "0"], "--batch-size must be 1 to 1000000"),
+        (["--batch-size", "-5"], "--batch-size must be 1 to 1000000"),
+        # Was a traceback: a LIMIT beyond the database's integers ("bigint out of range").
+        (["--batch-size", "100000000000000000000"], "--batch-size must be 1 to 1000000"),
+        (["--batch-size", "1000001"], "--batch-size must be 1 to 1000000"),
         (["--pause", "-1"], "--pause must be a number of seconds, 0 or more"),
         (["--pause", "nan"], "--pause must be a number of seconds, 0 or more"),
         (["--pause", "inf"], "--pause must be a number of seconds, 0 or more"),
@@ -453,6 +478,31 @@ def test_bootstrap_that_cannot_write_the_portals_credentials_registers_no_client
     assert not AuditEvent.objects.filter(kind=AuditEvent.Kind.CLIENT_CREATED).exists()
 
 
+def test_bootstrap_gives_the_portal_a_working_secret_again_after_an_operator_rotated_it(
+    client, bootstrap, settings, tmp_path
+):
+    """`rotate_secret` on the portal's client (or the console's Rotate secret) left the file with a
+    secret that no longer works: the portal's catalogue was unavailable for good, and bootstrap,
+    seeing the client still there, said nothing."""
+    settings.PORTAL_CLIENT_ID = settings.PORTAL_CLIENT_SECRET = ""
+    settings.PORTAL_CREDENTIALS_FILE = tmp_path / "portal_client.json"
+    bootstrap()
+    stored = json.loads(settings.PORTAL_CREDENTIALS_FILE.read_text())
+    run("rotate_secret", stored["client_id"])
+
+    out, _ = bootstrap()
+
+    again = json.loads(settings.PORTAL_CREDENTIALS_FILE.read_text())
+    assert again["client_id"] == stored["client_id"]  # the same client, no second one
+    assert Application.objects.filter(name="sdk-portal").count() == 1
+    application = Application.objects.get(client_id=again["client_id"])
+    assert request_token(client, services.NewClient(application, again["client_secret"])).status_code == 200
+    assert "portal" in out and "secret" in out
+    # And once it works, nothing changes.
+    bootstrap()
+    assert json.loads(settings.PORTAL_CREDENTIALS_FILE.read_text()) == again
+
+
 def test_bootstrap_does_not_bring_back_an_admin_account_an_operator_deleted(bootstrap):
     first, _ = bootstrap()
     assert "password:" in first
@@ -503,6 +553,16 @@ def test_bootstrap_says_a_changed_admin_password_is_not_applied(bootstrap, setti
     assert admin.check_password("the first long password")
     settings.ADMIN_PASSWORD = "the first long password"
     assert bootstrap()[1] == ""
+
+
+@pytest.mark.parametrize("password", ["admin", "12345678", "password1"])
+def test_bootstrap_refuses_an_admin_password_the_console_would_refuse(bootstrap, settings, password):
+    # Was a superuser with the password "admin": the console's own password forms refuse it.
+    settings.ADMIN_PASSWORD = password
+    with pytest.raises(CommandError, match=r"^ADMIN_PASSWORD: .*unset it for a generated one") as refused:
+        bootstrap()
+    assert password not in str(refused.value)
+    assert not User.objects.filter(username="admin").exists()
 
 
 def test_bootstrap_seeds_a_scope_once_not_again_after_an_operator_deleted_or_renamed_it(bootstrap):

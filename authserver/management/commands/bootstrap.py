@@ -4,6 +4,8 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.db import connection
 
@@ -13,7 +15,7 @@ from authserver.services import ensure_default_scopes, ensure_operators_group
 from config.env import bind_host
 from config.tls import ensure_self_signed_certificate, hosts_not_named
 from fooapi.services import seed_demo_catalogue
-from sdkportal.services import ensure_portal_client
+from sdkportal.services import ensure_portal_client, renew_stale_portal_secret
 
 
 class Command(OperatorCommand):
@@ -46,6 +48,18 @@ class Command(OperatorCommand):
         if registered:
             self.stdout.write(
                 f"Registered the portal's own client; secret in {settings.PORTAL_CREDENTIALS_FILE}"
+            )
+        try:
+            renewed = renew_stale_portal_secret()
+        except OSError as error:
+            raise CommandError(
+                f"Cannot write the portal's credentials to {settings.PORTAL_CREDENTIALS_FILE} "
+                f"({error.strerror or error}); its secret, rotated since, was left as it is."
+            ) from error
+        if renewed:
+            self.stdout.write(
+                "The portal's own client had a new secret the portal did not know (rotated): gave it "
+                f"another; secret in {settings.PORTAL_CREDENTIALS_FILE}"
             )
         self._admin_account()
         self.stdout.write(self.style.SUCCESS(f"Ready: {settings.ISSUER}"))
@@ -118,6 +132,14 @@ class Command(OperatorCommand):
             )
             return
         given = settings.ADMIN_PASSWORD
+        if given:
+            # The console's password forms' own checks: a superuser's password "admin" was taken.
+            try:
+                validate_password(given, users(username="admin"))
+            except ValidationError as error:  # not echoed: it is the password
+                raise CommandError(
+                    f"ADMIN_PASSWORD: {' '.join(error.messages)} (unset it for a generated one)"
+                ) from None
         password = given or secrets.token_urlsafe(12)
         users.objects.create_superuser(username="admin", email="", password=password)
         self.stdout.write(self.style.SUCCESS(f"Admin console: {settings.ISSUER}/admin/  user: admin"))

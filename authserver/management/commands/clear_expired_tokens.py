@@ -11,6 +11,8 @@ from oauth2_provider.settings import oauth2_settings
 from authserver import services
 from authserver.management.base import OperatorCommand
 
+MAXIMUM_BATCH_SIZE = 1_000_000
+
 
 class Command(OperatorCommand):
     help = (
@@ -25,7 +27,7 @@ class Command(OperatorCommand):
             type=int,
             metavar="N",
             default=oauth2_settings.CLEAR_EXPIRED_TOKENS_BATCH_SIZE,
-            help="rows per transaction (default: CLEAR_EXPIRED_TOKENS_BATCH_SIZE, %(default)s)",
+            help="rows per transaction, 1 to 1000000 (default: CLEAR_EXPIRED_TOKENS_BATCH_SIZE, %(default)s)",
         )
         parser.add_argument(
             "--pause",
@@ -41,8 +43,10 @@ class Command(OperatorCommand):
         )
 
     def handle(self, *args, batch_size: int, pause: float, no_progress: bool, **options):
-        if batch_size < 1:
-            raise CommandError("--batch-size must be 1 or more.")
+        # Beyond a million a batch holds token issuance up for many seconds; far beyond, the LIMIT
+        # is no integer the database takes (a traceback).
+        if not 1 <= batch_size <= MAXIMUM_BATCH_SIZE:
+            raise CommandError(f"--batch-size must be 1 to {MAXIMUM_BATCH_SIZE}.")
         if not (math.isfinite(pause) and pause >= 0):
             raise CommandError("--pause must be a number of seconds, 0 or more.")
         started = time.monotonic()

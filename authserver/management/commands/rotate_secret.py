@@ -18,6 +18,11 @@ class Command(OperatorCommand):
         if application is None:
             raise CommandError(f"No client with client_id {client_id!r}.")
         client_secret = services.rotate_secret(application=application, actor="manage.py rotate_secret")
+        if not application.enabled:  # on stderr: stdout stays the credentials (one JSON object)
+            self.stderr.write(
+                "Note: the client is disabled: the token endpoint refuses it, with the new secret too, "
+                "until it is enabled in the console."
+            )
         if as_json:
             self.stdout.write(json.dumps({"client_id": client_id, "client_secret": client_secret}))
             return
