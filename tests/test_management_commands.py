@@ -351,6 +351,16 @@ def test_clear_expired_tokens_draws_no_progress_bar_into_a_log(new_client, capsy
     assert not AccessToken.objects.exists()
 
 
+@pytest.mark.parametrize("verbosity, says", [(0, ""), (1, "Deleted 2 expired access tokens in ")])
+def test_clear_expired_tokens_says_what_it_did_unless_quiet(new_client, verbosity, says):
+    expired_tokens(new_client.application, 2)
+    out = StringIO()
+    call_command("clear_expired_tokens", "--pause", "0", verbosity=verbosity, stdout=out, stderr=StringIO())
+
+    assert out.getvalue().startswith(says) and (says or out.getvalue() == "")
+    assert not AccessToken.objects.exists()
+
+
 def test_clear_expired_tokens_draws_its_progress_bar_on_a_terminal(new_client):
     expired_tokens(new_client.application, 2)
     terminal = Terminal()

@@ -90,7 +90,9 @@ class Command(OperatorCommand):
                 f"Interrupted after deleting {deleted} expired access tokens; run it again for the rest.",
                 returncode=130,
             )
-        self.stdout.write(f"Deleted {deleted} expired access tokens in {time.monotonic() - started:.1f} s")
+        if options["verbosity"] > 0:  # -v0 (cron): errors only
+            elapsed = time.monotonic() - started
+            self.stdout.write(f"Deleted {deleted} expired access tokens in {elapsed:.1f} s")
 
 
 class _Flag:
