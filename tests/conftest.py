@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import hypothesis
 import pytest
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.cache import cache
 
 from authserver import hotpath, services, throttling
@@ -82,3 +83,13 @@ def client():
 def new_client(db):
     """A client-credentials client holding products:read and orders:read."""
     return helpers.make_client(scopes=["products:read", "orders:read"])
+
+
+@pytest.fixture
+def console(db) -> helpers.HttpsClient:
+    """An operator (staff, in the operators group) signed in to the management console."""
+    operator = get_user_model().objects.create_user("olivia", password="x", is_staff=True)
+    operator.groups.add(services.ensure_operators_group())
+    http = helpers.HttpsClient()
+    http.force_login(operator)
+    return http

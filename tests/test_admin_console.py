@@ -558,6 +558,26 @@ def test_search_and_filters(console, operator):
 # --- actions: rotate, revoke, disable, enable ----------------------------------------------------
 
 
+def test_the_client_actions_are_csrf_protected(operator, new_client):
+    """An operator's signed-in browser posts nothing another site's page made it post."""
+    http = HttpsClient(enforce_csrf_checks=True)
+    http.force_login(operator)
+    client = new_client.application
+    token = issue_token(http, new_client)
+    stored = stored_token(token)
+
+    for action in ("rotate-secret", "revoke-tokens", "disable", f"tokens/{stored.pk}/revoke"):
+        page = http.get(f"{CLIENTS}{client.pk}/change/").content.decode()  # sets the CSRF cookie
+        assert 'name="csrfmiddlewaretoken"' in page
+        response = http.post(f"{CLIENTS}{client.pk}/{action}/", {"form_id": "x"})
+        assert response.status_code == 403, action
+        assert "This form is out of date" in response.content.decode()  # the CSRF failure page
+
+    assert not AuditEvent.objects.exclude(kind__in=["client_created", "token_issued"]).exists()
+    assert request_token(http, new_client).status_code == 200  # the secret unchanged, the client enabled
+    assert AccessToken.objects.filter(pk=stored.pk).exists()
+
+
 def test_rotating_the_secret_shows_the_new_one_once_and_the_old_one_stops_working(console, new_client):
     client = new_client.application
     token = issue_token(console, new_client)

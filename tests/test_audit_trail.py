@@ -26,15 +26,6 @@ AUDIT = "/admin/authserver/auditevent/"
 CLIENTS = "/admin/authserver/application/"
 
 
-@pytest.fixture
-def console(db):
-    http = HttpsClient()
-    user = get_user_model().objects.create_user("olivia", password="x", is_staff=True)
-    user.groups.add(services.ensure_operators_group())
-    http.force_login(user)
-    return http
-
-
 def kinds(**filters) -> list[str]:
     return list(AuditEvent.objects.filter(**filters).order_by("created", "pk").values_list("kind", flat=True))
 

@@ -178,15 +178,6 @@ def test_bar_chart_of_nothing_is_flat():
 # --- the page ------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def console(db):
-    http = HttpsClient()
-    user = get_user_model().objects.create_user("olivia", password="x", is_staff=True)
-    user.groups.add(services.ensure_operators_group())
-    http.force_login(user)
-    return http
-
-
 def now_well_inside_an_hour() -> datetime:
     """Now, at least 10 s before the next hour: the page's current hour is then the test's."""
     now = datetime.now(UTC)

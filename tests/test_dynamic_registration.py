@@ -6,13 +6,12 @@ import re
 import zlib
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 
 from authserver import services
 from authserver.models import Application, AuditEvent
 from authserver.serializers import SERVER_ASSIGNED_FIELDS
-from tests.helpers import HttpsClient, bearer, issue_token, make_client, post_form, request_token
+from tests.helpers import bearer, issue_token, make_client, post_form, request_token
 
 
 @pytest.fixture
@@ -20,16 +19,6 @@ def initial_access_token(client, db) -> str:
     """A token with the `registration` scope, got with the client credentials grant."""
     registrar = make_client(scopes=["registration"], name="registrar")
     return issue_token(client, registrar)
-
-
-@pytest.fixture
-def console(db) -> HttpsClient:
-    """An operator signed in to the management console."""
-    operator = get_user_model().objects.create_user("olivia", password="x", is_staff=True)
-    operator.groups.add(services.ensure_operators_group())
-    http = HttpsClient()
-    http.force_login(operator)
-    return http
 
 
 def register(http, token: str, metadata) -> "object":
@@ -722,6 +711,8 @@ def test_a_registration_token_is_no_api_token(client, initial_access_token):
     registration = register(client, initial_access_token, {"client_name": "svc"}).json()
     response = register(client, registration["registration_access_token"], {})
     assert response.status_code == 403
+    assert response.json()["error"] == "insufficient_scope"
+    assert Application.objects.count() == 2  # the registrar and svc: nothing registered
 
 
 def registered_client(http, initial_access_token) -> tuple[dict, services.NewClient]:

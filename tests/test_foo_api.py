@@ -14,7 +14,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from oauth2_provider.models import AccessToken
 
-from authserver import services
+from authserver import errors, services
 from fooapi import services as fooapi_services
 from fooapi.models import MAX_QUANTITY, Order, Product
 from fooapi.serializers import MAX_ORDER_LINES, ProductSerializer
@@ -327,6 +327,15 @@ def test_head_works_like_get(client, reader_token, catalogue):
     assert client.head("/api/v1/products").status_code == 401
 
 
+def test_head_needs_the_scope_get_needs(client, catalogue):
+    """HEAD is GET without the body (RFC 9110 9.3.2): a token GET refuses is refused it too."""
+    products_only = issue_token(client, make_client(scopes=["products:read"]))
+    for path in ("/api/v1/orders", "/api/v1/orders/1"):
+        response = client.head(path, **bearer(products_only))
+        assert response.status_code == 403, path
+        assert 'scope="orders:read"' in response["WWW-Authenticate"]
+
+
 def test_no_cache_keeps_an_answer_to_a_token(client, shop, catalogue):
     # Like the API's errors: the answers are one client's (its orders), whatever a cache in between does.
     _, token = shop
@@ -395,6 +404,17 @@ def test_no_token_is_401_with_a_bare_bearer_challenge(client, db, path, settings
     metadata = f"{settings.ISSUER}/.well-known/oauth-protected-resource"
     assert response["WWW-Authenticate"] == f'Bearer realm="foo", resource_metadata="{metadata}"'
     assert "results" not in body
+
+
+def test_a_challenges_quoted_strings_keep_their_quotes_and_backslashes_inside():
+    """RFC 9110 5.6.4: a description holding a quote or a backslash is escaped, not ended early
+    (its rest read as parameters of the challenge), and a line break in it is dropped."""
+    challenge = errors.bearer_challenge("invalid_token", 'a "quoted" \\ word\r\n, scope="admin"')
+
+    assert challenge == (
+        'Bearer realm="foo", error="invalid_token", '
+        'error_description="a \\"quoted\\" \\\\ word, scope=\\"admin\\""'
+    )
 
 
 @pytest.mark.parametrize(

@@ -512,10 +512,19 @@ def test_every_form_is_csrf_protected(developer):
     for path, data in anonymous:
         assert browser.post(path, data, secure=True).status_code == 403
     browser.force_login(developer)
-    for path in ["/portal/download", "/portal/app/tokens", "/portal/app/rotate-secret", "/portal/app/delete"]:
+    for path in [
+        "/portal/download",
+        "/portal/app/tokens",
+        "/portal/app/tokens/1/revoke",
+        "/portal/app/rotate-secret",
+        "/portal/app/delete",
+        "/accounts/password/",
+        "/accounts/logout/",
+    ]:
         response = browser.post(path, secure=True)
         assert response.status_code == 403, path
     assert not SandboxClient.objects.exists()
+    assert "_auth_user_id" in browser.session  # the logout was refused too
 
 
 def test_a_form_from_before_a_login_in_another_tab_says_to_reload_the_page(developer):
