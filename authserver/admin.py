@@ -43,6 +43,7 @@ from authserver.forms import (
     served_grant_types,
 )
 from authserver.models import Application, AuditEvent, ClientScope, Scope
+from authserver.sites import selection_digest
 from config.tls import served_self_signed_certificate
 
 AccessToken = get_access_token_model()
@@ -511,11 +512,29 @@ class ApplicationAdmin(DeletedThroughTheService, admin.ModelAdmin):
         return self._confirm_then_perform(request, CLIENT_ACTIONS["enable"], queryset)
 
     def _confirm_then_perform(self, request, action: ClientAction, queryset):
+        # "Select all N": the confirmation posts the digest of the clients it listed, and a client
+        # the list gained since (a sign-up) is not acted on unseen, as delete_selected does.
+        select_across = request.POST.get("select_across") == "1"
+        selection = selection_digest(queryset) if select_across else None
         if request.POST.get("post") == "yes":
+            if select_across and request.POST.get("selection") != selection:
+                message = (
+                    "The list changed since the confirmation page was shown: nothing was done. Select again."
+                )
+                self.message_user(request, message, messages.ERROR)
+                return None
             return self._perform(request, action, list(queryset))
-        return self._confirmation(request, action, list(queryset), bulk=True)
+        return self._confirmation(request, action, list(queryset), bulk=True, selection=selection)
 
-    def _confirmation(self, request, action: ClientAction, clients: list[Application], *, bulk: bool):
+    def _confirmation(
+        self,
+        request,
+        action: ClientAction,
+        clients: list[Application],
+        *,
+        bulk: bool,
+        selection: str | None = None,
+    ):
         context = {
             **self.admin_site.each_context(request),
             "title": f"{action.label}: are you sure?",
@@ -526,6 +545,7 @@ class ApplicationAdmin(DeletedThroughTheService, admin.ModelAdmin):
             # "Select all N" on the list: the confirmation posts that again, not N ids, which past
             # DATA_UPLOAD_MAX_NUMBER_FIELDS (200) or the body limit were a 400 or 413 page.
             "select_across": bulk and request.POST.get("select_across") == "1",
+            "selection": selection,
             "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
             "original": None if bulk else clients[0],
             "form": RotateSecretForm() if action.name == "rotate_secret" else None,

@@ -128,6 +128,20 @@ class ClientForm(forms.ModelForm):
         if self.instance.user_id is not None:
             self.initial["user"] = self.instance.user.get_username()
 
+    def clean_user(self):
+        owner = self.cleaned_data["user"]
+        # A developer's portal sandbox client (sdkportal's SandboxClient, Application.sandbox_of): the
+        # portal manages it for them, and their account's deactivation or deletion, which stop the
+        # clients it owns, must stop it too.
+        sandbox = getattr(self.instance, "sandbox_of", None) if self.instance.pk is not None else None
+        if sandbox is None or getattr(owner, "pk", None) in (self.instance.user_id, sandbox.developer_id):
+            return owner
+        raise ValidationError(
+            "This is the portal sandbox client of “%(developer)s”: it stays theirs.",
+            code="sandbox_owner",
+            params={"developer": sandbox.developer.get_username()},
+        )
+
 
 def new_form_id() -> str:
     return secrets.token_urlsafe(16)

@@ -15,6 +15,7 @@ from django.contrib.admin import actions, helpers
 from django.contrib.admin.views.main import IGNORED_PARAMS
 from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import BadRequest, FieldDoesNotExist, PermissionDenied, ValidationError
+from django.db import transaction
 from django.db.models import QuerySet, lookups
 from django.template.response import TemplateResponse
 from django.urls import path
@@ -131,7 +132,7 @@ def _lookup_target(model, name: str):
     return field, "__".join(parts) or "exact"
 
 
-def _selection_digest(queryset: QuerySet) -> str:
+def selection_digest(queryset: QuerySet) -> str:
     """Which objects a "Select all N" confirmation showed, in one short value for its form to post."""
     ids = queryset.order_by("pk").values_list("pk", flat=True)
     return hashlib.sha256(",".join(str(pk) for pk in ids).encode()).hexdigest()
@@ -144,7 +145,7 @@ def delete_selected(modeladmin: admin.ModelAdmin, request, queryset: QuerySet):
     and nothing was deleted. It posts the selection's digest too: an object the list gained or lost
     since the page was shown (a sign-up, another operator's deletion) is not deleted unseen."""
     select_across = request.POST.get("select_across") == "1"
-    digest = _selection_digest(queryset) if select_across else None
+    digest = selection_digest(queryset) if select_across else None
     if select_across and request.POST.get("post") and request.POST.get("selection") != digest:
         message = "The list changed since the confirmation page was shown: nothing was deleted. Select again."
         modeladmin.message_user(request, message, messages.ERROR)
@@ -202,6 +203,32 @@ class ConsoleAdminSite(admin.AdminSite):
     def login(self, request, extra_context=None):
         return ThrottledSiteLogin.as_view(site_login=super().login, extra_context=extra_context)(request)
 
+    def password_change(self, request, extra_context=None):
+        """Django's, with the new password and its audit event saved together, and wrong current
+        passwords counted as failed logins of the account (as the portal's password change does): a
+        console session left open is no way to guess its password without limit."""
+        if request.method != "POST":
+            return super().password_change(request, extra_context)
+        limits = throttling.login_failure_limits(request, request.user.get_username())
+        if wait := throttling.longest_wait(*limits):
+            return throttling.too_many_attempts(request, wait)
+        with transaction.atomic():
+            before = services.account_powers(request.user)
+            stored_password = request.user.password
+            response = super().password_change(request, extra_context)
+            if request.user.password != stored_password:
+                services.user_saved(
+                    user=request.user,
+                    before=before,
+                    password_changed=True,
+                    actor=f"user:{request.user.get_username()}",
+                    remote_addr=throttling.client_address(request.META) or None,
+                )
+        form = (getattr(response, "context_data", None) or {}).get("form")
+        if form is not None and form.has_error("old_password", "password_incorrect"):
+            throttling.record_failure(limits)
+        return response
+
     def admin_view(self, view, cacheable=False):
         """Every console page, with what it would pass to the database unchecked refused with a 400
         page rather than a 500: a query string with a NUL character (the lists' filters compare
@@ -256,7 +283,7 @@ class ConsoleAdminSite(admin.AdminSite):
         context = {
             **self.each_context(request),
             "title": "Dashboard",
-            "subtitle": chosen.name if chosen else "All clients",
+            "subtitle": str(chosen) if chosen else "All clients",  # str(): a stored name, contained
             "now": now,
             "clients": listed if len(listed) <= DASHBOARD_LISTED_CLIENTS else None,
             "chosen": chosen,

@@ -305,23 +305,35 @@ class LoginThrottleMixin:
     and from their session failed guesses at an operator's password must count as failures."""
 
     def post(self, request, *args, **kwargs):
-        # As the login form reads it (Django's UsernameField: NFKC), in any case: a username written
-        # in fullwidth or other compatibility characters logs in as the same account.
-        username = unicodedata.normalize("NFKC", request.POST.get("username", "")).strip().lower()
-        address = counted_address(client_address(request.META))
-        wait = longest_wait(
-            (LOGIN_FAILURES_PER_USER_AND_ADDRESS, (username, address)),
-            (LOGIN_FAILURES_PER_ADDRESS, (address,)),
-        )
-        if wait:
+        limits = login_failure_limits(request, request.POST.get("username", ""))
+        if wait := longest_wait(*limits):
             return too_many_attempts(request, wait)
         response = super().post(request, *args, **kwargs)
         if logged_in_by(request):
-            LOGIN_FAILURES_PER_USER_AND_ADDRESS.reset(username, address)
+            per_user, parts = limits[0]
+            per_user.reset(*parts)
         else:
-            LOGIN_FAILURES_PER_USER_AND_ADDRESS.record(username, address)
-            LOGIN_FAILURES_PER_ADDRESS.record(address)
+            record_failure(limits)
         return response
+
+
+def login_failure_limits(request, username: str) -> tuple[tuple[Limit, tuple[str, ...]], ...]:
+    """The limits a failed login of `username` from this request's address counts against, with
+    their keys: at the login pages, and where a signed-in session's wrong current password counts as
+    a failed login (the console's and the portal's password change), so that guesses add up. The
+    username as the login form reads it (Django's UsernameField: NFKC), in any case: one written in
+    fullwidth or other compatibility characters logs in as the same account."""
+    username = unicodedata.normalize("NFKC", username).strip().lower()
+    address = counted_address(client_address(request.META))
+    return (
+        (LOGIN_FAILURES_PER_USER_AND_ADDRESS, (username, address)),
+        (LOGIN_FAILURES_PER_ADDRESS, (address,)),
+    )
+
+
+def record_failure(limits) -> None:
+    for limit, parts in limits:
+        limit.record(*parts)
 
 
 def too_many_attempts(request, retry_after: int):

@@ -295,24 +295,17 @@ class PortalPasswordChangeView(LoginRequiredMixin, AuditedNewPasswordMixin, Pass
     template_name = "sdkportal/password_change.html"
     success_url = reverse_lazy("sdkportal:password-change-done")
 
-    def _throttled(self) -> tuple[tuple, tuple]:
-        # Keyed as LoginThrottleMixin keys a login: guesses here and at the login page add up.
-        username = unicodedata.normalize("NFKC", self.request.user.get_username()).strip().lower()
-        address = throttling.counted_address(remote_addr(self.request))
-        return (
-            (throttling.LOGIN_FAILURES_PER_USER_AND_ADDRESS, (username, address)),
-            (throttling.LOGIN_FAILURES_PER_ADDRESS, (address,)),
-        )
+    def _limits(self):
+        return throttling.login_failure_limits(self.request, self.request.user.get_username())
 
     def post(self, request, *args, **kwargs):
-        if wait := throttling.longest_wait(*self._throttled()):
+        if wait := throttling.longest_wait(*self._limits()):
             return throttling.too_many_attempts(request, wait)
         return super().post(request, *args, **kwargs)
 
     def form_invalid(self, form):
         if form.has_error("old_password", "password_incorrect"):
-            for limit, parts in self._throttled():
-                limit.record(*parts)
+            throttling.record_failure(self._limits())
         return super().form_invalid(form)
 
 

@@ -1487,6 +1487,28 @@ def test_the_admin_login_is_throttled(client, operator):
     assert "_auth_user_id" not in client.session
 
 
+def test_wrong_current_passwords_on_the_consoles_password_change_count_as_failed_logins(console):
+    # A console session left open is no way to guess its password without limit.
+    new_password = "another horse battery staple"
+    for _ in range(5):
+        failed = console.post(
+            "/admin/password_change/",
+            {"old_password": "wrong", "new_password1": new_password, "new_password2": new_password},
+        )
+        assert failed.status_code == 200
+
+    blocked = console.post(
+        "/admin/password_change/",
+        {"old_password": PASSWORD, "new_password1": new_password, "new_password2": new_password},
+    )
+
+    assert blocked.status_code == 429
+    assert int(blocked["Retry-After"]) > 0
+    assert HttpsClient().login(username="olivia", password=PASSWORD)  # unchanged
+    login = HttpsClient().post("/admin/login/", {"username": "olivia", "password": PASSWORD})
+    assert login.status_code == 429
+
+
 def test_the_admin_login_works(client, operator):
     response = client.post("/admin/login/?next=/admin/", {"username": "olivia", "password": PASSWORD})
 
@@ -1882,3 +1904,23 @@ def test_delete_selected_on_all_of_a_list_that_changed_since_deletes_nothing(sup
     assert Application.objects.filter(name__startswith="bulk").count() == 4
     assert not AuditEvent.objects.filter(kind=AuditEvent.Kind.CLIENT_DELETED).exists()
     assert "The list changed since" in superuser_console.get(CLIENTS).content.decode()
+
+
+@pytest.mark.parametrize("action", ["disable", "revoke_tokens"])
+def test_a_bulk_action_on_all_of_a_list_that_changed_since_does_nothing(console, action):
+    """The confirmation listed the search's clients; one it finds was registered before it was
+    posted: it would have been disabled, or its tokens revoked, unseen. Nothing is done, and the
+    operator is told."""
+    bulk = [make_client(name=f"bulk {n}") for n in range(3)]
+    chosen = {"action": action, "select_across": "1", "index": "0"}
+    chosen["_selected_action"] = bulk[0].application.pk
+    posted = hidden_inputs(console.post(f"{CLIENTS}?q=bulk", chosen))
+    since = make_client(name="bulk, registered since")
+    issue_token(console, since)
+
+    done = console.post(f"{CLIENTS}?q=bulk", posted)
+
+    assert done.status_code == 302
+    assert not Application.objects.filter(enabled=False).exists()
+    assert AccessToken.objects.filter(application=since.application).exists()
+    assert "The list changed since" in console.get(CLIENTS).content.decode()

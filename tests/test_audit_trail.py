@@ -502,6 +502,34 @@ def test_an_account_created_renamed_or_given_a_password_in_the_console_is_record
     assert new_password not in str(user_events())
 
 
+def test_an_operator_changing_their_own_password_in_the_console_is_recorded(db):
+    olivia = get_user_model().objects.create_user("olivia", password=PASSWORD, is_staff=True)
+    http = HttpsClient()
+    http.force_login(olivia)
+    new_password = "another horse battery staple"
+
+    refused = http.post(
+        "/admin/password_change/",
+        {"old_password": "wrong", "new_password1": new_password, "new_password2": new_password},
+    )
+    changed = http.post(
+        "/admin/password_change/",
+        {"old_password": PASSWORD, "new_password1": new_password, "new_password2": new_password},
+    )
+
+    assert (refused.status_code, changed.status_code) == (200, 302)
+    flags = {"is_staff": True, "is_superuser": False}
+    assert user_events() == [
+        (
+            "user_changed",
+            "user:olivia",
+            "127.0.0.1",
+            {"user_id": olivia.pk, "username": "olivia", "changed": ["password"], **flags},
+        )
+    ]
+    assert new_password not in str(user_events())
+
+
 def test_a_refused_change_of_an_account_records_nothing(superuser_console):
     sam = get_user_model().objects.create_user("sam", password=PASSWORD)
 

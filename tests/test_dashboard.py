@@ -15,9 +15,10 @@ from django.core.management import call_command
 from django.db import connection
 from django.db.models import Max
 from django.test.utils import CaptureQueriesContext
+from django.utils.html import escape
 from oauth2_provider.models import AccessToken
 
-from authserver import dashboard, services, sites
+from authserver import bidi, dashboard, services, sites
 from authserver.models import Application, AuditEvent
 from tests.helpers import HttpsClient, issue_token, make_client
 
@@ -210,7 +211,25 @@ def test_the_dashboard_draws_the_numbers_for_all_clients_and_for_one(console, tw
     assert f'href="/admin/authserver/application/{beta.pk}/change/"><bdi>beta</bdi></a>' in html
     alpha_html = for_alpha.content.decode()
     assert f'<option value="{alpha.client_id}" selected>' in alpha_html
-    assert "Tokens issued per hour, last 24 hours (UTC): alpha" in alpha_html
+    assert "Tokens issued per hour, last 24 hours (UTC): <bdi>alpha</bdi>" in alpha_html
+
+
+def test_a_client_named_with_a_bidi_override_before_reorders_nothing_on_the_dashboard(console, db):
+    """A name stored before bidi controls were refused is shown contained here too: U+202E
+    (right-to-left override) in the headings would reverse the text after it, and in the page title
+    (plain text) the site's name."""
+    new_client = make_client(name="placeholder")
+    name = "Evil\u202eecivres"
+    Application.objects.filter(pk=new_client.application.pk).update(name=name)
+    contained = escape(bidi.contained(name))
+
+    page = console.get(f"/admin/dashboard/?client={new_client.application.client_id}").content.decode()
+
+    assert f"<title>{contained} | " in page
+    assert f"<h2>{contained}</h2>" in page
+    assert f"Tokens issued per hour, last 24 hours (UTC): <bdi>{contained}</bdi>" in page
+    assert f"Tokens issued per day, last 30 days (UTC): <bdi>{contained}</bdi>" in page
+    assert escape(name) not in page.replace(contained, "")
 
 
 def test_an_unknown_client_shows_all_clients_with_a_note(console, two_clients):

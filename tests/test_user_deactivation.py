@@ -281,6 +281,35 @@ def test_a_client_of_a_deactivated_account_is_not_enabled_again_nor_given_to_one
     assert Application.objects.get(pk=portal_client.pk).enabled
 
 
+def test_a_portal_sandbox_client_is_not_given_to_another_owner(console, developer, sandbox):
+    """The portal manages a sandbox client for its developer (their secret, their test tokens), and
+    their account's deactivation or deletion stops it with them: given to another owner, or to none,
+    in the console, it kept working for the developer after their account was deactivated."""
+    portal_client = sandbox_credentials(sandbox)
+    client = portal_client.application
+    someone = get_user_model().objects.create_user("sam", password=PASSWORD)
+    form = {
+        "name": client.name,
+        "scopes": [scope.pk for scope in client.allowed_scopes.all()],
+        "access_token_lifetime": client.access_token_lifetime or "",
+        "enabled": "on",
+    }
+
+    for owner in ("sam", ""):
+        refused = console.post(f"{CLIENTS}{client.pk}/change/", {**form, "user": owner})
+        assert refused.status_code == 200
+        assert "portal sandbox client of “dana”" in str(refused.context["adminform"].form.errors["user"])
+        assert Application.objects.get(pk=client.pk).user == developer
+    renamed = console.post(
+        f"{CLIENTS}{client.pk}/change/", {**form, "user": "dana", "name": "Dana's sandbox"}
+    )
+    assert renamed.status_code == 302  # the rest of the form is saved as before
+
+    set_active(console, developer, False)
+    assert_invalid_client(request_token(console, portal_client))
+    assert not Application.objects.filter(user=someone).exists()
+
+
 def test_a_user_deactivated_outside_the_console_takes_their_clients_with_them(developer, sandbox):
     """`user.is_active = False; user.save()` in a shell, or any form but the console's: the token
     endpoint, which does not look at owners, went on serving their clients."""
