@@ -357,6 +357,20 @@ def test_a_429_asking_for_a_long_wait_is_raised_with_it(scripted):
     assert waits == []
 
 
+@pytest.mark.parametrize(
+    "date",
+    ["Sun, 06 Nov 1994 08:49:37 GMT", "Sunday, 06-Nov-94 08:49:37 GMT", "Sun Nov  6 08:49:37 1994"],
+)
+def test_a_retry_after_date_in_any_of_the_three_http_date_formats_is_understood(scripted, date):
+    """RFC 9110 5.6.7: a recipient accepts all three; asctime's names no zone, and is GMT too."""
+    foo, server, waits = scripted((429, {"Retry-After": date}, THROTTLED), TOKEN, ONE_PAGE)
+
+    assert foo.list_products() == [{"id": 1}]  # a date passed: no wait, sent again at once
+
+    assert waits == [0.0]
+    assert [request.method for request in server.requests] == ["POST", "POST", "GET"]
+
+
 def test_a_503_is_retried_for_a_read_but_not_for_an_order(scripted):
     foo, server, waits = scripted(
         TOKEN, (503, {"Retry-After": "5"}, UNAVAILABLE), ONE_PAGE, (503, {"Retry-After": "5"}, UNAVAILABLE)
@@ -812,6 +826,22 @@ def test_an_unreadable_credentials_file_is_a_configuration_error(tmp_path):
         FooClient.from_credentials_file(tmp_path / "partial.json")
 
 
+@pytest.mark.parametrize("key", ["client_id", "client_secret", "token_url", "api_base_url"])
+def test_a_credentials_file_value_that_is_no_string_is_a_configuration_error(tmp_path, capsys, key):
+    document = {
+        "client_id": "id",
+        "client_secret": "secret",
+        "token_url": "https://foo.example/oauth2/token",
+        "api_base_url": "https://foo.example/api/v1",
+    }
+    path = write_credentials(tmp_path, {**document, key: 12345})
+    with pytest.raises(FooConfigurationError, match=f"{key} must be a JSON string"):
+        FooClient.from_credentials_file(path)
+
+    assert cli.main(["--credentials", str(path), "token"]) == 1  # one line, no traceback
+    assert capsys.readouterr().err == f"error: FooConfigurationError: {path}: {key} must be a JSON string\n"
+
+
 # --- a connection that breaks --------------------------------------------------------------------
 
 
@@ -1005,6 +1035,25 @@ def test_cli_reads_the_credentials_file_in_the_current_folder(
 
     assert cli.main(["orders"]) == 0
     assert capsys.readouterr().out.strip() == "No orders yet."
+
+
+def test_cli_says_that_the_environment_comes_before_the_credentials_file(tmp_path, capsys, monkeypatch):
+    """FOO_* variables set for another server win over ./foo-credentials.json: the help and the
+    README say so, not just "reads ./foo-credentials.json"."""
+    write_credentials(
+        tmp_path, {"client_id": "id", "client_secret": "s", "token_url": "x", "api_base_url": "x"}
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FOO_CLIENT_ID", "from-the-environment")
+    for name in ("FOO_CLIENT_SECRET", "FOO_TOKEN_URL", "FOO_API_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+
+    assert cli.main(["products"]) == 1
+    assert capsys.readouterr().err.startswith("error: FooConfigurationError: Set FOO_CLIENT_SECRET")
+
+    readme = (Path(client_module.__file__).parent.parent / "README.md").read_text()
+    for text in (" ".join(cli._parser().format_help().split()), " ".join(readme.split())):
+        assert "FOO_CLIENT_ID is set, else ./foo-credentials.json" in text.replace("`", "")
 
 
 def test_cli_create_order_reports_the_missing_scope(server, catalogue, tmp_path, capsys):

@@ -16,7 +16,7 @@ from .errors import (
     FooScopeError,
 )
 
-__version__ = "1.2.0"
+__version__ = "1.2.1"
 
 __all__ = [
     "FooApiError",

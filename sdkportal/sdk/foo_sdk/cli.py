@@ -38,7 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m foo_sdk", description="Call the Foo API.")
     parser.add_argument("--version", action="version", version=f"foo-sdk {__version__}")
     parser.add_argument(
-        "--credentials", metavar="FILE", help=f"credentials file (default: {DEFAULT_CREDENTIALS_FILE})"
+        "--credentials",
+        metavar="FILE",
+        help=(
+            "credentials file (default: the FOO_* variables if FOO_CLIENT_ID is set, "
+            f"else ./{DEFAULT_CREDENTIALS_FILE})"
+        ),
     )
     parser.add_argument("--json", action="store_true", help="print the API's JSON instead of a table")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

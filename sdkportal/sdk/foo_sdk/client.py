@@ -40,6 +40,8 @@ PAGE_SIZE = 100
 # FooClient's `max_retry_after`.
 MAX_RETRY_AFTER_SECONDS = 10.0
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
+# The keys of foo-credentials.json the SDK reads; all strings.
+_CREDENTIALS_KEYS = ("client_id", "client_secret", "token_url", "api_base_url", "ca_certificate")
 _CHALLENGE_PARAMETER = re.compile(r'([A-Za-z_]+)="((?:[^"\\]|\\.)*)"')
 
 
@@ -223,6 +225,9 @@ class FooClient:
         missing = [key for key in ("client_id", "token_url", "api_base_url") if not credentials.get(key)]
         if missing:
             raise FooConfigurationError(f"{path} lacks {', '.join(missing)}")
+        not_text = [key for key in _CREDENTIALS_KEYS if not isinstance(credentials.get(key) or "", str)]
+        if not_text:  # a hand-edited file: a configuration error, not a TypeError at the first call
+            raise FooConfigurationError(f"{path}: {', '.join(not_text)} must be a JSON string")
         settings = {
             "client_id": credentials["client_id"],
             "client_secret": credentials.get("client_secret") or os.environ.get("FOO_CLIENT_SECRET", ""),
@@ -455,9 +460,11 @@ def _retry_after(response: requests.Response) -> float | None:
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
-        return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())  # noqa: UP017 (3.10 has no UTC)
     except (TypeError, ValueError):
         return None
+    if when.tzinfo is None:  # asctime's format names no zone; every HTTP-date is GMT (RFC 9110 5.6.7)
+        when = when.replace(tzinfo=timezone.utc)  # noqa: UP017 (3.10 has no UTC)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())  # noqa: UP017
 
 
 def _error_fields(response: requests.Response) -> tuple[str, str]:
