@@ -1056,6 +1056,34 @@ def test_cli_says_that_the_environment_comes_before_the_credentials_file(tmp_pat
         assert "FOO_CLIENT_ID is set, else ./foo-credentials.json" in text.replace("`", "")
 
 
+@pytest.mark.parametrize(
+    "command, said",
+    [
+        (["products"], "error: interrupted\n"),
+        (["create-order", "1:1"], "error: interrupted (the order may have been placed: see `orders`)\n"),
+    ],
+)
+def test_cli_interrupted_says_so_in_one_line(tmp_path, capsys, monkeypatch, command, said):
+    write_credentials(
+        tmp_path,
+        {
+            "client_id": "id",
+            "client_secret": "s",
+            "token_url": "http://127.0.0.1:9/oauth2/token",
+            "api_base_url": "http://127.0.0.1:9/api/v1",
+        },
+    )
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(client_module.FooClient, "list_products", interrupted)
+    monkeypatch.setattr(client_module.FooClient, "create_order", interrupted)
+
+    assert cli.main(["--credentials", str(tmp_path / "foo-credentials.json"), *command]) == 130
+    assert capsys.readouterr().err == said
+
+
 def test_cli_create_order_reports_the_missing_scope(server, catalogue, tmp_path, capsys):
     new_client = make_client(scopes=SANDBOX_SCOPES)
     path = write_credentials(tmp_path, credentials(server, new_client))

@@ -138,6 +138,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FooError as error:
         print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback (128 + SIGINT, as a shell says)
+        unknown = (
+            " (the order may have been placed: see `orders`)" if arguments.command == "create-order" else ""
+        )
+        print(f"error: interrupted{unknown}", file=sys.stderr)
+        return 130
     try:
         print(json.dumps(result, indent=2) if arguments.json else text)
         sys.stdout.flush()
