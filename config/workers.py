@@ -115,12 +115,16 @@ class SyncWorker(sync.SyncWorker):
 
 
 class AccessLogger(Logger):
-    """gunicorn's logger, with the token of a password reset link kept out of the access log."""
+    """gunicorn's logger, with the token of a password reset link kept out of the access log, and
+    the path's control characters escaped (as Django escapes it in its own lines): PATH_INFO is
+    percent-decoded, and a %0A in the URL would start a forged line of the client's."""
 
     def atoms(self, resp, req, environ, request_time):
         atoms = super().atoms(resp, req, environ, request_time)
         path = atoms["U"]
-        # One prefix test per request: the token endpoint's lines cost nothing more.
+        # Two tests of a short path per request: the token endpoint's lines cost next to nothing more.
+        if path and not path.isprintable():
+            path = atoms["U"] = path.encode("unicode_escape").decode("ascii")
         if path and path.startswith(RESET_LINK_PREFIX):
             atoms["U"] = redact_reset_link(path)
         return atoms

@@ -7,6 +7,7 @@ import logging
 import socket
 import subprocess
 import sys
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -272,6 +273,24 @@ def test_a_request_line_gunicorn_refuses_is_logged_without_its_credentials(
     assert len(refusals) == 2, output
     assert "access_token=[redacted]" in output
     assert token not in output and secret not in output
+
+
+@pytest.mark.live
+def test_a_path_cannot_forge_a_line_of_the_access_log(django_db_setup, django_db_blocker, transactional_db):
+    """gunicorn percent-decodes the path: a %0A in the URL was a line break in the access log, and
+    what followed it a line of the client's making. Escaped there, as Django escapes it in its own."""
+    forged = '203.0.113.9 [28/Nov/2026:10:00:00 +0000] "POST /admin/ HTTP/1.1" 200 - 1ms'
+    with django_db_blocker.unblock(), LiveServer(workers=1, tls=False, ACCESS_LOG="on") as server:
+        response = requests.get(f"{server.url}/healthz%0A{quote(forged)}%0D", timeout=30)
+        # The one worker logs a request once answered: the next is answered after that line.
+        requests.get(f"{server.url}/healthz", timeout=30)
+        output = server.output()
+
+    assert response.status_code == 404
+    lines = output.splitlines()
+    assert not [line for line in lines if line.startswith("203.0.113.9")], output
+    [access_line] = [line for line in lines if line.startswith("127.0.0.1 ") and " 404 " in line]
+    assert '"GET /healthz\\n203.0.113.9 ' in access_line and '1ms\\r HTTP/1.1" 404 ' in access_line
 
 
 # --- the filter itself ---------------------------------------------------------------------------

@@ -611,6 +611,30 @@ def test_an_operator_logging_in_over_a_developers_session_clears_the_failures(
     assert login(client, "/admin/login/", operator.username, PASSWORD, OWNER).status_code == 302
 
 
+def change_console_password(http, old: str, new: str, address: str, *, again: str | None = None):
+    form = {"old_password": old, "new_password1": new, "new_password2": again or new}
+    return http.post("/admin/password_change/", form, REMOTE_ADDR=address)
+
+
+def test_wrong_old_passwords_in_the_console_count_as_failed_logins(client, operator):
+    """As at the portal's /accounts/password/: a console session left open is no way to guess its
+    account's password without limit. New passwords that do not match are no guess."""
+    client.force_login(operator)
+    new = "another horse battery staple 77"
+    for _ in range(limit("login_failures_per_user_and_address").count):
+        assert change_console_password(client, PASSWORD, new, ATTACKER, again="mismatch").status_code == 200
+    for _ in range(limit("login_failures_per_user_and_address").count):
+        assert change_console_password(client, "wrong", new, ATTACKER).status_code == 200
+
+    # The right old password is refused unchecked while the lock lasts, and the login page is locked too.
+    assert_throttled_page(change_console_password(client, PASSWORD, new, ATTACKER), at_most=900)
+    assert_throttled_page(login(client, "/admin/login/", operator.username, PASSWORD, ATTACKER), at_most=900)
+    operator.refresh_from_db()
+    assert operator.check_password(PASSWORD)
+    response = change_console_password(client, PASSWORD, new, OWNER)
+    assert (response.status_code, response["Location"]) == (302, "/admin/password_change/done/")
+
+
 def test_sign_ups_per_address_are_limited(client, db):
     for number in range(limit("signups_per_address").count):
         response = client.post(
