@@ -141,10 +141,16 @@ class TokenView(FormPostEndpointMixin, dot_views.TokenView):
         return response
 
 
+# What sensitive_post_parameters() would mark, for Django's error reports (DEBUG pages, mail to
+# ADMINS): the client's secret and the token the request is about.
+SENSITIVE_FORM_PARAMETERS = ["client_secret", "token"]
+
+
 class RevokeView(FormPostEndpointMixin, dot_views.RevokeTokenView):
     """POST /oauth2/revoke (RFC 7009): a client revokes one of its own tokens."""
 
     def post(self, request, *args, **kwargs):
+        request.sensitive_post_parameters = SENSITIVE_FORM_PARAMETERS  # kept out of error reports
         # RFC 6749 3.2: no parameter more than once. oauthlib checks the client's credentials for
         # that, not the token: it would revoke one of two tokens sent and answer 200.
         for parameter in ("token", "token_type_hint"):
@@ -231,6 +237,7 @@ class IntrospectView(BareOptionsAPIMixin, APIView):
         # credentials travel in the body, never the URL (a secret there would be refused, not used).
         if request.method == "POST" and request.META.get("QUERY_STRING"):
             raise exceptions.ParseError("URL query parameters are not allowed.")
+        request._request.sensitive_post_parameters = SENSITIVE_FORM_PARAMETERS  # kept out of error reports
         super().initial(request, *args, **kwargs)
 
     def post(self, request):

@@ -12,6 +12,7 @@ from urllib.parse import quote
 import pytest
 import requests
 from django.db import OperationalError, connection
+from django.views.debug import SafeExceptionReporterFilter
 
 from authserver.log_filters import redact
 from fooapi.services import seed_demo_catalogue
@@ -291,6 +292,32 @@ def test_a_path_cannot_forge_a_line_of_the_access_log(django_db_setup, django_db
     assert not [line for line in lines if line.startswith("203.0.113.9")], output
     [access_line] = [line for line in lines if line.startswith("127.0.0.1 ") and " 404 " in line]
     assert '"GET /healthz\\n203.0.113.9 ' in access_line and '1ms\\r HTTP/1.1" 404 ' in access_line
+
+
+@pytest.mark.parametrize(
+    "path, sensitive",
+    [
+        ("/oauth2/token", ["client_secret"]),
+        ("/oauth2/revoke", ["client_secret", "token"]),
+        ("/oauth2/introspect", ["client_secret", "token"]),
+    ],
+)
+def test_error_reports_leave_out_the_secret_and_the_token(client, db, path, sensitive):
+    """Django's error reports (a DEBUG page, mail to ADMINS) show a request's form: not these."""
+    new_client = make_client(scopes=["introspection"])
+    application = new_client.application
+    form = {"client_id": application.client_id, "client_secret": new_client.client_secret, "token": "t0ken"}
+    if path == "/oauth2/token":
+        form = {"grant_type": "client_credentials", **form}
+        del form["token"]
+
+    response = post_form(client, path, form)
+
+    assert response.status_code == 200, response.content
+    shown = SafeExceptionReporterFilter().get_post_parameters(response.wsgi_request)
+    assert set(shown) == set(form)
+    for name in form:
+        assert (shown[name] == form[name]) is (name not in sensitive), name
 
 
 # --- the filter itself ---------------------------------------------------------------------------
