@@ -3,7 +3,8 @@
 Explicit bidi controls in a name would reorder the page around it wherever it is shown: U+202E
 (right-to-left override) reverses the breadcrumbs, messages and counts after it. New names may not
 hold them (validate_name); names stored before keep them, and are shown contained (contained,
-isolated), so that none of them reaches past the name.
+isolated), so that none of them reaches past the name. Nor may new names hold control characters
+(a line break, an escape sequence), which the management commands refuse in any argument too.
 """
 
 import re
